@@ -1,0 +1,483 @@
+//! Adapter selection, the device, and its shared caches.
+//!
+//! One [`Device`] is shared (it is `Clone + Send + Sync`) by every model and thread that uses
+//! the same GPU: it owns the pipeline cache, the activation buffer pool and the uniform arena
+//! chunks. Work is recorded with a [`Recorder`](crate::Recorder) and submitted once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Result, RuntimeError};
+use crate::pipeline::{Kernel, PipelineKey};
+use crate::pool::BufferPool;
+
+/// How to pick and configure the device. [`DeviceOptions::from_env`] reads the
+/// `SPIKESCAN_*` variables; fields can also be set directly by an embedding app.
+#[derive(Clone, Debug)]
+pub struct DeviceOptions {
+    /// Adapter index (as listed by [`list_adapters`]) or a case-insensitive name substring.
+    pub adapter: Option<String>,
+    /// Restrict to one backend: `vulkan`, `metal`, `dx12` or `gl`.
+    pub backend: Option<String>,
+    /// Never use `shader-f16` kernels, even where the adapter supports them.
+    pub force_f32: bool,
+    /// Never use subgroup kernels, even where the adapter supports them.
+    pub no_subgroups: bool,
+    /// Submit and wait after every op, so a failure names the op that caused it.
+    pub debug: bool,
+    /// Time every dispatch and keep a per-op table ([`Device::take_profile`]).
+    pub profile: bool,
+    /// Longest wait for the GPU before giving up with [`RuntimeError::Timeout`].
+    pub poll_timeout: Duration,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        Self {
+            adapter: None,
+            backend: None,
+            force_f32: false,
+            no_subgroups: false,
+            debug: false,
+            profile: false,
+            poll_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    matches!(
+        std::env::var(name).ok().as_deref().map(str::trim),
+        Some("1" | "true" | "yes" | "on")
+    )
+}
+
+impl DeviceOptions {
+    /// Options from `SPIKESCAN_ADAPTER`, `SPIKESCAN_BACKEND`, `SPIKESCAN_FORCE_F32`,
+    /// `SPIKESCAN_NO_SUBGROUPS`, `SPIKESCAN_DEBUG`, `SPIKESCAN_PROFILE` and
+    /// `SPIKESCAN_POLL_TIMEOUT` (seconds).
+    pub fn from_env() -> Self {
+        let non_empty = |n: &str| std::env::var(n).ok().filter(|s| !s.trim().is_empty());
+        let mut o = Self {
+            adapter: non_empty("SPIKESCAN_ADAPTER"),
+            backend: non_empty("SPIKESCAN_BACKEND"),
+            force_f32: env_flag("SPIKESCAN_FORCE_F32"),
+            no_subgroups: env_flag("SPIKESCAN_NO_SUBGROUPS"),
+            debug: env_flag("SPIKESCAN_DEBUG"),
+            profile: env_flag("SPIKESCAN_PROFILE"),
+            ..Self::default()
+        };
+        if let Some(s) = non_empty("SPIKESCAN_POLL_TIMEOUT").and_then(|s| s.parse::<f64>().ok()) {
+            o.poll_timeout = Duration::from_secs_f64(s.max(0.001));
+        }
+        o
+    }
+}
+
+/// What the runtime uses of the adapter, after the options are applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caps {
+    /// `shader-f16` kernels (f16 weights, f32 accumulation) are enabled.
+    pub f16: bool,
+    /// Subgroup reductions are enabled.
+    pub subgroups: bool,
+    /// Dispatches can be timed with timestamp queries.
+    pub timestamps: bool,
+}
+
+/// A one-line-per-field description of an adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+}
+
+impl AdapterSummary {
+    fn new(index: usize, info: &wgpu::AdapterInfo) -> Self {
+        Self {
+            index,
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend).to_lowercase(),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+        }
+    }
+}
+
+fn parse_backend(name: Option<&str>) -> Result<wgpu::Backends> {
+    Ok(match name.map(|s| s.trim().to_lowercase()).as_deref() {
+        // GL only on request: it is a last resort for compute, and probing it is noisy.
+        None => wgpu::Backends::PRIMARY,
+        Some("vulkan" | "vk") => wgpu::Backends::VULKAN,
+        Some("metal" | "mtl") => wgpu::Backends::METAL,
+        Some("dx12" | "d3d12") => wgpu::Backends::DX12,
+        Some("gl" | "gles" | "opengl") => wgpu::Backends::GL,
+        Some(other) => {
+            return Err(RuntimeError::NoAdapter(format!(
+                "SPIKESCAN_BACKEND='{other}' is not a backend; use vulkan, metal, dx12 or gl"
+            )))
+        }
+    })
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+const NO_ADAPTER_HELP: &str =
+    "no Vulkan, Metal or DX12 device was found. On Debian/Ubuntu without a GPU, \
+install Mesa's software Vulkan driver: `sudo apt-get install mesa-vulkan-drivers` (lavapipe)";
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+fn adapters(backends: wgpu::Backends) -> (wgpu::Instance, Vec<wgpu::Adapter>) {
+    let inst = instance(backends);
+    let list = pollster::block_on(inst.enumerate_adapters(backends));
+    (inst, list)
+}
+
+/// Every adapter wgpu can see (for `spikescan info --all`), in index order.
+pub fn list_adapters(backend: Option<&str>) -> Result<Vec<AdapterSummary>> {
+    let (_, list) = adapters(parse_backend(backend)?);
+    Ok(list
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AdapterSummary::new(i, &a.get_info()))
+        .collect())
+}
+
+fn select_adapter(
+    list: Vec<wgpu::Adapter>,
+    wanted: Option<&str>,
+) -> Result<(usize, wgpu::Adapter)> {
+    if list.is_empty() {
+        return Err(RuntimeError::NoAdapter(NO_ADAPTER_HELP.into()));
+    }
+    let names: Vec<String> = list
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{i}: {}", a.get_info().name))
+        .collect();
+    if let Some(w) = wanted {
+        let pos = match w.trim().parse::<usize>() {
+            Ok(i) if i < list.len() => Some(i),
+            Ok(_) => None,
+            Err(_) => {
+                let w = w.to_lowercase();
+                list.iter()
+                    .position(|a| a.get_info().name.to_lowercase().contains(&w))
+            }
+        };
+        return match pos {
+            Some(i) => Ok((i, list.into_iter().nth(i).expect("index checked"))),
+            None => Err(RuntimeError::NoAdapter(format!(
+                "SPIKESCAN_ADAPTER='{w}' matches no adapter; available: {}",
+                names.join(", ")
+            ))),
+        };
+    }
+    // Best first: discrete > integrated > virtual > other > CPU; native APIs before GL.
+    let best = list
+        .iter()
+        .enumerate()
+        .min_by_key(|(i, a)| {
+            let info = a.get_info();
+            (
+                type_rank(info.device_type),
+                u8::from(info.backend == wgpu::Backend::Gl),
+                *i,
+            )
+        })
+        .map(|(i, _)| i)
+        .expect("non-empty");
+    Ok((best, list.into_iter().nth(best).expect("index checked")))
+}
+
+pub(crate) struct Inner {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) adapter: wgpu::Adapter,
+    pub(crate) summary: AdapterSummary,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) caps: Caps,
+    pub(crate) options: DeviceOptions,
+    pub(crate) kernels: Mutex<HashMap<PipelineKey, Arc<Kernel>>>,
+    pub(crate) modules: Mutex<HashMap<String, wgpu::ShaderModule>>,
+    pub(crate) pool: Arc<Mutex<BufferPool>>,
+    pub(crate) uniform_chunks: Mutex<Vec<wgpu::Buffer>>,
+    pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
+    pub(crate) lost: Arc<Mutex<Option<String>>>,
+    pub(crate) profile: Mutex<Vec<crate::profile::OpTiming>>,
+    pub(crate) timestamp_period_ns: f32,
+}
+
+/// The GPU device with its caches. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("adapter", &self.inner.summary.name)
+            .field("backend", &self.inner.summary.backend)
+            .field("caps", &self.inner.caps)
+            .finish()
+    }
+}
+
+impl Device {
+    /// Opens the best adapter, honouring the `SPIKESCAN_*` environment variables.
+    pub fn new() -> Result<Self> {
+        Self::with_options(DeviceOptions::from_env())
+    }
+
+    /// Opens a device with explicit options.
+    pub fn with_options(options: DeviceOptions) -> Result<Self> {
+        let backends = parse_backend(options.backend.as_deref())?;
+        let (_instance, list) = adapters(backends);
+        let (index, adapter) = select_adapter(list, options.adapter.as_deref())?;
+        let info = adapter.get_info();
+        let summary = AdapterSummary::new(index, &info);
+
+        let available = adapter.features();
+        let mut features = wgpu::Features::empty();
+        let want_f16 = !options.force_f32 && available.contains(wgpu::Features::SHADER_F16);
+        let want_sg = !options.no_subgroups && available.contains(wgpu::Features::SUBGROUP);
+        let want_ts = available.contains(wgpu::Features::TIMESTAMP_QUERY);
+        if want_f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        if want_sg {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        if want_ts {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        // Ask for everything the adapter offers: big storage bindings matter for weights.
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("spikescan"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| RuntimeError::RequestDevice {
+            adapter: info.name.clone(),
+            reason: e.to_string(),
+        })?;
+
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                if v.len() < 64 {
+                    v.push(e.to_string());
+                }
+            }
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut l) = lost_sink.lock() {
+                *l = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        let timestamp_period_ns = queue.get_timestamp_period();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                adapter,
+                summary,
+                limits,
+                caps: Caps {
+                    f16: want_f16,
+                    subgroups: want_sg,
+                    timestamps: want_ts,
+                },
+                options,
+                kernels: Mutex::new(HashMap::new()),
+                modules: Mutex::new(HashMap::new()),
+                pool: Arc::new(Mutex::new(BufferPool::default())),
+                uniform_chunks: Mutex::new(Vec::new()),
+                uncaptured,
+                lost,
+                profile: Mutex::new(Vec::new()),
+                timestamp_period_ns,
+            }),
+        })
+    }
+
+    /// The adapter this device runs on.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.inner.summary
+    }
+    /// What the runtime uses: f16, subgroups, timestamps.
+    pub fn caps(&self) -> Caps {
+        self.inner.caps
+    }
+    /// The limits in force (the adapter's own).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+    /// Features the adapter advertises (whether or not they are enabled).
+    pub fn adapter_features(&self) -> wgpu::Features {
+        self.inner.adapter.features()
+    }
+    /// Features enabled on this device.
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.device.features()
+    }
+    /// The options the device was opened with.
+    pub fn options(&self) -> &DeviceOptions {
+        &self.inner.options
+    }
+    /// The underlying wgpu device, for embedding apps that record their own work.
+    pub fn wgpu_device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+    /// The underlying wgpu queue.
+    pub fn wgpu_queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+    /// "name (backend, driver)" for report lines.
+    pub fn describe(&self) -> String {
+        let s = &self.inner.summary;
+        format!("{} ({}, {} {})", s.name, s.backend, s.driver, s.driver_info)
+    }
+
+    /// Returns an error if the device was lost or an uncaptured error was reported.
+    pub fn check(&self, context: &str) -> Result<()> {
+        if let Some(l) = self.inner.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(RuntimeError::DeviceLost(l));
+        }
+        let errs: Vec<String> = match self.inner.uncaptured.lock() {
+            Ok(mut v) => v.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Validation {
+                context: context.to_string(),
+                message: errs.join("; "),
+            })
+        }
+    }
+
+    /// Waits (at most `poll_timeout`) for all submitted work.
+    pub fn wait(&self, what: &str) -> Result<()> {
+        let timeout = self.inner.options.poll_timeout;
+        match self.inner.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(timeout),
+        }) {
+            Ok(_) => self.check(what),
+            Err(wgpu::PollError::Timeout) => Err(RuntimeError::Timeout {
+                what: what.to_string(),
+                seconds: timeout.as_secs_f64(),
+            }),
+            Err(e) => {
+                self.check(what)?;
+                Err(RuntimeError::DeviceLost(format!("{what}: {e}")))
+            }
+        }
+    }
+
+    /// Per-op timings collected in profiling mode since the last call.
+    pub fn take_profile(&self) -> Vec<crate::profile::OpTiming> {
+        self.inner
+            .profile
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+
+    /// Bytes held by the activation pool (free buffers kept for reuse).
+    pub fn pooled_bytes(&self) -> u64 {
+        self.inner.pool.lock().map(|p| p.free_bytes()).unwrap_or(0)
+    }
+
+    /// Drops every free pooled buffer.
+    pub fn trim_pool(&self) {
+        if let Ok(mut p) = self.inner.pool.lock() {
+            p.clear();
+        }
+    }
+
+    /// Runs `f` inside error scopes for validation and out-of-memory errors, turning a
+    /// captured error into an `Err` that names `context`.
+    pub(crate) fn scoped<T>(
+        &self,
+        context: impl FnOnce() -> String,
+        f: impl FnOnce() -> T,
+    ) -> Result<T> {
+        let oom = self
+            .inner
+            .device
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self
+            .inner
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = o {
+            let _ = e;
+            return Err(RuntimeError::OutOfMemory(context()));
+        }
+        if let Some(e) = v {
+            return Err(RuntimeError::Validation {
+                context: context(),
+                message: e.to_string(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            parse_backend(Some("Vulkan")).unwrap(),
+            wgpu::Backends::VULKAN
+        );
+        assert_eq!(parse_backend(None).unwrap(), wgpu::Backends::PRIMARY);
+        let e = parse_backend(Some("cuda")).unwrap_err().to_string();
+        assert!(e.contains("cuda") && e.contains("vulkan"), "{e}");
+    }
+
+    #[test]
+    fn an_adapter_override_that_matches_nothing_is_an_error() {
+        let e = select_adapter(Vec::new(), None).unwrap_err().to_string();
+        assert!(e.contains("mesa-vulkan-drivers"), "{e}");
+        let (_, list) = adapters(wgpu::Backends::PRIMARY);
+        let e = select_adapter(list, Some("no-such-adapter-xyz"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no-such-adapter-xyz"), "{e}");
+    }
+}

@@ -1,0 +1,431 @@
+//! Convolutions (`shaders/conv.wgsl`): conv2d with stride, zero padding, dilation and groups
+//! (depthwise included), PyTorch weight layout `[Cout, Cin / groups, KH, KW]`; conv1d is the
+//! same kernel with H = 1.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{expect_dtype, expect_out, grid_elems};
+use crate::error::{shape_err, Result};
+use crate::harness::{check_f32, output, Case};
+use crate::pipeline::{PipelineKey, Shader};
+use crate::profile::OpInfo;
+use crate::record::Recorder;
+use crate::tensor::{DType, Tensor};
+
+/// Hyper-parameters of a 2-D convolution, as `torch.nn.Conv2d`'s (index 0 = H, 1 = W).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Default for Conv2d {
+    fn default() -> Self {
+        Self {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2d {
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Self {
+            stride: [stride; 2],
+            padding: [padding; 2],
+            ..Self::default()
+        }
+    }
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = [d; 2];
+        self
+    }
+    /// Output size along one axis, or None when the kernel does not fit.
+    pub fn out_size(&self, axis: usize, input: usize, kernel: usize) -> Option<usize> {
+        let span = self.dilation[axis] * (kernel - 1) + 1;
+        let padded = input + 2 * self.padding[axis];
+        (padded >= span && self.stride[axis] > 0).then(|| (padded - span) / self.stride[axis] + 1)
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    dh: u32,
+    dw: u32,
+    groups: u32,
+    has_bias: u32,
+    _pad: [u32; 3],
+}
+
+/// Output shape of conv2d, or an error naming what does not fit.
+pub fn conv2d_shape(x: &[usize], w: &[usize], c: &Conv2d) -> Result<[usize; 4]> {
+    if x.len() != 4 || w.len() != 4 {
+        return Err(shape_err(
+            "conv2d",
+            format!("x {x:?} must be [N, C, H, W] and w {w:?} [Cout, Cin/g, KH, KW]"),
+        ));
+    }
+    let g = c.groups;
+    if g == 0 || x[1] % g != 0 || w[0] % g != 0 || w[1] * g != x[1] {
+        return Err(shape_err(
+            "conv2d",
+            format!("x {x:?} and w {w:?} do not fit groups = {g} (w must be [Cout, Cin/groups, KH, KW])"),
+        ));
+    }
+    let oh = c.out_size(0, x[2], w[2]);
+    let ow = c.out_size(1, x[3], w[3]);
+    match (oh, ow) {
+        (Some(oh), Some(ow)) => Ok([x[0], w[0], oh, ow]),
+        _ => Err(shape_err(
+            "conv2d",
+            format!("kernel {w:?} does not fit input {x:?} with {c:?}"),
+        )),
+    }
+}
+
+/// `out = conv2d(x, w) + bias`.
+pub fn conv2d_into(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Conv2d,
+    out: &Tensor,
+) -> Result<()> {
+    expect_dtype("conv2d", "x", x, DType::F32)?;
+    expect_dtype("conv2d", "w", w, DType::F32)?;
+    let os = conv2d_shape(x.shape(), w.shape(), c)?;
+    expect_out("conv2d", out, &os, DType::F32)?;
+    if let Some(b) = bias {
+        expect_dtype("conv2d", "bias", b, DType::F32)?;
+        if b.numel() != os[1] {
+            return Err(shape_err(
+                "conv2d",
+                format!("bias has {} elements, expected {}", b.numel(), os[1]),
+            ));
+        }
+    }
+    let (xs, ws) = (x.shape(), w.shape());
+    let p = Params {
+        n: xs[0] as u32,
+        cin: xs[1] as u32,
+        h: xs[2] as u32,
+        w: xs[3] as u32,
+        cout: ws[0] as u32,
+        oh: os[2] as u32,
+        ow: os[3] as u32,
+        kh: ws[2] as u32,
+        kw: ws[3] as u32,
+        sh: c.stride[0] as u32,
+        sw: c.stride[1] as u32,
+        ph: c.padding[0] as u32,
+        pw: c.padding[1] as u32,
+        dh: c.dilation[0] as u32,
+        dw: c.dilation[1] as u32,
+        groups: c.groups as u32,
+        has_bias: bias.is_some() as u32,
+        _pad: [0; 3],
+    };
+    let key = PipelineKey::new(Shader::Conv, "conv2d", 3, 1);
+    let n = out.numel();
+    rec.dispatch(
+        &key,
+        &p,
+        &[x, w, bias.unwrap_or(w)],
+        &[out],
+        grid_elems(n),
+        || OpInfo {
+            name: "conv2d",
+            shape: format!(
+                "x={:?} w={:?} s={:?} p={:?} g={}",
+                xs, ws, c.stride, c.padding, c.groups
+            ),
+            bytes: 4 * (x.numel() + w.numel() + n) as u64,
+            flops: 2 * (n * ws[1] * ws[2] * ws[3]) as u64,
+        },
+    )
+}
+
+/// conv2d into a new tensor.
+pub fn conv2d(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Conv2d,
+) -> Result<Tensor> {
+    let os = conv2d_shape(x.shape(), w.shape(), c)?;
+    let out = rec.device().alloc(&os, DType::F32)?;
+    conv2d_into(rec, x, w, bias, c, &out)?;
+    Ok(out)
+}
+
+/// Hyper-parameters of `torch.nn.Conv1d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv1d {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+impl Conv1d {
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Self {
+            stride,
+            padding,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+    fn as_2d(&self) -> Conv2d {
+        Conv2d {
+            stride: [1, self.stride],
+            padding: [0, self.padding],
+            dilation: [1, self.dilation],
+            groups: self.groups,
+        }
+    }
+}
+
+/// conv1d: `x [N, C, L]`, `w [Cout, C/groups, K]` → `[N, Cout, Lout]`.
+pub fn conv1d(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Conv1d,
+) -> Result<Tensor> {
+    if x.rank() != 3 || w.rank() != 3 {
+        return Err(shape_err(
+            "conv1d",
+            format!(
+                "x {:?} must be [N, C, L] and w {:?} [Cout, Cin/g, K]",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let (xs, ws) = (x.shape(), w.shape());
+    let x4 = x.reshape(&[xs[0], xs[1], 1, xs[2]])?;
+    let w4 = w.reshape(&[ws[0], ws[1], 1, ws[2]])?;
+    let out = conv2d(rec, &x4, &w4, bias, &c.as_2d())?;
+    let os = out.shape().to_vec();
+    out.reshape(&[os[0], os[1], os[3]])
+}
+
+/// f64 reference of conv2d.
+pub fn reference(
+    x: &[f32],
+    xs: [usize; 4],
+    w: &[f32],
+    ws: [usize; 4],
+    bias: Option<&[f32]>,
+    c: &Conv2d,
+) -> Vec<f64> {
+    let os = conv2d_shape(&xs, &ws, c).expect("valid conv");
+    let (cin_g, cout_g) = (xs[1] / c.groups, ws[0] / c.groups);
+    let mut out = vec![0.0; os.iter().product()];
+    for b in 0..os[0] {
+        for co in 0..os[1] {
+            let g = co / cout_g;
+            for oy in 0..os[2] {
+                for ox in 0..os[3] {
+                    let mut s = bias.map_or(0.0, |bb| bb[co] as f64);
+                    for ci in 0..cin_g {
+                        for ky in 0..ws[2] {
+                            let iy = (oy * c.stride[0] + ky * c.dilation[0]) as isize
+                                - c.padding[0] as isize;
+                            if iy < 0 || iy >= xs[2] as isize {
+                                continue;
+                            }
+                            for kx in 0..ws[3] {
+                                let ix = (ox * c.stride[1] + kx * c.dilation[1]) as isize
+                                    - c.padding[1] as isize;
+                                if ix < 0 || ix >= xs[3] as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * xs[1] + g * cin_g + ci) * xs[2] + iy as usize)
+                                    * xs[3]
+                                    + ix as usize];
+                                let wv = w[((co * cin_g + ci) * ws[2] + ky) * ws[3] + kx];
+                                s += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    out[((b * os[1] + co) * os[2] + oy) * os[3] + ox] = s;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Harness cases: 1x1, 3x3, 7x7 depthwise, strided, dilated, grouped, conv1d shapes.
+pub fn cases() -> Vec<Case> {
+    let list: Vec<(&str, [usize; 4], [usize; 4], Conv2d, bool)> = vec![
+        ("1x1", [1, 1, 1, 1], [1, 1, 1, 1], Conv2d::default(), false),
+        ("1x1", [2, 5, 3, 7], [9, 5, 1, 1], Conv2d::default(), true),
+        (
+            "3x3 p1",
+            [1, 3, 13, 11],
+            [8, 3, 3, 3],
+            Conv2d::new(1, 1),
+            false,
+        ),
+        (
+            "3x3 s2 p1",
+            [2, 4, 9, 10],
+            [5, 4, 3, 3],
+            Conv2d::new(2, 1),
+            true,
+        ),
+        (
+            "7x7 s2 p3",
+            [1, 3, 17, 17],
+            [6, 3, 7, 7],
+            Conv2d::new(2, 3),
+            true,
+        ),
+        (
+            "dw 7x7 p3",
+            [2, 6, 9, 8],
+            [6, 1, 7, 7],
+            Conv2d::new(1, 3).groups(6),
+            false,
+        ),
+        (
+            "dw 3x3 p0",
+            [1, 5, 6, 6],
+            [5, 1, 3, 3],
+            Conv2d::new(1, 0).groups(5),
+            false,
+        ),
+        (
+            "groups 2",
+            [1, 4, 7, 5],
+            [6, 2, 3, 3],
+            Conv2d::new(1, 1).groups(2),
+            true,
+        ),
+        (
+            "dilation 2",
+            [1, 2, 11, 9],
+            [3, 2, 3, 3],
+            Conv2d::new(1, 2).dilation(2),
+            true,
+        ),
+        (
+            "conv1d k3 p1",
+            [3, 7, 1, 33],
+            [5, 7, 1, 3],
+            Conv1d::new(1, 1).as_2d(),
+            false,
+        ),
+        (
+            "conv1d k4 p3",
+            [1, 4, 1, 20],
+            [4, 1, 1, 4],
+            Conv1d {
+                stride: 1,
+                padding: 3,
+                dilation: 1,
+                groups: 4,
+            }
+            .as_2d(),
+            true,
+        ),
+    ];
+    list.into_iter()
+        .map(|(name, xs, ws, c, bias)| {
+            Case::new(
+                "conv2d",
+                format!("{name} x={xs:?} w={ws:?}"),
+                1e-11,
+                move |dev, rng| {
+                    let x = rng.vec(xs.iter().product(), -1.0, 1.0);
+                    let w = rng.vec(ws.iter().product(), -1.0, 1.0);
+                    let b = rng.vec(ws[0], -1.0, 1.0);
+                    let (xt, wt, bt) = (
+                        dev.tensor_f32(&x, &xs)?,
+                        dev.weight_f32(&w, &ws)?,
+                        dev.weight_f32(&b, &[ws[0]])?,
+                    );
+                    let out = output(dev, &conv2d_shape(&xs, &ws, &c)?, DType::F32)?;
+                    let mut rec = dev.recorder("test");
+                    conv2d_into(&mut rec, &xt, &wt, bias.then_some(&bt), &c, &out)?;
+                    rec.submit()?;
+                    check_f32(
+                        dev,
+                        &out,
+                        &reference(&x, xs, &w, ws, bias.then_some(&b), &c),
+                    )
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_matches_reference_over_shape_sweep() {
+        crate::harness::assert_cases(cases());
+    }
+
+    #[test]
+    fn conv1d_runs_through_the_2d_kernel() {
+        let dev = &crate::harness::test_devices()[0].1;
+        let x: Vec<f32> = (0..2 * 3 * 10).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..4 * 3 * 3).map(|i| (i as f32 * 0.11).cos()).collect();
+        let xt = dev.tensor_f32(&x, &[2, 3, 10]).unwrap();
+        let wt = dev.weight_f32(&w, &[4, 3, 3]).unwrap();
+        let mut rec = dev.recorder("t");
+        let y = conv1d(&mut rec, &xt, &wt, None, &Conv1d::new(2, 1)).unwrap();
+        rec.submit().unwrap();
+        assert_eq!(y.shape(), &[2, 4, 5]);
+        let got = dev.read_f32(&y).unwrap();
+        let want = reference(
+            &x,
+            [2, 3, 1, 10],
+            &w,
+            [4, 3, 1, 3],
+            None,
+            &Conv1d::new(2, 1).as_2d(),
+        );
+        for (g, r) in got.iter().zip(&want) {
+            assert!((*g as f64 - r).abs() < 1e-5, "{g} vs {r}");
+        }
+    }
+
+    #[test]
+    fn mismatched_groups_are_an_error() {
+        let e =
+            conv2d_shape(&[1, 4, 5, 5], &[6, 3, 3, 3], &Conv2d::new(1, 1).groups(2)).unwrap_err();
+        assert!(e.to_string().contains("groups"), "{e}");
+    }
+}

@@ -1,0 +1,440 @@
+//! Tensors: a GPU buffer, a shape and a dtype; always contiguous (row-major).
+
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::device::Device;
+use crate::error::{shape_err, Result, RuntimeError};
+use crate::pool::{size_class, BufferPool};
+
+/// Element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    U32,
+    I32,
+    /// One byte per element (spike maps, small integers).
+    U8,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::U32 | DType::I32 => 4,
+            DType::F16 => 2,
+            DType::U8 => 1,
+        }
+    }
+    /// Lower-case name, as in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::U32 => "u32",
+            DType::I32 => "i32",
+            DType::U8 => "u8",
+        }
+    }
+}
+
+/// Whether a buffer comes from (and returns to) the activation pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Residency {
+    /// Reused across ops and forward passes.
+    Pooled,
+    /// Held for the lifetime of the tensor (weights, persistent state).
+    Owned,
+}
+
+pub(crate) struct Storage {
+    buffer: Option<wgpu::Buffer>,
+    class: u64,
+    pool: Option<Weak<Mutex<BufferPool>>>,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let (Some(buf), Some(pool)) = (self.buffer.take(), self.pool.as_ref()) {
+            if let Some(pool) = pool.upgrade() {
+                if let Ok(mut p) = pool.lock() {
+                    p.give(self.class, buf);
+                }
+            }
+        }
+    }
+}
+
+/// A contiguous tensor on the GPU. Clones share the buffer.
+#[derive(Clone)]
+pub struct Tensor {
+    storage: Arc<Storage>,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({}{:?})", self.dtype.name(), self.shape)
+    }
+}
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+    /// Size of the data in bytes (not rounded up).
+    pub fn bytes(&self) -> u64 {
+        (self.numel() * self.dtype.size()) as u64
+    }
+    /// Size of the underlying buffer in bytes (at least `bytes()`).
+    pub fn capacity(&self) -> u64 {
+        self.buffer().size()
+    }
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.storage
+            .buffer
+            .as_ref()
+            .expect("buffer present until drop")
+    }
+    /// Dimension `i`, counting from the end when negative.
+    pub fn dim(&self, i: isize) -> usize {
+        let r = self.shape.len() as isize;
+        let j = if i < 0 { r + i } else { i };
+        self.shape[j as usize]
+    }
+    /// The same buffer seen with another shape of the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(shape_err(
+                "reshape",
+                format!(
+                    "cannot view {:?} ({} elements) as {:?}",
+                    self.shape,
+                    self.numel(),
+                    shape
+                ),
+            ));
+        }
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
+    }
+    /// True when both tensors use the same GPU buffer.
+    pub fn same_buffer(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+    /// Shape as "[a, b, c]" for messages and profiles.
+    pub fn shape_str(&self) -> String {
+        format!("{:?}", self.shape)
+    }
+}
+
+fn pad4(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if bytes.len() % 4 == 0 && !bytes.is_empty() {
+        std::borrow::Cow::Borrowed(bytes)
+    } else {
+        let mut v = bytes.to_vec();
+        v.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
+        std::borrow::Cow::Owned(v)
+    }
+}
+
+impl Device {
+    /// Checks a buffer of `bytes` against the binding and buffer limits.
+    pub fn check_buffer_size(&self, bytes: u64, what: &str) -> Result<()> {
+        let l = &self.inner.limits;
+        if bytes > l.max_storage_buffer_binding_size as u64 {
+            return Err(RuntimeError::BufferTooLarge {
+                what: what.to_string(),
+                bytes,
+                limit: l.max_storage_buffer_binding_size as u64,
+                limit_name: "max_storage_buffer_binding_size",
+            });
+        }
+        if bytes > l.max_buffer_size {
+            return Err(RuntimeError::BufferTooLarge {
+                what: what.to_string(),
+                bytes,
+                limit: l.max_buffer_size,
+                limit_name: "max_buffer_size",
+            });
+        }
+        Ok(())
+    }
+
+    fn make_storage(&self, min_bytes: u64, what: &str, residency: Residency) -> Result<Storage> {
+        self.check_buffer_size(min_bytes, what)?;
+        let exact = min_bytes.max(16).div_ceil(16) * 16;
+        let class = match residency {
+            Residency::Pooled => {
+                let c = size_class(min_bytes);
+                if c > self.inner.limits.max_storage_buffer_binding_size as u64 {
+                    exact
+                } else {
+                    c
+                }
+            }
+            Residency::Owned => exact,
+        };
+        if residency == Residency::Pooled {
+            if let Some(b) = self.inner.pool.lock().ok().and_then(|mut p| p.take(class)) {
+                return Ok(Storage {
+                    buffer: Some(b),
+                    class,
+                    pool: Some(Arc::downgrade(&self.inner.pool)),
+                });
+            }
+        }
+        let buffer = self.scoped(
+            || format!("allocating {class} bytes for {what}"),
+            || {
+                self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(what),
+                    size: class,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            },
+        )?;
+        Ok(Storage {
+            buffer: Some(buffer),
+            class,
+            pool: (residency == Residency::Pooled).then(|| Arc::downgrade(&self.inner.pool)),
+        })
+    }
+
+    /// An uninitialised pooled tensor (an activation).
+    pub fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.alloc_in(shape, dtype, Residency::Pooled)
+    }
+
+    /// An uninitialised tensor with the given residency.
+    pub fn alloc_in(&self, shape: &[usize], dtype: DType, residency: Residency) -> Result<Tensor> {
+        let bytes = (numel(shape) * dtype.size()) as u64;
+        let what = format!("{} tensor {:?}", dtype.name(), shape);
+        Ok(Tensor {
+            storage: Arc::new(self.make_storage(bytes, &what, residency)?),
+            shape: shape.to_vec(),
+            dtype,
+        })
+    }
+
+    /// A tensor whose buffer holds at least `capacity` bytes (the op harness puts a guard
+    /// region after the data this way). Not pooled.
+    pub fn alloc_with_capacity(
+        &self,
+        shape: &[usize],
+        dtype: DType,
+        capacity: u64,
+    ) -> Result<Tensor> {
+        let bytes = ((numel(shape) * dtype.size()) as u64).max(capacity);
+        let what = format!("{} tensor {:?}", dtype.name(), shape);
+        Ok(Tensor {
+            storage: Arc::new(self.make_storage(bytes, &what, Residency::Owned)?),
+            shape: shape.to_vec(),
+            dtype,
+        })
+    }
+
+    /// Uploads raw little-endian bytes as a tensor.
+    pub fn upload(
+        &self,
+        shape: &[usize],
+        dtype: DType,
+        data: &[u8],
+        residency: Residency,
+    ) -> Result<Tensor> {
+        let expect = numel(shape) * dtype.size();
+        if data.len() != expect {
+            return Err(shape_err(
+                "upload",
+                format!(
+                    "{} {:?} needs {expect} bytes, got {}",
+                    dtype.name(),
+                    shape,
+                    data.len()
+                ),
+            ));
+        }
+        let t = self.alloc_in(shape, dtype, residency)?;
+        self.write(&t, data)?;
+        Ok(t)
+    }
+
+    /// Overwrites the start of a tensor's buffer with raw bytes.
+    pub fn write(&self, t: &Tensor, data: &[u8]) -> Result<()> {
+        let data = pad4(data);
+        if data.len() as u64 > t.capacity() {
+            return Err(shape_err(
+                "write",
+                format!(
+                    "{} bytes do not fit a buffer of {}",
+                    data.len(),
+                    t.capacity()
+                ),
+            ));
+        }
+        self.inner.queue.write_buffer(t.buffer(), 0, &data);
+        Ok(())
+    }
+
+    /// A pooled f32 activation from host data.
+    pub fn tensor_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        self.upload(
+            shape,
+            DType::F32,
+            bytemuck::cast_slice(data),
+            Residency::Pooled,
+        )
+    }
+    /// A u32 tensor (indices, token ids) from host data.
+    pub fn tensor_u32(&self, data: &[u32], shape: &[usize]) -> Result<Tensor> {
+        self.upload(
+            shape,
+            DType::U32,
+            bytemuck::cast_slice(data),
+            Residency::Pooled,
+        )
+    }
+    /// An f32 weight (not pooled).
+    pub fn weight_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        self.upload(
+            shape,
+            DType::F32,
+            bytemuck::cast_slice(data),
+            Residency::Owned,
+        )
+    }
+    /// A weight stored as f16 when the device runs f16 kernels, else as f32 (the plain twin).
+    pub fn weight_f16(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        if self.caps().f16 {
+            let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+            self.upload(
+                shape,
+                DType::F16,
+                bytemuck::cast_slice(&h),
+                Residency::Owned,
+            )
+        } else {
+            let h: Vec<f32> = data
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_f32())
+                .collect();
+            self.weight_f32(&h, shape)
+        }
+    }
+
+    /// Reads `len` bytes from the start of a buffer (waits for all submitted work).
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+        let len4 = len.div_ceil(4) * 4;
+        if len4 == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.scoped(
+            || format!("allocating a {len4}-byte readback buffer"),
+            || {
+                self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("spikescan readback"),
+                    size: len4,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            },
+        )?;
+        let mut enc = self
+            .inner
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, len4);
+        self.inner.queue.submit([enc.finish()]);
+        let slot: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
+            Arc::new(Mutex::new(None));
+        let s2 = slot.clone();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            if let Ok(mut s) = s2.lock() {
+                *s = Some(r);
+            }
+        });
+        self.wait("a readback")?;
+        let mapped = slot.lock().ok().and_then(|mut s| s.take());
+        match mapped {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                return Err(RuntimeError::Validation {
+                    context: "mapping a readback buffer".into(),
+                    message: e.to_string(),
+                })
+            }
+            None => {
+                return Err(RuntimeError::Timeout {
+                    what: "mapping a readback buffer".into(),
+                    seconds: self.inner.options.poll_timeout.as_secs_f64(),
+                })
+            }
+        }
+        let mut out = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| RuntimeError::Validation {
+                context: "reading a mapped readback buffer".into(),
+                message: e.to_string(),
+            })?
+            .to_vec();
+        staging.unmap();
+        out.truncate(len as usize);
+        Ok(out)
+    }
+
+    /// A tensor's bytes.
+    pub fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
+        self.read_buffer(t.buffer(), t.bytes())
+    }
+
+    /// A float tensor (f32 or f16) as f32 values.
+    pub fn read_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let b = self.read_bytes(t)?;
+        match t.dtype() {
+            DType::F32 => Ok(bytemuck::pod_collect_to_vec(&b)),
+            DType::F16 => Ok(bytemuck::pod_collect_to_vec::<u8, half::f16>(&b)
+                .into_iter()
+                .map(|h| h.to_f32())
+                .collect()),
+            d => Err(shape_err(
+                "read_f32",
+                format!("tensor is {}, not a float", d.name()),
+            )),
+        }
+    }
+
+    /// A u32 or i32 tensor as u32 values.
+    pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
+        match t.dtype() {
+            DType::U32 | DType::I32 => Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t)?)),
+            d => Err(shape_err(
+                "read_u32",
+                format!("tensor is {}, not u32/i32", d.name()),
+            )),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+// Shared by every kernel: the invocation ids and workgroup-wide reductions.
+// Reductions assume a 1-D workgroup of RED_WG = 256 invocations.
+
+struct Ids {
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#ifdef SUBGROUPS
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(num_subgroups) sg_count: u32,
+#endif
+}
+
+const RED_WG: u32 = 256u;
+
+// Linear workgroup index of a grid folded into (x, y) past 65,535 groups.
+fn group_index(ids: Ids) -> u32 {
+    return ids.wid.x + ids.wid.y * ids.nwg.x;
+}
+
+var<workgroup> red_scratch: array<f32, RED_WG>;
+
+// Sum of `v` over the workgroup, returned to every invocation. Must be called in uniform
+// control flow. The subgroup variant sums within subgroups first.
+fn block_sum(v: f32, ids: Ids) -> f32 {
+#ifdef SUBGROUPS
+    let s = subgroupAdd(v);
+    if (ids.sg_lane == 0u) {
+        red_scratch[ids.sg_id] = s;
+    }
+    workgroupBarrier();
+    var t = 0.0;
+    for (var i = 0u; i < ids.sg_count; i += 1u) {
+        t += red_scratch[i];
+    }
+    workgroupBarrier();
+    return t;
+#else
+    red_scratch[ids.lid] = v;
+    workgroupBarrier();
+    for (var s = RED_WG / 2u; s > 0u; s = s >> 1u) {
+        if (ids.lid < s) {
+            red_scratch[ids.lid] += red_scratch[ids.lid + s];
+        }
+        workgroupBarrier();
+    }
+    let t = red_scratch[0];
+    workgroupBarrier();
+    return t;
+#endif
+}

@@ -1,0 +1,146 @@
+// Matrix products with weights in PyTorch's [out, in] layout (or any strides):
+//   out[b, m, n] = sum_k x[b, m, k] * w[b, n, k] + bias[n]
+// `matmul`: 64x64 output tiles, 16-deep k tiles in workgroup memory, 4x4 outputs per invocation.
+// `gemv`: one output row per 64 invocations, for a single activation row (decode, heads).
+// F16: weights stored as f16, products accumulated in f32.
+#ifdef F16
+enable f16;
+#endif
+
+#include "lib/common.wgsl"
+
+#ifdef F16
+alias WT = f16;
+#else
+alias WT = f32;
+#endif
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    xs_b: u32,
+    xs_m: u32,
+    xs_k: u32,
+    ws_b: u32,
+    ws_n: u32,
+    ws_k: u32,
+    has_bias: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<WT>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+
+var<workgroup> xs: array<f32, 1024>; // [TK][TM]
+var<workgroup> ws: array<f32, 1024>; // [TK][TN]
+
+@compute @workgroup_size(256)
+fn matmul(ids: Ids) {
+    let b = ids.wid.z;
+    let m0 = ids.wid.y * TM;
+    let n0 = ids.wid.x * TN;
+    let tx = ids.lid % 16u;
+    let ty = ids.lid / 16u;
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i += 1u) {
+        acc[i] = 0.0;
+    }
+    let xb = b * p.xs_b;
+    let wb = b * p.ws_b;
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        for (var e = 0u; e < 4u; e += 1u) {
+            let idx = ids.lid + e * 256u;
+            let r = idx / TK;
+            let kk = idx % TK;
+            let gk = k0 + kk;
+            let gm = m0 + r;
+            var xv = 0.0;
+            if (gm < p.m && gk < p.k) {
+                xv = x[xb + gm * p.xs_m + gk * p.xs_k];
+            }
+            xs[kk * TM + r] = xv;
+            let gn = n0 + r;
+            var wv = 0.0;
+            if (gn < p.n && gk < p.k) {
+                wv = f32(w[wb + gn * p.ws_n + gk * p.ws_k]);
+            }
+            ws[kk * TN + r] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk += 1u) {
+            var a: array<f32, 4>;
+            var c: array<f32, 4>;
+            for (var i = 0u; i < 4u; i += 1u) {
+                a[i] = xs[kk * TM + ty + 16u * i];
+                c[i] = ws[kk * TN + tx + 16u * i];
+            }
+            for (var i = 0u; i < 4u; i += 1u) {
+                for (var j = 0u; j < 4u; j += 1u) {
+                    acc[i * 4u + j] = fma(a[i], c[j], acc[i * 4u + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i += 1u) {
+        let gm = m0 + ty + 16u * i;
+        for (var j = 0u; j < 4u; j += 1u) {
+            let gn = n0 + tx + 16u * j;
+            if (gm < p.m && gn < p.n) {
+                var v = acc[i * 4u + j];
+                if (p.has_bias != 0u) {
+                    v += bias[gn];
+                }
+                out[(b * p.m + gm) * p.n + gn] = v;
+            }
+        }
+    }
+}
+
+const GEMV_ROWS: u32 = 4u;
+const GEMV_LANES: u32 = 64u;
+
+var<workgroup> gsum: array<f32, 256>;
+
+// Grid: (x, y) fold ceil(n / 4) row groups; z = batch * m (one activation row each).
+@compute @workgroup_size(256)
+fn gemv(ids: Ids) {
+    let row = ids.wid.z;
+    let b = row / p.m;
+    let mi = row % p.m;
+    let seg = ids.lid / GEMV_LANES;
+    let lane = ids.lid % GEMV_LANES;
+    let n = group_index(ids) * GEMV_ROWS + seg;
+    var acc = 0.0;
+    if (n < p.n) {
+        let xo = b * p.xs_b + mi * p.xs_m;
+        let wo = b * p.ws_b + n * p.ws_n;
+        for (var k = lane; k < p.k; k += GEMV_LANES) {
+            acc = fma(x[xo + k * p.xs_k], f32(w[wo + k * p.ws_k]), acc);
+        }
+    }
+    gsum[ids.lid] = acc;
+    workgroupBarrier();
+    for (var s = GEMV_LANES / 2u; s > 0u; s = s >> 1u) {
+        if (lane < s) {
+            gsum[ids.lid] += gsum[ids.lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && n < p.n) {
+        var v = gsum[ids.lid];
+        if (p.has_bias != 0u) {
+            v += bias[n];
+        }
+        out[row * p.n + n] = v;
+    }
+}

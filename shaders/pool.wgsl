@@ -1,0 +1,60 @@
+// 2-D max pooling, NCHW, as torch.nn.MaxPool2d (implicit -inf padding, floor mode, dilation;
+// NaN propagates). One invocation per output element.
+
+#include "lib/common.wgsl"
+
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    dh: u32,
+    dw: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+@compute @workgroup_size(256)
+fn maxpool2d(ids: Ids) {
+    let i = group_index(ids) * 256u + ids.lid;
+    if (i >= p.n * p.c * p.oh * p.ow) {
+        return;
+    }
+    let ox = i % p.ow;
+    let oy = (i / p.ow) % p.oh;
+    let nc = i / (p.ow * p.oh);
+    var m = bitcast<f32>(0xff800000u); // -inf
+    for (var ky = 0u; ky < p.kh; ky += 1u) {
+        let iy = i32(oy * p.sh + ky * p.dh) - i32(p.ph);
+        if (iy < 0 || iy >= i32(p.h)) {
+            continue;
+        }
+        for (var kx = 0u; kx < p.kw; kx += 1u) {
+            let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pw);
+            if (ix < 0 || ix >= i32(p.w)) {
+                continue;
+            }
+            let v = x[(nc * p.h + u32(iy)) * p.w + u32(ix)];
+            if (v > m || is_nan(v)) {
+                m = v;
+            }
+        }
+    }
+    out[i] = m;
+}
