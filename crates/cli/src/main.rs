@@ -1,1 +1,220 @@
-fn main() {}
+//! The `spikescan` command-line tool.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use spikescan::runtime::harness::{run_cases, Feature};
+use spikescan::{Device, DeviceOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "spikescan",
+    version,
+    about = "Spiking transformers and state-space models on any GPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the adapter, backend, driver, enabled features and limits.
+    ///
+    /// Example: `spikescan info`, `spikescan info --all`, `SPIKESCAN_ADAPTER=1 spikescan info`
+    Info {
+        /// List every adapter wgpu can see, with the index SPIKESCAN_ADAPTER accepts.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run every kernel against its CPU reference on small shapes and print the op × dtype ×
+    /// feature support matrix of this adapter (the plain twins run on a second device
+    /// opened with f16 and subgroups off).
+    ///
+    /// Example: `spikescan ops`, `spikescan ops --filter matmul`
+    Ops {
+        /// Only ops whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print every case, not only the matrix.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+fn info(all: bool) -> anyhow::Result<()> {
+    let opts = DeviceOptions::from_env();
+    if all {
+        for a in spikescan::list_adapters(opts.backend.as_deref())? {
+            println!(
+                "{}: {} [{}] {} — {} {}",
+                a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info
+            );
+        }
+        println!();
+    }
+    let dev = Device::with_options(opts)?;
+    let a = dev.adapter();
+    println!("adapter   {} (index {})", a.name, a.index);
+    println!("type      {}", a.device_type);
+    println!("backend   {}", a.backend);
+    println!("driver    {} {}", a.driver, a.driver_info);
+    let c = dev.caps();
+    println!(
+        "kernels   f16 weights: {}, subgroup reductions: {}, timestamp profiling: {}",
+        yes(c.f16),
+        yes(c.subgroups),
+        yes(c.timestamps)
+    );
+    let mut names: Vec<String> = dev
+        .adapter_features()
+        .iter_names()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    names.sort();
+    println!("features  {}", names.join(" "));
+    let l = dev.limits();
+    println!(
+        "limits    max_storage_buffer_binding_size {} MiB",
+        l.max_storage_buffer_binding_size >> 20
+    );
+    println!("          max_buffer_size {} MiB", l.max_buffer_size >> 20);
+    println!(
+        "          max_compute_workgroup_storage_size {} KiB",
+        l.max_compute_workgroup_storage_size >> 10
+    );
+    println!(
+        "          max_compute_invocations_per_workgroup {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    println!(
+        "          max_compute_workgroups_per_dimension {}",
+        l.max_compute_workgroups_per_dimension
+    );
+    println!(
+        "          min_uniform_buffer_offset_alignment {}",
+        l.min_uniform_buffer_offset_alignment
+    );
+    Ok(())
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn ops(filter: Option<String>, verbose: bool) -> anyhow::Result<bool> {
+    let opts = DeviceOptions::from_env();
+    let native = Device::with_options(opts.clone())?;
+    let plain = Device::with_options(DeviceOptions {
+        force_f32: true,
+        no_subgroups: true,
+        ..opts
+    })?;
+    println!("{}", native.describe());
+    let cases: Vec<_> = spikescan::ops::all_cases()
+        .into_iter()
+        .filter(|c| filter.as_deref().is_none_or(|f| c.op.contains(f)))
+        .collect();
+    // (op, dtype) -> per column (plain, f16, subgroups): (cases, failures, worst nmse)
+    type Cell = (usize, usize, f64);
+    type Row<'a> = ((&'a str, &'a str), [Option<Cell>; 3]);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut all_ok = true;
+    for (label, dev) in [("native", &native), ("plain", &plain)] {
+        for (case, o) in cases.iter().zip(run_cases(dev, label, &cases, 0x5EED)) {
+            // Column 0 is the plain kernel: plain-only kernels run once on the native device;
+            // kernels with a feature variant run their twin on the plain device.
+            let col = match (label, case.feature) {
+                ("native", Feature::None) => 0,
+                ("native", f) if f.active_on(dev) => {
+                    if f == Feature::F16 {
+                        1
+                    } else {
+                        2
+                    }
+                }
+                ("plain", f) if f != Feature::None => 0,
+                _ => continue,
+            };
+            let key = (case.op, case.dtype);
+            let idx = match rows.iter().position(|r| r.0 == key) {
+                Some(i) => i,
+                None => {
+                    rows.push((key, [None, None, None]));
+                    rows.len() - 1
+                }
+            };
+            let cell = rows[idx].1[col].get_or_insert((0, 0, 0.0));
+            cell.0 += 1;
+            match &o.result {
+                Ok(c) => cell.2 = cell.2.max(c.nmse),
+                Err(e) => {
+                    cell.1 += 1;
+                    all_ok = false;
+                    eprintln!(
+                        "FAIL {} {} [{}] {}: {e}",
+                        o.op, o.params, o.variant, o.device
+                    );
+                }
+            }
+            if verbose {
+                let r = match &o.result {
+                    Ok(c) => format!("ok nmse={:.2e}", c.nmse),
+                    Err(e) => format!("FAIL {e}"),
+                };
+                println!(
+                    "  {:<14} {:<8} {:<9} {:<50} {r}",
+                    o.op, o.device, o.variant, o.params
+                );
+            }
+        }
+    }
+    println!(
+        "{:<16} {:<9} {:<22} {:<22} {:<22}",
+        "op", "dtype", "plain", "f16", "subgroups"
+    );
+    for ((op, dtype), cells) in &rows {
+        let fmt = |c: &Option<Cell>| match c {
+            None => "n/a".to_string(),
+            Some((n, 0, e)) => format!("ok {n:>2} (nmse {e:.0e})"),
+            Some((n, f, _)) => format!("FAIL {f}/{n}"),
+        };
+        println!(
+            "{:<16} {:<9} {:<22} {:<22} {:<22}",
+            op,
+            dtype,
+            fmt(&cells[0]),
+            fmt(&cells[1]),
+            fmt(&cells[2])
+        );
+    }
+    println!(
+        "pipelines compiled: {} native, {} plain",
+        native.pipeline_count(),
+        plain.pipeline_count()
+    );
+    Ok(all_ok)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info { all } => info(all).map(|_| true),
+        Command::Ops { filter, verbose } => ops(filter, verbose),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("spikescan: some kernels disagree with their references (see FAIL lines)");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("spikescan: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -90,7 +90,7 @@ impl Check {
         if self.mismatches > 0 {
             why.push(format!("{} integer mismatches", self.mismatches));
         }
-        if !(self.nmse <= bound) {
+        if self.nmse.is_nan() || self.nmse > bound {
             why.push(format!("nmse {:.3e} over the bound {bound:.0e}", self.nmse));
         }
         if why.is_empty() {

@@ -147,7 +147,7 @@ impl Tensor {
 }
 
 fn pad4(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if bytes.len() % 4 == 0 && !bytes.is_empty() {
+    if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
         std::borrow::Cow::Borrowed(bytes)
     } else {
         let mut v = bytes.to_vec();
@@ -160,11 +160,11 @@ impl Device {
     /// Checks a buffer of `bytes` against the binding and buffer limits.
     pub fn check_buffer_size(&self, bytes: u64, what: &str) -> Result<()> {
         let l = &self.inner.limits;
-        if bytes > l.max_storage_buffer_binding_size as u64 {
+        if bytes > l.max_storage_buffer_binding_size {
             return Err(RuntimeError::BufferTooLarge {
                 what: what.to_string(),
                 bytes,
-                limit: l.max_storage_buffer_binding_size as u64,
+                limit: l.max_storage_buffer_binding_size,
                 limit_name: "max_storage_buffer_binding_size",
             });
         }
@@ -185,7 +185,7 @@ impl Device {
         let class = match residency {
             Residency::Pooled => {
                 let c = size_class(min_bytes);
-                if c > self.inner.limits.max_storage_buffer_binding_size as u64 {
+                if c > self.inner.limits.max_storage_buffer_binding_size {
                     exact
                 } else {
                     c
@@ -376,8 +376,19 @@ impl Device {
                 *s = Some(r);
             }
         });
-        self.wait("a readback")?;
-        let mapped = slot.lock().ok().and_then(|mut s| s.take());
+        // Another thread's poll may be the one that fires our callback, a moment after our
+        // own wait returns: keep polling until the slot is filled or the deadline passes.
+        let deadline = std::time::Instant::now() + self.inner.options.poll_timeout;
+        let mapped = loop {
+            self.wait("a readback")?;
+            if let Some(r) = slot.lock().ok().and_then(|mut s| s.take()) {
+                break Some(r);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        };
         match mapped {
             Some(Ok(())) => {}
             Some(Err(e)) => {

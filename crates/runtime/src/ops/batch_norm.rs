@@ -49,7 +49,7 @@ impl BatchNormParams {
     /// the bias becomes `bias * alpha + beta` (created when the layer had none).
     pub fn fold_into(&self, weight: &mut [f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
         let c = self.channels();
-        if c == 0 || weight.len() % c != 0 {
+        if c == 0 || !weight.len().is_multiple_of(c) {
             return Err(shape_err(
                 "batch_norm_fold",
                 format!("weight of {} elements has no {c} output rows", weight.len()),

@@ -88,7 +88,7 @@ pub fn conv2d_shape(x: &[usize], w: &[usize], c: &Conv2d) -> Result<[usize; 4]> 
         ));
     }
     let g = c.groups;
-    if g == 0 || x[1] % g != 0 || w[0] % g != 0 || w[1] * g != x[1] {
+    if g == 0 || !x[1].is_multiple_of(g) || !w[0].is_multiple_of(g) || w[1] * g != x[1] {
         return Err(shape_err(
             "conv2d",
             format!("x {x:?} and w {w:?} do not fit groups = {g} (w must be [Cout, Cin/groups, KH, KW])"),
@@ -285,7 +285,8 @@ pub fn reference(
 
 /// Harness cases: 1x1, 3x3, 7x7 depthwise, strided, dilated, grouped, conv1d shapes.
 pub fn cases() -> Vec<Case> {
-    let list: Vec<(&str, [usize; 4], [usize; 4], Conv2d, bool)> = vec![
+    type Spec = (&'static str, [usize; 4], [usize; 4], Conv2d, bool);
+    let list: Vec<Spec> = vec![
         ("1x1", [1, 1, 1, 1], [1, 1, 1, 1], Conv2d::default(), false),
         ("1x1", [2, 5, 3, 7], [9, 5, 1, 1], Conv2d::default(), true),
         (

@@ -169,12 +169,12 @@ struct BinaryParams {
     b: [u32; 4],
 }
 
-/// NumPy broadcasting: the output shape and, padded to rank 4, each operand's strides
-/// (0 where it repeats).
-pub fn broadcast(
-    a: &[usize],
-    b: &[usize],
-) -> Option<(Vec<usize>, [usize; 4], [usize; 4], [usize; 4])> {
+/// The output shape of a broadcast, then (padded to rank 4) the output dims and each
+/// operand's strides (0 where it repeats).
+pub type Broadcast = (Vec<usize>, [usize; 4], [usize; 4], [usize; 4]);
+
+/// NumPy broadcasting of two shapes (rank <= 4).
+pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Broadcast> {
     let r = a.len().max(b.len());
     if r > 4 {
         return None;

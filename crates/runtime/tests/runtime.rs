@@ -1,0 +1,160 @@
+//! Runtime behaviour beyond single kernels: limits become errors, the pool reuses buffers,
+//! a chain of ops records into one submit, profiling times every dispatch.
+
+use spikescan_runtime::harness::test_devices;
+use spikescan_runtime::ops::{elementwise, matmul, rms_norm};
+use spikescan_runtime::{format_table, DType, Device, DeviceOptions, RuntimeError};
+
+fn dev() -> &'static Device {
+    &test_devices()[0].1
+}
+
+#[test]
+fn a_buffer_over_the_binding_limit_is_an_error_that_names_the_limit() {
+    let d = dev();
+    let limit = d.limits().max_storage_buffer_binding_size as usize;
+    let elems = limit / 4 + 1;
+    let err = d.alloc(&[elems], DType::F32).unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::BufferTooLarge { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("max_storage_buffer_binding_size") && msg.contains(&format!("{}", elems * 4)),
+        "{msg}"
+    );
+    // The device is still usable afterwards.
+    let t = d.tensor_f32(&[1.0, 2.0], &[2]).unwrap();
+    assert_eq!(d.read_f32(&t).unwrap(), vec![1.0, 2.0]);
+}
+
+#[test]
+fn shape_errors_are_errors_not_panics() {
+    let d = dev();
+    let x = d.tensor_f32(&[0.0; 6], &[2, 3]).unwrap();
+    let w = d.weight_f32(&[0.0; 8], &[2, 4]).unwrap();
+    let mut rec = d.recorder("bad");
+    let e = matmul::linear(&mut rec, &x, &w, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[2, 3]") && e.contains("[2, 4]"), "{e}");
+    let ids = d.tensor_u32(&[0, 1], &[2]).unwrap();
+    let e = elementwise::relu(&mut rec, &ids).unwrap_err().to_string();
+    assert!(e.contains("u32"), "{e}");
+    let e = x.reshape(&[4]).unwrap_err().to_string();
+    assert!(e.contains("[2, 3]"), "{e}");
+}
+
+#[test]
+fn an_output_bound_twice_is_refused() {
+    let d = dev();
+    let x = d.tensor_f32(&[1.0, -1.0], &[2]).unwrap();
+    let mut rec = d.recorder("alias");
+    let e = elementwise::unary_into(&mut rec, elementwise::Unary::Relu, &x, &x)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("shares its buffer"), "{e}");
+}
+
+#[test]
+fn dropped_activations_return_to_the_pool_and_are_reused() {
+    let d = Device::with_options(DeviceOptions::from_env()).unwrap();
+    assert_eq!(d.pooled_bytes(), 0);
+    let a = d.alloc(&[1000], DType::F32).unwrap();
+    let cap = a.capacity();
+    drop(a);
+    assert_eq!(d.pooled_bytes(), cap);
+    let b = d.alloc(&[990], DType::F32).unwrap(); // same size class
+    assert_eq!(d.pooled_bytes(), 0);
+    drop(b);
+    // Weights never enter the pool.
+    let w = d.weight_f32(&[1.0; 1000], &[1000]).unwrap();
+    drop(w);
+    assert_eq!(d.pooled_bytes(), cap);
+    d.trim_pool();
+    assert_eq!(d.pooled_bytes(), 0);
+}
+
+#[test]
+fn a_chain_of_ops_records_into_one_submit_and_computes_the_composition() {
+    let d = dev();
+    let (rows, k, n) = (3usize, 5usize, 4usize);
+    let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.3).sin()).collect();
+    let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.7).cos()).collect();
+    let g = vec![1.0f32; n];
+    let xt = d.tensor_f32(&x, &[rows, k]).unwrap();
+    let wt = d.weight_f32(&w, &[n, k]).unwrap();
+    let gt = d.weight_f32(&g, &[n]).unwrap();
+    let mut rec = d.recorder("chain");
+    let h = matmul::linear(&mut rec, &xt, &wt, None).unwrap();
+    let h = elementwise::gelu(&mut rec, &h).unwrap();
+    let y = rms_norm::rms_norm(&mut rec, &h, &gt, 1e-5).unwrap();
+    assert_eq!(rec.dispatch_count(), 3);
+    rec.submit().unwrap();
+    let got = d.read_f32(&y).unwrap();
+    let lin = matmul::reference(&matmul::Gemm::linear(rows, n, k), &x, &w, None);
+    let act: Vec<f32> = lin
+        .iter()
+        .map(|&v| elementwise::Unary::Gelu.reference(v) as f32)
+        .collect();
+    let (want, _) = rms_norm::reference(&act, None, n, &g, 1e-5);
+    for (a, b) in got.iter().zip(&want) {
+        assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn profiling_times_every_dispatch_and_prints_a_table() {
+    let d = Device::with_options(DeviceOptions {
+        profile: true,
+        ..DeviceOptions::from_env()
+    })
+    .unwrap();
+    let x = d.tensor_f32(&vec![0.5; 4096], &[64, 64]).unwrap();
+    let w = d.weight_f32(&vec![0.25; 4096], &[64, 64]).unwrap();
+    let mut rec = d.recorder("profiled");
+    let h = matmul::linear(&mut rec, &x, &w, None).unwrap();
+    let _y = elementwise::relu(&mut rec, &h).unwrap();
+    rec.submit().unwrap();
+    let prof = d.take_profile();
+    assert_eq!(prof.len(), 2, "{prof:?}");
+    assert_eq!(prof[0].info.name, "matmul");
+    assert_eq!(prof[1].info.name, "relu");
+    assert!(prof.iter().all(|t| t.micros >= 0.0 && t.info.bytes > 0));
+    assert_eq!(prof[0].gpu_timestamps, d.caps().timestamps);
+    let table = format_table(&prof);
+    assert!(
+        table.contains("matmul") && table.contains("GB/s") && table.contains("total"),
+        "{table}"
+    );
+    assert!(d.take_profile().is_empty());
+}
+
+#[test]
+fn debug_mode_submits_per_op_and_still_computes() {
+    let d = Device::with_options(DeviceOptions {
+        debug: true,
+        ..DeviceOptions::from_env()
+    })
+    .unwrap();
+    let x = d.tensor_f32(&[-1.0, 2.0, -3.0], &[3]).unwrap();
+    let mut rec = d.recorder("debug");
+    let y = elementwise::relu(&mut rec, &x).unwrap();
+    let z = elementwise::scale(&mut rec, &y, 2.0).unwrap();
+    rec.submit().unwrap();
+    assert_eq!(d.read_f32(&z).unwrap(), vec![0.0, 4.0, 0.0]);
+}
+
+#[test]
+fn forcing_the_twins_turns_features_off() {
+    let d = &test_devices()[1].1;
+    assert!(!d.caps().f16 && !d.caps().subgroups);
+    let w = d.weight_f16(&[1.0, 0.1], &[2]).unwrap();
+    assert_eq!(w.dtype(), DType::F32);
+    // Values still pass through f16 rounding, so both twins compute the same thing.
+    assert_eq!(
+        d.read_f32(&w).unwrap()[1],
+        half::f16::from_f32(0.1).to_f32()
+    );
+}
