@@ -66,6 +66,9 @@ pub struct Check {
     pub guard_hits: usize,
     /// Integer outputs that differ.
     pub mismatches: usize,
+    /// Set when the expected output is degenerate (a spike map that never or always fires):
+    /// such a case would prove nothing, so it fails.
+    pub degenerate: bool,
 }
 
 impl Check {
@@ -86,6 +89,9 @@ impl Check {
                 "{} NaN/Inf where the reference is finite",
                 self.nonfinite
             ));
+        }
+        if self.degenerate {
+            why.push("the expected spikes never or always fire: the case tests nothing".into());
         }
         if self.mismatches > 0 {
             why.push(format!("{} integer mismatches", self.mismatches));
@@ -108,6 +114,7 @@ impl Check {
         self.unwritten += o.unwritten;
         self.guard_hits += o.guard_hits;
         self.mismatches += o.mismatches;
+        self.degenerate |= o.degenerate;
         self
     }
 }
@@ -348,6 +355,15 @@ pub fn assert_cases(cases: Vec<Case>) {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Marks `c` degenerate when a 0/1 map with at least 64 entries is all zeros or all ones.
+pub fn require_firing(mut c: Check, spikes: &[f32]) -> Check {
+    let ones = spikes.iter().filter(|&&s| s != 0.0).count();
+    if spikes.len() >= 64 && (ones == 0 || ones == spikes.len()) {
+        c.degenerate = true;
+    }
+    c
 }
 
 /// f64 copy of host data, for references.

@@ -10,6 +10,7 @@ pub mod pipeline;
 mod pool;
 pub mod profile;
 pub mod record;
+pub mod spikes;
 pub mod tensor;
 
 pub use device::{list_adapters, AdapterSummary, Caps, Device, DeviceOptions};
@@ -17,5 +18,6 @@ pub use error::{Result, RuntimeError};
 pub use pipeline::{PipelineKey, Shader};
 pub use profile::{format_table, OpInfo, OpTiming};
 pub use record::Recorder;
+pub use spikes::PackedSpikes;
 pub use tensor::{DType, Residency, Tensor};
 pub use wgpu;

@@ -45,6 +45,10 @@ shaders! {
     Reduce => "reduce.wgsl", [&[]];
     Embedding => "embedding.wgsl", [&[], &["F16"]];
     Select => "select.wgsl", [&[]];
+    Lif => "lif.wgsl", [&[]];
+    SpikeMatmul => "spike_matmul.wgsl", [&[]];
+    Ssa => "ssa.wgsl", [&[]];
+    Sdsa => "sdsa.wgsl", [&[]];
 }
 
 /// Helper files that kernels pull in with `#include "lib/…"`.

@@ -6,11 +6,15 @@ pub mod conv;
 pub mod elementwise;
 pub mod embedding;
 pub mod layer_norm;
+pub mod lif;
 pub mod matmul;
 pub mod pool;
 pub mod reduce;
 pub mod rms_norm;
+pub mod sdsa;
 pub mod select;
+pub mod spike_matmul;
+pub mod ssa;
 
 use crate::error::{shape_err, Result};
 use crate::harness::Case;
@@ -76,5 +80,9 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(reduce::cases());
     v.extend(embedding::cases());
     v.extend(select::cases());
+    v.extend(lif::cases());
+    v.extend(spike_matmul::cases());
+    v.extend(ssa::cases());
+    v.extend(sdsa::cases());
     v
 }

@@ -1,0 +1,98 @@
+// Multi-step LIF neurons (SpikingJelly MultiStepLIFNode, decay_input, hard reset), over the
+// leading time axis of x [T, B, C, S]: per step h = v + (x - v) / tau, spike = h >= v_th,
+// v = spike ? v_reset : h, with v = 0 at t = 0. The BatchNorm affine that feeds the neuron
+// (alpha, beta per channel) is fused in front, and `lif` can add a residual to its output.
+// `lif`: f32 output (spike, or spike + residual). `lif_bits`: packed spikes, 32 positions of
+// S per u32 word, rows [T, B, C] of ceil(S / 32) words.
+
+#include "lib/common.wgsl"
+
+struct Params {
+    t: u32,
+    b: u32,
+    c: u32,
+    s: u32,
+    v_th: f32,
+    v_reset: f32,
+    tau: f32,
+    has_bn: u32,
+    has_residual: u32,
+    words: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> alpha: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+fn charge(xv: f32, c: u32) -> f32 {
+    if (p.has_bn != 0u) {
+        return xv * alpha[c] + beta[c];
+    }
+    return xv;
+}
+
+@compute @workgroup_size(256)
+fn lif(ids: Ids) {
+    let n = p.b * p.c * p.s;
+    let i = group_index(ids) * 256u + ids.lid;
+    if (i >= n) {
+        return;
+    }
+    let c = (i / p.s) % p.c;
+    var v = 0.0;
+    for (var t = 0u; t < p.t; t += 1u) {
+        let j = t * n + i;
+        let h = v + (charge(x[j], c) - v) / p.tau;
+        let spike = h >= p.v_th;
+        v = select(h, p.v_reset, spike);
+        var o = select(0.0, 1.0, spike);
+        if (p.has_residual != 0u) {
+            o += residual[j];
+        }
+        out[j] = o;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> bx: array<f32>;
+@group(0) @binding(2) var<storage, read> balpha: array<f32>;
+@group(0) @binding(3) var<storage, read> bbeta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bits: array<u32>;
+
+// One invocation per output word: 32 membranes carried over T.
+@compute @workgroup_size(256)
+fn lif_bits(ids: Ids) {
+    let rows = p.b * p.c;
+    let i = group_index(ids) * 256u + ids.lid;
+    if (i >= rows * p.words) {
+        return;
+    }
+    let row = i / p.words;
+    let w = i % p.words;
+    let c = row % p.c;
+    let s0 = w * 32u;
+    let lanes = min(32u, p.s - s0);
+    var v: array<f32, 32>;
+    for (var j = 0u; j < 32u; j += 1u) {
+        v[j] = 0.0;
+    }
+    for (var t = 0u; t < p.t; t += 1u) {
+        var word = 0u;
+        let base = (t * rows + row) * p.s + s0;
+        for (var j = 0u; j < lanes; j += 1u) {
+            var xv = bx[base + j];
+            if (p.has_bn != 0u) {
+                xv = xv * balpha[c] + bbeta[c];
+            }
+            let h = v[j] + (xv - v[j]) / p.tau;
+            let spike = h >= p.v_th;
+            v[j] = select(h, p.v_reset, spike);
+            word |= select(0u, 1u << j, spike);
+        }
+        bits[(t * rows + row) * p.words + w] = word;
+    }
+}
