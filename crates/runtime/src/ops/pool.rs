@@ -1,13 +1,15 @@
-//! Max pooling (`shaders/pool.wgsl`), as `torch.nn.MaxPool2d` in floor mode.
+//! Max pooling (`shaders/pool.wgsl`), as `torch.nn.MaxPool2d` in floor mode, on f32 maps
+//! and on packed binary spike maps (where the max is an OR).
 
 use bytemuck::{Pod, Zeroable};
 
 use super::{expect_dtype, expect_out, grid_elems};
 use crate::error::{shape_err, Result};
-use crate::harness::{check_f32, output, Case};
+use crate::harness::{check_f32, check_u32, output, require_firing, Case};
 use crate::pipeline::{PipelineKey, Shader};
 use crate::profile::OpInfo;
 use crate::record::Recorder;
+use crate::spikes::{pack_host, words_for, PackedSpikes};
 use crate::tensor::{DType, Tensor};
 
 /// `torch.nn.MaxPool2d(kernel, stride, padding, dilation)` (index 0 = H, 1 = W).
@@ -80,13 +82,9 @@ struct Params {
     _pad: [u32; 2],
 }
 
-pub fn maxpool2d_into(rec: &mut Recorder, x: &Tensor, mp: &MaxPool2d, out: &Tensor) -> Result<()> {
-    expect_dtype("maxpool2d", "x", x, DType::F32)?;
-    let os = mp.out_shape(x.shape())?;
-    expect_out("maxpool2d", out, &os, DType::F32)?;
-    let xs = x.shape();
+fn params(xs: &[usize], os: &[usize; 4], mp: &MaxPool2d) -> Params {
     let u = |v: [usize; 2]| v.map(|a| a as u32);
-    let p = Params {
+    Params {
         n: xs[0] as u32,
         c: xs[1] as u32,
         h: xs[2] as u32,
@@ -98,7 +96,15 @@ pub fn maxpool2d_into(rec: &mut Recorder, x: &Tensor, mp: &MaxPool2d, out: &Tens
         p: u(mp.padding),
         d: u(mp.dilation),
         _pad: [0; 2],
-    };
+    }
+}
+
+pub fn maxpool2d_into(rec: &mut Recorder, x: &Tensor, mp: &MaxPool2d, out: &Tensor) -> Result<()> {
+    expect_dtype("maxpool2d", "x", x, DType::F32)?;
+    let os = mp.out_shape(x.shape())?;
+    expect_out("maxpool2d", out, &os, DType::F32)?;
+    let xs = x.shape();
+    let p = params(xs, &os, mp);
     let key = PipelineKey::new(Shader::Pool, "maxpool2d", 1, 1);
     let n = out.numel();
     rec.dispatch(&key, &p, &[x], &[out], grid_elems(n), || OpInfo {
@@ -113,6 +119,67 @@ pub fn maxpool2d(rec: &mut Recorder, x: &Tensor, mp: &MaxPool2d) -> Result<Tenso
     let out = rec.device().alloc(&mp.out_shape(x.shape())?, DType::F32)?;
     maxpool2d_into(rec, x, mp, &out)?;
     Ok(out)
+}
+
+/// Max pooling of packed spikes with logical shape `[N, C, H, W]` (packed along H·W, so the
+/// tensor's last two axes are flattened: pass `[N, C, H * W]` spikes and the spatial size).
+pub fn maxpool2d_bits_into(
+    rec: &mut Recorder,
+    x: &PackedSpikes,
+    hw: [usize; 2],
+    mp: &MaxPool2d,
+    out: &PackedSpikes,
+) -> Result<()> {
+    let s = x.shape();
+    if s.len() != 3 || s[2] != hw[0] * hw[1] {
+        return Err(shape_err(
+            "maxpool2d_bits",
+            format!("spikes {s:?} must be [N, C, H * W] with H, W = {hw:?}"),
+        ));
+    }
+    let xs = [s[0], s[1], hw[0], hw[1]];
+    let os = mp.out_shape(&xs)?;
+    if out.shape() != [os[0], os[1], os[2] * os[3]] {
+        return Err(shape_err(
+            "maxpool2d_bits",
+            format!(
+                "output must be [{}, {}, {}], got {:?}",
+                os[0],
+                os[1],
+                os[2] * os[3],
+                out.shape()
+            ),
+        ));
+    }
+    let p = params(&xs, &os, mp);
+    let key = PipelineKey::new(Shader::Pool, "maxpool2d_bits", 1, 1);
+    rec.dispatch(
+        &key,
+        &p,
+        &[x.words()],
+        &[out.words()],
+        grid_elems(os[0] * os[1] * words_for(os[2] * os[3])),
+        || OpInfo {
+            name: "maxpool2d_bits",
+            shape: format!("{xs:?} k={:?} s={:?}", mp.kernel, mp.stride),
+            bytes: x.words().bytes() + out.words().bytes(),
+            flops: 0,
+        },
+    )
+}
+
+/// [`maxpool2d_bits_into`] into a new packed tensor; returns it and its spatial size.
+pub fn maxpool2d_bits(
+    rec: &mut Recorder,
+    x: &PackedSpikes,
+    hw: [usize; 2],
+    mp: &MaxPool2d,
+) -> Result<(PackedSpikes, [usize; 2])> {
+    let s = x.shape();
+    let os = mp.out_shape(&[s[0], *s.get(1).unwrap_or(&1), hw[0], hw[1]])?;
+    let out = PackedSpikes::alloc(rec.device(), &[os[0], os[1], os[2] * os[3]])?;
+    maxpool2d_bits_into(rec, x, hw, mp, &out)?;
+    Ok((out, [os[2], os[3]]))
 }
 
 /// f64 reference.
