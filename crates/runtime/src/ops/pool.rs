@@ -227,8 +227,9 @@ pub fn cases() -> Vec<Case> {
             },
         ),
     ];
-    list.into_iter()
-        .map(|(xs, mp)| {
+    let mut v: Vec<Case> = list
+        .iter()
+        .map(|&(xs, mp)| {
             Case::new(
                 "maxpool2d",
                 format!(
@@ -247,7 +248,41 @@ pub fn cases() -> Vec<Case> {
                 },
             )
         })
-        .collect()
+        .collect();
+    let mut bits = list.clone();
+    bits.push(([2, 3, 14, 14], MaxPool2d::new(3, 2, 1)));
+    bits.push(([1, 2, 32, 32], MaxPool2d::new(3, 2, 1)));
+    v.extend(bits.into_iter().map(|(xs, mp)| {
+        Case::new(
+            "maxpool2d_bits",
+            format!(
+                "x={xs:?} k={:?} s={:?} p={:?}",
+                mp.kernel, mp.stride, mp.padding
+            ),
+            0.0,
+            move |dev, rng| {
+                let x: Vec<f32> = (0..xs.iter().product())
+                    .map(|_| if rng.unit() < 0.1 { 1.0 } else { 0.0 })
+                    .collect();
+                let hw = xs[2] * xs[3];
+                let st = PackedSpikes::from_host(dev, &x, &[xs[0], xs[1], hw])?;
+                let os = mp.out_shape(&xs)?;
+                let ohw = os[2] * os[3];
+                let words = output(dev, &[os[0] * os[1], words_for(ohw)], DType::U32)?;
+                let out = PackedSpikes::from_words(words.clone(), &[os[0], os[1], ohw])?;
+                let mut rec = dev.recorder("test");
+                maxpool2d_bits_into(&mut rec, &st, [xs[2], xs[3]], &mp, &out)?;
+                rec.submit()?;
+                let want: Vec<f32> = reference(&x, xs, &mp).iter().map(|&m| m as f32).collect();
+                Ok(require_firing(
+                    check_u32(dev, &words, &pack_host(&want, ohw))?,
+                    &want,
+                ))
+            },
+        )
+        .dtype("bits")
+    }));
+    v
 }
 
 #[cfg(test)]
