@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use crate::device::{Device, DeviceOptions};
 use crate::error::Result;
+use crate::spikes::{pack_host, words_for, PackedSpikes};
 use crate::tensor::{DType, Tensor};
 
 /// Bit pattern written over every output before a run: a quiet NaN with a payload no kernel
@@ -364,6 +365,38 @@ pub fn require_firing(mut c: Check, spikes: &[f32]) -> Check {
         c.degenerate = true;
     }
     c
+}
+
+/// A poisoned packed-spike output of logical `shape`: its raw words (to check) and the view.
+pub fn packed_output(dev: &Device, shape: &[usize]) -> Result<(Tensor, PackedSpikes)> {
+    let n = *shape.last().unwrap_or(&1);
+    let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
+    let words = output(dev, &[rows, words_for(n)], DType::U32)?;
+    let view = PackedSpikes::from_words(words.clone(), shape)?;
+    Ok((words, view))
+}
+
+/// Compares packed output words with the expected 0/1 map (rows of `n`); a map that never or
+/// always fires fails as degenerate.
+pub fn check_spikes(dev: &Device, words: &Tensor, want: &[f32], n: usize) -> Result<Check> {
+    Ok(require_firing(
+        check_u32(dev, words, &pack_host(want, n))?,
+        want,
+    ))
+}
+
+/// Random 0/1 spikes at `rate`, on the host and uploaded packed.
+pub fn random_spikes(
+    dev: &Device,
+    rng: &mut Rng,
+    shape: &[usize],
+    rate: f64,
+) -> Result<(Vec<f32>, PackedSpikes)> {
+    let host: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| if rng.unit() < rate { 1.0 } else { 0.0 })
+        .collect();
+    let packed = PackedSpikes::from_host(dev, &host, shape)?;
+    Ok((host, packed))
 }
 
 /// f64 copy of host data, for references.

@@ -8,11 +8,11 @@ use bytemuck::{Pod, Zeroable};
 use super::batch_norm::BatchNorm;
 use super::{expect_dtype, expect_out, grid_elems};
 use crate::error::{shape_err, Result};
-use crate::harness::{check_f32, check_u32, output, require_firing, Case, Rng};
+use crate::harness::{check_f32, check_spikes, output, packed_output, require_firing, Case, Rng};
 use crate::pipeline::{PipelineKey, Shader};
 use crate::profile::OpInfo;
 use crate::record::Recorder;
-use crate::spikes::{pack_host, words_for, PackedSpikes};
+use crate::spikes::{words_for, PackedSpikes};
 use crate::tensor::{DType, Tensor};
 
 /// LIF neuron constants.
@@ -351,16 +351,12 @@ pub fn cases() -> Vec<Case> {
                         beta: dev.weight_f32(&b, &[l.c])?,
                     };
                     let xt = dev.tensor_f32(&x, &shape)?;
-                    let words = output(dev, &[l.t * l.b * l.c, words_for(l.s)], DType::U32)?;
-                    let out = PackedSpikes::from_words(words.clone(), &[l.t, l.b, l.c, l.s])?;
+                    let (words, out) = packed_output(dev, &[l.t, l.b, l.c, l.s])?;
                     let mut rec = dev.recorder("test");
                     lif_bits_into(&mut rec, &xt, &Lif::ATTENTION, bn.then_some(&bnt), &out)?;
                     rec.submit()?;
                     let want = reference(&x, &l, &Lif::ATTENTION, bn.then_some((&a, &b)), None);
-                    Ok(require_firing(
-                        check_u32(dev, &words, &pack_host(&want, l.s))?,
-                        &want,
-                    ))
+                    check_spikes(dev, &words, &want, l.s)
                 })
                 .dtype("f32→bits"),
             );

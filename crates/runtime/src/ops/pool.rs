@@ -5,11 +5,11 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_dtype, expect_out, grid_elems};
 use crate::error::{shape_err, Result};
-use crate::harness::{check_f32, check_u32, output, require_firing, Case};
+use crate::harness::{check_f32, check_spikes, output, packed_output, Case};
 use crate::pipeline::{PipelineKey, Shader};
 use crate::profile::OpInfo;
 use crate::record::Recorder;
-use crate::spikes::{pack_host, words_for, PackedSpikes};
+use crate::spikes::{words_for, PackedSpikes};
 use crate::tensor::{DType, Tensor};
 
 /// `torch.nn.MaxPool2d(kernel, stride, padding, dilation)` (index 0 = H, 1 = W).
@@ -268,16 +268,12 @@ pub fn cases() -> Vec<Case> {
                 let st = PackedSpikes::from_host(dev, &x, &[xs[0], xs[1], hw])?;
                 let os = mp.out_shape(&xs)?;
                 let ohw = os[2] * os[3];
-                let words = output(dev, &[os[0] * os[1], words_for(ohw)], DType::U32)?;
-                let out = PackedSpikes::from_words(words.clone(), &[os[0], os[1], ohw])?;
+                let (words, out) = packed_output(dev, &[os[0], os[1], ohw])?;
                 let mut rec = dev.recorder("test");
                 maxpool2d_bits_into(&mut rec, &st, [xs[2], xs[3]], &mp, &out)?;
                 rec.submit()?;
                 let want: Vec<f32> = reference(&x, xs, &mp).iter().map(|&m| m as f32).collect();
-                Ok(require_firing(
-                    check_u32(dev, &words, &pack_host(&want, ohw))?,
-                    &want,
-                ))
+                check_spikes(dev, &words, &want, ohw)
             },
         )
         .dtype("bits")

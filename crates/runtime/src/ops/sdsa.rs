@@ -7,12 +7,11 @@ use bytemuck::{Pod, Zeroable};
 use super::grid_elems;
 use super::lif::Lif;
 use crate::error::{shape_err, Result};
-use crate::harness::{check_u32, output, require_firing, Case};
+use crate::harness::{check_spikes, packed_output, random_spikes, Case};
 use crate::pipeline::{PipelineKey, Shader};
 use crate::profile::OpInfo;
 use crate::record::Recorder;
-use crate::spikes::{pack_host, words_for, PackedSpikes};
-use crate::tensor::DType;
+use crate::spikes::{words_for, PackedSpikes};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -116,34 +115,21 @@ pub fn cases() -> Vec<Case> {
                 format!("[T,B,C,N]={shape:?}"),
                 0.0,
                 move |dev, rng| {
-                    let len: usize = shape.iter().product();
                     // Sparse enough that kv sits near the threshold for some channels.
                     let rate = (1.0 / shape[3] as f64).sqrt().min(0.5);
-                    let mut draw = || -> Vec<f32> {
-                        (0..len)
-                            .map(|_| if rng.unit() < rate { 1.0 } else { 0.0 })
-                            .collect()
-                    };
-                    let (q, k, v) = (draw(), draw(), draw());
-                    let (qs, ks, vs) = (
-                        PackedSpikes::from_host(dev, &q, &shape)?,
-                        PackedSpikes::from_host(dev, &k, &shape)?,
-                        PackedSpikes::from_host(dev, &v, &shape)?,
-                    );
-                    let words = output(
-                        dev,
-                        &[shape[0] * shape[1] * shape[2], words_for(shape[3])],
-                        DType::U32,
-                    )?;
-                    let out = PackedSpikes::from_words(words.clone(), &shape)?;
+                    let (q, qs) = random_spikes(dev, rng, &shape, rate)?;
+                    let (k, ks) = random_spikes(dev, rng, &shape, rate)?;
+                    let (v, vs) = random_spikes(dev, rng, &shape, rate)?;
+                    let (words, out) = packed_output(dev, &shape)?;
                     let mut rec = dev.recorder("test");
                     sdsa_into(&mut rec, &qs, &ks, &vs, &Lif::ATTENTION, &out)?;
                     rec.submit()?;
-                    let want = reference(&q, &k, &v, shape, &Lif::ATTENTION);
-                    Ok(require_firing(
-                        check_u32(dev, &words, &pack_host(&want, shape[3]))?,
-                        &want,
-                    ))
+                    check_spikes(
+                        dev,
+                        &words,
+                        &reference(&q, &k, &v, shape, &Lif::ATTENTION),
+                        shape[3],
+                    )
                 },
             )
             .dtype("bits")
