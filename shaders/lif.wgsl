@@ -2,6 +2,7 @@
 // leading time axis of x [T, B, C, S]: per step h = v + (x - v) / tau, spike = h >= v_th,
 // v = spike ? v_reset : h, with v = 0 at t = 0. The BatchNorm affine that feeds the neuron
 // (alpha, beta per channel) is fused in front, and `lif` can add a residual to its output.
+// x may also be [B, C, S] repeated over T (an image fed to every time step).
 // `lif`: f32 output (spike, or spike + residual). `lif_bits`: packed spikes, 32 positions of
 // S per u32 word, rows [T, B, C] of ceil(S / 32) words.
 
@@ -18,7 +19,8 @@ struct Params {
     has_bn: u32,
     has_residual: u32,
     words: u32,
-    _p0: u32,
+    // Elements between time steps of x: B * C * S, or 0 when one input repeats over T.
+    x_t_stride: u32,
     _p1: u32,
 }
 
@@ -47,7 +49,7 @@ fn lif(ids: Ids) {
     var v = 0.0;
     for (var t = 0u; t < p.t; t += 1u) {
         let j = t * n + i;
-        let h = v + (charge(x[j], c) - v) / p.tau;
+        let h = v + (charge(x[t * p.x_t_stride + i], c) - v) / p.tau;
         let spike = h >= p.v_th;
         v = select(h, p.v_reset, spike);
         var o = select(0.0, 1.0, spike);
@@ -82,7 +84,7 @@ fn lif_bits(ids: Ids) {
     }
     for (var t = 0u; t < p.t; t += 1u) {
         var word = 0u;
-        let base = (t * rows + row) * p.s + s0;
+        let base = t * p.x_t_stride + row * p.s + s0;
         for (var j = 0u; j < lanes; j += 1u) {
             var xv = bx[base + j];
             if (p.has_bn != 0u) {

@@ -26,6 +26,7 @@ struct Params {
     ws_b: u32,
     ws_n: u32,
     ws_k: u32,
+    // 0: no bias; 1: bias[n] (a Linear layer); 2: bias[m] (channels on rows).
     has_bias: u32,
     _pad: u32,
 }
@@ -97,8 +98,10 @@ fn matmul(ids: Ids) {
             let gn = n0 + tx + 16u * j;
             if (gm < p.m && gn < p.n) {
                 var v = acc[i * 4u + j];
-                if (p.has_bias != 0u) {
+                if (p.has_bias == 1u) {
                     v += bias[gn];
+                } else if (p.has_bias == 2u) {
+                    v += bias[gm];
                 }
                 out[(b * p.m + gm) * p.n + gn] = v;
             }
@@ -138,8 +141,10 @@ fn gemv(ids: Ids) {
     }
     if (lane == 0u && n < p.n) {
         var v = gsum[ids.lid];
-        if (p.has_bias != 0u) {
+        if (p.has_bias == 1u) {
             v += bias[n];
+        } else if (p.has_bias == 2u) {
+            v += bias[mi];
         }
         out[row * p.n + n] = v;
     }

@@ -30,7 +30,7 @@ pub enum LoadError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
-    #[error("{path}: tensor '{key}' is {dtype}; spikescan loads f32, f16 and bf16")]
+    #[error("{path}: tensor '{key}' is {dtype}; spikescan loads f32, f16 and bf16 (and u8 maps)")]
     Dtype {
         path: PathBuf,
         key: String,

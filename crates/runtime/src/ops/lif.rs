@@ -95,10 +95,11 @@ struct Params {
     has_bn: u32,
     has_residual: u32,
     words: u32,
-    _pad: [u32; 2],
+    x_t_stride: u32,
+    _pad: u32,
 }
 
-fn params(l: &Layout, lif: &Lif, bn: bool, residual: bool) -> Params {
+fn params(l: &Layout, lif: &Lif, bn: bool, residual: bool, repeat: bool) -> Params {
     Params {
         t: l.t as u32,
         b: l.b as u32,
@@ -110,7 +111,8 @@ fn params(l: &Layout, lif: &Lif, bn: bool, residual: bool) -> Params {
         has_bn: bn as u32,
         has_residual: residual as u32,
         words: words_for(l.s) as u32,
-        _pad: [0; 2],
+        x_t_stride: if repeat { 0 } else { l.per_step() as u32 },
+        _pad: 0,
     }
 }
 
@@ -128,7 +130,25 @@ fn check_bn(l: &Layout, bn: Option<&BatchNorm>) -> Result<()> {
     }
 }
 
-/// Spikes (0/1 as f32), plus `residual` when given, of `bn(x)` through the LIF.
+/// Whether `x` is one step repeated over T (`out` = `[T, ..x]`) rather than `[T, ..]` itself.
+fn repeats(x: &Tensor, out: &[usize]) -> Result<bool> {
+    if x.shape() == out {
+        Ok(false)
+    } else if out.len() == x.rank() + 1 && &out[1..] == x.shape() {
+        Ok(true)
+    } else {
+        Err(shape_err(
+            "lif",
+            format!(
+                "x {:?} is neither the output shape {out:?} nor one step of it",
+                x.shape()
+            ),
+        ))
+    }
+}
+
+/// Spikes (0/1 as f32), plus `residual` when given, of `bn(x)` through the LIF. `x` is
+/// `[T, B, C, ...]` like `out`, or `[B, C, ...]` fed to every step.
 pub fn lif_into(
     rec: &mut Recorder,
     x: &Tensor,
@@ -138,19 +158,24 @@ pub fn lif_into(
     out: &Tensor,
 ) -> Result<()> {
     expect_dtype("lif", "x", x, DType::F32)?;
-    expect_out("lif", out, x.shape(), DType::F32)?;
-    let l = Layout::of(x.shape())?;
+    expect_dtype("lif", "out", out, DType::F32)?;
+    let repeat = repeats(x, out.shape())?;
+    let l = Layout::of(out.shape())?;
     check_bn(&l, bn)?;
     if let Some(r) = residual {
         expect_dtype("lif", "residual", r, DType::F32)?;
-        if r.shape() != x.shape() {
+        if r.shape() != out.shape() {
             return Err(shape_err(
                 "lif",
-                format!("residual {:?} differs from x {:?}", r.shape(), x.shape()),
+                format!(
+                    "residual {:?} differs from the output {:?}",
+                    r.shape(),
+                    out.shape()
+                ),
             ));
         }
     }
-    let p = params(&l, lif, bn.is_some(), residual.is_some());
+    let p = params(&l, lif, bn.is_some(), residual.is_some(), repeat);
     let key = PipelineKey::new(Shader::Lif, "lif", 4, 1);
     let (a, b) = bn.map_or((x, x), |bn| (&bn.alpha, &bn.beta));
     rec.dispatch(
@@ -167,8 +192,8 @@ pub fn lif_into(
                 if bn.is_some() { " +bn" } else { "" },
                 if residual.is_some() { " +res" } else { "" }
             ),
-            bytes: 4 * x.numel() as u64 * (2 + residual.is_some() as u64),
-            flops: 4 * x.numel() as u64,
+            bytes: 4 * (x.numel() + out.numel() * (1 + residual.is_some() as usize)) as u64,
+            flops: 4 * out.numel() as u64,
         },
     )
 }
@@ -183,6 +208,21 @@ pub fn lif(
 ) -> Result<Tensor> {
     let out = rec.device().alloc(x.shape(), DType::F32)?;
     lif_into(rec, x, lif, bn, residual, &out)?;
+    Ok(out)
+}
+
+/// [`lif_into`] for one input `x [B, C, ...]` fed to each of `t` steps: `[t, B, C, ...]`.
+pub fn lif_repeat(
+    rec: &mut Recorder,
+    x: &Tensor,
+    t: usize,
+    lif: &Lif,
+    bn: Option<&BatchNorm>,
+) -> Result<Tensor> {
+    let mut shape = vec![t];
+    shape.extend_from_slice(x.shape());
+    let out = rec.device().alloc(&shape, DType::F32)?;
+    lif_into(rec, x, lif, bn, None, &out)?;
     Ok(out)
 }
 
@@ -207,7 +247,7 @@ pub fn lif_bits_into(
             ),
         ));
     }
-    let p = params(&l, lif, bn.is_some(), false);
+    let p = params(&l, lif, bn.is_some(), false, false);
     let key = PipelineKey::new(Shader::Lif, "lif_bits", 3, 1);
     let (a, b) = bn.map_or((x, x), |bn| (&bn.alpha, &bn.beta));
     rec.dispatch(
@@ -259,6 +299,18 @@ pub fn reference(
         }
     }
     out
+}
+
+/// Reference for one step `x` repeated over `t` steps.
+pub fn reference_repeat(
+    x: &[f32],
+    t: usize,
+    l: &Layout,
+    lif: &Lif,
+    bn: Option<(&[f32], &[f32])>,
+) -> Vec<f32> {
+    let xs: Vec<f32> = (0..t).flat_map(|_| x.iter().copied()).collect();
+    reference(&xs, l, lif, bn, None)
 }
 
 /// Inputs on a dyadic grid and BN constants that are short binary fractions, so every
@@ -362,6 +414,31 @@ pub fn cases() -> Vec<Case> {
             );
         }
     }
+    v.push(Case::new(
+        "lif",
+        "x=[2, 3, 5] repeated over T=4 +bn".into(),
+        0.0,
+        |dev, rng| {
+            let (xs, os) = ([2usize, 3, 5], [4usize, 2, 3, 5]);
+            let l = Layout::of(&os)?;
+            let x = dyadic(rng, 30, 48, 1.0 / 16.0);
+            let (a, b) = bn_dyadic(rng, 3);
+            let bnt = BatchNorm {
+                alpha: dev.weight_f32(&a, &[3])?,
+                beta: dev.weight_f32(&b, &[3])?,
+            };
+            let xt = dev.tensor_f32(&x, &xs)?;
+            let out = output(dev, &os, DType::F32)?;
+            let mut rec = dev.recorder("test");
+            lif_into(&mut rec, &xt, &Lif::STANDARD, Some(&bnt), None, &out)?;
+            rec.submit()?;
+            let want = reference_repeat(&x, 4, &l, &Lif::STANDARD, Some((&a, &b)));
+            Ok(require_firing(
+                check_f32(dev, &out, &crate::harness::f64s(&want))?,
+                &want,
+            ))
+        },
+    ));
     v
 }
 

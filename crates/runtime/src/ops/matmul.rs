@@ -25,6 +25,8 @@ pub struct Gemm {
     pub x_strides: [usize; 3],
     /// Strides of w for (batch, n, k).
     pub w_strides: [usize; 3],
+    /// The bias is indexed by m (one per row) instead of n.
+    pub bias_on_rows: bool,
 }
 
 impl Gemm {
@@ -37,6 +39,20 @@ impl Gemm {
             k,
             x_strides: [0, k, 1],
             w_strides: [0, k, 1],
+            bias_on_rows: false,
+        }
+    }
+    /// A 1x1 conv over the channel axis: `out[r, co, n] = sum_ci W[co, ci] act[r, ci, n]`, with
+    /// the weight as the x operand (`[cout, cin]`) and the activation `[r, cin, n]` as w.
+    pub fn channels(r: usize, cout: usize, cin: usize, n: usize) -> Self {
+        Self {
+            batch: r,
+            m: cout,
+            n,
+            k: cin,
+            x_strides: [0, cin, 1],
+            w_strides: [cin * n, 1, n],
+            bias_on_rows: true,
         }
     }
     /// `a [batch, m, k] @ b [batch, k, n]` (torch.bmm layout).
@@ -48,6 +64,7 @@ impl Gemm {
             k,
             x_strides: [m * k, k, 1],
             w_strides: [k * n, 1, n],
+            bias_on_rows: false,
         }
     }
     fn max_offset(len: [usize; 3], s: [usize; 3]) -> usize {
@@ -109,10 +126,11 @@ pub fn gemm_into(
     }
     if let Some(b) = bias {
         expect_dtype("matmul", "bias", b, DType::F32)?;
-        if b.numel() != g.n {
+        let want = if g.bias_on_rows { g.m } else { g.n };
+        if b.numel() != want {
             return Err(shape_err(
                 "matmul",
-                format!("bias has {} elements, expected {}", b.numel(), g.n),
+                format!("bias has {} elements, expected {want}", b.numel()),
             ));
         }
     }
@@ -128,7 +146,11 @@ pub fn gemm_into(
         batch: g.batch as u32,
         xs: u(g.x_strides),
         ws: u(g.w_strides),
-        has_bias: bias.is_some() as u32,
+        has_bias: match (bias.is_some(), g.bias_on_rows) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        },
         _pad: 0,
     };
     let groups = if gemv {
@@ -196,6 +218,30 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>)
     Ok(out)
 }
 
+/// A 1x1 conv / Linear over the channel axis of `x [R, Cin, N]` with `w [Cout, Cin]`:
+/// `[R, Cout, N]`, bias per output channel.
+pub fn channel_linear(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    if x.rank() != 3 || w.rank() != 2 || x.dim(1) != w.dim(1) {
+        return Err(shape_err(
+            "channel_linear",
+            format!(
+                "x {:?} ([R, Cin, N]) does not match weight {:?} ([Cout, Cin])",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let (r, cin, n, cout) = (x.dim(0), x.dim(1), x.dim(2), w.dim(0));
+    let out = rec.device().alloc(&[r, cout, n], DType::F32)?;
+    gemm_into(rec, &Gemm::channels(r, cout, cin, n), w, x, bias, &out)?;
+    Ok(out)
+}
+
 /// `a [batch, m, k] @ b [batch, k, n]` → `[batch, m, n]`.
 pub fn bmm(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.rank() != 3 || b.rank() != 3 || a.dim(0) != b.dim(0) || a.dim(2) != b.dim(1) {
@@ -216,7 +262,7 @@ pub fn reference(g: &Gemm, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f6
     for b in 0..g.batch {
         for m in 0..g.m {
             for n in 0..g.n {
-                let mut s = bias.map_or(0.0, |bb| bb[n] as f64);
+                let mut s = bias.map_or(0.0, |bb| bb[if g.bias_on_rows { m } else { n }] as f64);
                 for k in 0..g.k {
                     let xi = b * g.x_strides[0] + m * g.x_strides[1] + k * g.x_strides[2];
                     let wi = b * g.w_strides[0] + n * g.w_strides[1] + k * g.w_strides[2];
@@ -247,14 +293,15 @@ fn case(name: &str, g: Gemm, bias: bool, f16: bool) -> Case {
             w.iter_mut()
                 .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
         }
-        let bv = rng.vec(g.n, -1.0, 1.0);
+        let blen = if g.bias_on_rows { g.m } else { g.n };
+        let bv = rng.vec(blen, -1.0, 1.0);
         let xt = dev.tensor_f32(&x, &[xlen])?;
         let wt = if f16 {
             dev.weight_f16(&w, &[wlen])?
         } else {
             dev.weight_f32(&w, &[wlen])?
         };
-        let bt = dev.weight_f32(&bv, &[g.n])?;
+        let bt = dev.weight_f32(&bv, &[blen])?;
         let out = output(dev, &[g.batch, g.m, g.n], DType::F32)?;
         let mut rec = dev.recorder("test");
         gemm_into(&mut rec, &g, &xt, &wt, bias.then_some(&bt), &out)?;
@@ -301,6 +348,7 @@ pub fn cases() -> Vec<Case> {
             k: 129,
             x_strides: [129, 0, 1],
             w_strides: [0, 129, 1],
+            bias_on_rows: false,
         },
         true,
         true,
@@ -314,10 +362,20 @@ pub fn cases() -> Vec<Case> {
             k: 21,
             x_strides: [0, 1, 70],
             w_strides: [0, 21, 1],
+            bias_on_rows: false,
         },
         true,
         false,
     ));
+    // 1x1 convs over channels, bias per output channel (rows), including the GEMV path.
+    for (r, cout, cin, n) in [(8, 32, 32, 16), (3, 17, 5, 33), (2, 3, 40, 7), (1, 1, 1, 1)] {
+        v.push(case(
+            "channels",
+            Gemm::channels(r, cout, cin, n),
+            true,
+            false,
+        ));
+    }
     v
 }
 
