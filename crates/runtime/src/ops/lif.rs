@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::batch_norm::BatchNorm;
-use super::{expect_dtype, expect_out, grid_elems};
+use super::{expect_dtype, grid_elems};
 use crate::error::{shape_err, Result};
 use crate::harness::{check_f32, check_spikes, output, packed_output, require_firing, Case, Rng};
 use crate::pipeline::{PipelineKey, Shader};
