@@ -19,6 +19,6 @@ pub use spikescan_loader as loader;
 pub use spikescan_models as models;
 pub use spikescan_runtime as runtime;
 pub use spikescan_runtime::{
-    list_adapters, ops, AdapterSummary, Caps, DType, Device, DeviceOptions, Recorder, Result,
-    RuntimeError, Tensor,
+    list_adapters, ops, AdapterSummary, Caps, DType, Device, DeviceOptions, PackedSpikes, Recorder,
+    Result, RuntimeError, Tensor,
 };

@@ -197,6 +197,8 @@ impl Checkpoint {
                 .iter()
                 .map(|h| h.to_f32())
                 .collect(),
+            // Spike maps and small integers (fixtures, inputs).
+            Dtype::U8 => raw.iter().map(|&b| b as f32).collect(),
             d => {
                 return Err(LoadError::Dtype {
                     path: self.path.clone(),

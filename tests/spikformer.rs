@@ -1,0 +1,248 @@
+//! Spikformer against the PyTorch reference (fixtures from tools/reference/make_fixtures.py):
+//! logits, top-1, and every LIF layer's spikes, free-running and teacher-forced.
+
+use std::path::PathBuf;
+
+use spikescan::loader::Checkpoint;
+use spikescan::models::spikformer::Spikformer;
+use spikescan::models::taps::Taps;
+use spikescan::models::{Model, ModelDir};
+use spikescan::{Device, DeviceOptions, PackedSpikes, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn device() -> Device {
+    Device::with_options(DeviceOptions::from_env())
+        .expect("a GPU adapter (install mesa-vulkan-drivers)")
+}
+
+struct Io {
+    ck: Checkpoint,
+}
+
+impl Io {
+    fn open(name: &str) -> Self {
+        Io {
+            ck: Checkpoint::open(fixture(name).join("io.safetensors")).unwrap(),
+        }
+    }
+    fn get(&self, key: &str) -> (Vec<f32>, Vec<usize>) {
+        (
+            self.ck.f32_any(key).unwrap(),
+            self.ck.shape(key).unwrap().to_vec(),
+        )
+    }
+    fn spikes(&self, layer: &str) -> (Vec<f32>, Vec<usize>) {
+        self.get(&format!("spikes.{layer}"))
+    }
+}
+
+fn load(dev: &Device, name: &str) -> Spikformer {
+    match Model::load(dev, fixture(name)).unwrap() {
+        Model::Spikformer(m) => m,
+    }
+}
+
+fn agreement(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+fn argmax_rows(v: &[f32], n: usize) -> Vec<usize> {
+    v.chunks(n)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold(0, |best, (i, x)| if *x > r[best] { i } else { best })
+        })
+        .collect()
+}
+
+/// End to end: logits within 1e-3 (relative L2), the same top-1, and every layer's spikes.
+fn end_to_end(name: &str, min_agreement: f64, max_rel: f64) {
+    let dev = device();
+    let model = load(&dev, name);
+    let io = Io::open(name);
+    let (img, shape) = io.get("input");
+    let (want, lshape) = io.get("logits");
+    let x = dev.tensor_f32(&img, &shape).unwrap();
+    let mut taps = Taps::default();
+    let mut rec = dev.recorder("test");
+    let logits = model.forward(&mut rec, &x, Some(&mut taps)).unwrap();
+    rec.submit().unwrap();
+    let got = dev.read_f32(&logits).unwrap();
+    let err = rel_l2(&got, &want);
+    eprintln!("{name}: logits relative L2 error {err:.3e}");
+    assert!(err <= max_rel, "{name}: logits relative L2 {err:.3e}");
+    assert_eq!(
+        argmax_rows(&got, lshape[1]),
+        argmax_rows(&want, lshape[1]),
+        "{name}: top-1"
+    );
+    let spikes = taps.read(&dev).unwrap();
+    assert_eq!(spikes.len(), 5 + 7 * model.config.depths);
+    for (layer, s) in &spikes {
+        let (r, _) = io.spikes(layer);
+        let a = agreement(s, &r);
+        eprintln!(
+            "{name}: {layer:<28} agreement {:.5} (rate {:.3})",
+            a,
+            r.iter().sum::<f32>() / r.len() as f32
+        );
+        assert!(a >= min_agreement, "{name}: {layer} spike agreement {a}");
+    }
+}
+
+#[test]
+fn spikformer_imagenet_matches_pytorch_end_to_end() {
+    end_to_end("spikformer-imagenet-exact", 1.0, 1e-6);
+}
+
+#[test]
+fn spikformer_cifar_matches_pytorch_end_to_end() {
+    end_to_end("spikformer-cifar-exact", 1.0, 1e-6);
+}
+
+/// Each layer fed the reference's own input, so one flipped spike cannot cascade.
+fn teacher_forced(name: &str) {
+    let dev = device();
+    let m = load(&dev, name);
+    let io = Io::open(name);
+    let up = |v: &(Vec<f32>, Vec<usize>)| dev.tensor_f32(&v.0, &v.1).unwrap();
+    let packed = |layer: &str| {
+        let (v, s) = io.spikes(layer);
+        PackedSpikes::from_host(&dev, &v, &s).unwrap()
+    };
+    let check = |layer: &str, got: Vec<f32>| {
+        let (want, _) = io.spikes(layer);
+        let a = agreement(&got, &want);
+        eprintln!("{name} (teacher-forced): {layer:<28} agreement {a:.5}");
+        assert!(a >= 0.999, "{name}: {layer} teacher-forced agreement {a}");
+    };
+    let read = |t: &Tensor| dev.read_f32(t).unwrap();
+    let sub = |a: &Tensor, b: &Tensor| -> Vec<f32> {
+        read(a).iter().zip(read(b)).map(|(x, y)| x - y).collect()
+    };
+
+    // SPS stages: each from the reference's previous stage (pooled where the model pools).
+    let mut input = up(&io.get("input"));
+    for i in 0..4 {
+        let layer = if i == 0 {
+            "patch_embed.proj_lif".to_string()
+        } else {
+            format!("patch_embed.proj_lif{i}")
+        };
+        let mut taps = Taps::default();
+        let mut rec = dev.recorder("t");
+        m.sps_stage(&mut rec, i, &input, Some(&mut taps)).unwrap();
+        rec.submit().unwrap();
+        check(&layer, taps.read(&dev).unwrap().remove(0).1);
+        // The next stage's input: the reference's spikes, pooled as the model does.
+        let r = up(&io.spikes(&layer));
+        let pools = m.config.variant == spikescan::models::spikformer::Variant::Imagenet || i >= 2;
+        input = if pools {
+            let mut rec = dev.recorder("t");
+            let p = m.pool(&mut rec, &r).unwrap();
+            rec.submit().unwrap();
+            p
+        } else {
+            r
+        };
+    }
+    let x_feat = input;
+    let mut rec = dev.recorder("t");
+    let x0 = m.rpe(&mut rec, &x_feat, None).unwrap();
+    rec.submit().unwrap();
+    let fs = x_feat.shape().to_vec();
+    check(
+        "patch_embed.rpe_lif",
+        sub(
+            &x0,
+            &x_feat
+                .reshape(&[fs[0], fs[1], fs[2], fs[3] * fs[4]])
+                .unwrap(),
+        ),
+    );
+
+    // The reference's residual stream: x0 = rpe + x_feat, then + proj_lif, + fc2_lif.
+    let (rpe, _) = io.spikes("patch_embed.rpe_lif");
+    let feat = read(&x_feat);
+    let mut x: Vec<f32> = rpe.iter().zip(&feat).map(|(a, b)| a + b).collect();
+    let xs = x0.shape().to_vec();
+    for i in 0..m.config.depths {
+        let a = format!("block.{i}.attn");
+        let xt = dev.tensor_f32(&x, &xs).unwrap();
+        let mut rec = dev.recorder("t");
+        let [q, k, v] = m.qkv(&mut rec, i, &xt).unwrap();
+        rec.submit().unwrap();
+        check(&format!("{a}.q_lif"), q.read(&dev).unwrap());
+        check(&format!("{a}.k_lif"), k.read(&dev).unwrap());
+        check(&format!("{a}.v_lif"), v.read(&dev).unwrap());
+        let (rq, rk, rv) = (
+            packed(&format!("{a}.q_lif")),
+            packed(&format!("{a}.k_lif")),
+            packed(&format!("{a}.v_lif")),
+        );
+        let mut rec = dev.recorder("t");
+        let attn = m.attention(&mut rec, &rq, &rk, &rv).unwrap();
+        rec.submit().unwrap();
+        check(&format!("{a}.attn_lif"), attn.read(&dev).unwrap());
+        let ra = packed(&format!("{a}.attn_lif"));
+        let mut rec = dev.recorder("t");
+        let x1 = m.proj(&mut rec, i, &ra, &xt).unwrap();
+        rec.submit().unwrap();
+        check(&format!("{a}.proj_lif"), sub(&x1, &xt));
+        let (rp, _) = io.spikes(&format!("{a}.proj_lif"));
+        let x1: Vec<f32> = x.iter().zip(&rp).map(|(a, b)| a + b).collect();
+        let x1t = dev.tensor_f32(&x1, &xs).unwrap();
+        let mut rec = dev.recorder("t");
+        let h = m.fc1(&mut rec, i, &x1t).unwrap();
+        rec.submit().unwrap();
+        check(&format!("block.{i}.mlp.fc1_lif"), h.read(&dev).unwrap());
+        let rh = packed(&format!("block.{i}.mlp.fc1_lif"));
+        let mut rec = dev.recorder("t");
+        let x2 = m.fc2(&mut rec, i, &rh, &x1t).unwrap();
+        rec.submit().unwrap();
+        check(&format!("block.{i}.mlp.fc2_lif"), sub(&x2, &x1t));
+        let (rf, _) = io.spikes(&format!("block.{i}.mlp.fc2_lif"));
+        x = x1.iter().zip(&rf).map(|(a, b)| a + b).collect();
+    }
+}
+
+#[test]
+fn spikformer_layers_agree_teacher_forced_exact_weights() {
+    teacher_forced("spikformer-imagenet-exact");
+    teacher_forced("spikformer-cifar-exact");
+}
+
+#[test]
+fn spikformer_layers_agree_teacher_forced_realistic_weights() {
+    teacher_forced("spikformer-imagenet-realistic");
+}
+
+#[test]
+fn spikformer_realistic_weights_end_to_end() {
+    // Default-initialised weights: not exact in f32, so a spike a rounding away from the
+    // threshold may flip and cascade; the top-1 and the logits must still agree.
+    end_to_end("spikformer-imagenet-realistic", 0.99, 1e-3);
+}
+
+#[test]
+fn model_directory_reads_config_and_checkpoint() {
+    let md = ModelDir::open(fixture("spikformer-cifar-exact")).unwrap();
+    assert_eq!(md.architecture().unwrap(), "spikformer");
+}
