@@ -246,3 +246,209 @@ fn model_directory_reads_config_and_checkpoint() {
     let md = ModelDir::open(fixture("spikformer-cifar-exact")).unwrap();
     assert_eq!(md.architecture().unwrap(), "spikformer");
 }
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("spikescan-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn small_config() -> spikescan::models::SpikformerConfig {
+    let md = ModelDir::open(fixture("spikformer-cifar-exact")).unwrap();
+    spikescan::models::SpikformerConfig::from_json(&md.config, &md.path).unwrap()
+}
+
+fn write_model(
+    dir: &std::path::Path,
+    config: Option<&str>,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) {
+    if let Some(c) = config {
+        std::fs::write(dir.join("config.json"), c).unwrap();
+    }
+    spikescan::loader::save_f32(dir.join("model.safetensors"), tensors).unwrap();
+}
+
+const CIFAR_CONFIG: &str = r#"{"architecture": "spikformer", "variant": "cifar", "T": 4, "img_size_h": 32,
+  "img_size_w": 32, "patch_size": 4, "in_channels": 3, "num_classes": 10, "embed_dims": 32,
+  "num_heads": 2, "mlp_ratios": 4, "depths": 2}"#;
+
+#[test]
+fn official_shaped_spikformer_8_384_loads_from_a_preset_directory_and_runs_at_224() {
+    // A directory named after the preset, holding only model.safetensors.
+    let dir = temp_dir("preset").join("spikformer-8-384");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = spikescan::models::preset("spikformer-8-384").unwrap();
+    let cfg = spikescan::models::SpikformerConfig::from_json(&cfg, &dir).unwrap();
+    assert_eq!(
+        (cfg.embed_dims, cfg.depths, cfg.num_heads, cfg.num_classes),
+        (384, 8, 8, 1000)
+    );
+    let weights = cfg.random_weights(7);
+    let params: usize = weights
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>())
+        .sum();
+    assert!(
+        (16_000_000..17_000_000).contains(&params),
+        "{params} parameters"
+    );
+    write_model(&dir, None, &weights);
+    let dev = device();
+    let Model::Spikformer(m) = Model::load(&dev, &dir).unwrap();
+    let img: Vec<f32> = (0..3 * 224 * 224)
+        .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+        .collect();
+    let t0 = std::time::Instant::now();
+    let logits = m.run(&dev, &img, &[1, 3, 224, 224]).unwrap();
+    eprintln!(
+        "spikformer-8-384, 224x224, T=4, batch 1: {:.2} s on {}",
+        t0.elapsed().as_secs_f64(),
+        dev.describe()
+    );
+    assert_eq!(logits.len(), 1000);
+    assert!(logits.iter().all(|v| v.is_finite()));
+    assert!(
+        logits.iter().any(|v| *v != logits[0]),
+        "constant logits: nothing fired"
+    );
+}
+
+#[test]
+fn checkpoint_keys_with_a_module_prefix_and_extra_keys_load() {
+    let dir = temp_dir("prefix");
+    let mut w = small_config().random_weights(1);
+    for (k, _, _) in w.iter_mut() {
+        *k = format!("module.{k}");
+    }
+    w.push((
+        "module.block.0.norm1.weight".into(),
+        vec![32],
+        vec![1.0; 32],
+    ));
+    write_model(&dir, Some(CIFAR_CONFIG), &w);
+    let dev = device();
+    let md = ModelDir::open(&dir).unwrap();
+    let m = spikescan::models::Spikformer::load(&dev, &md).unwrap();
+    assert_eq!(
+        md.checkpoint.unused_keys(),
+        vec!["block.0.norm1.weight".to_string()]
+    );
+    let logits = m
+        .run(&dev, &vec![0.5; 2 * 3 * 32 * 32], &[2, 3, 32, 32])
+        .unwrap();
+    assert_eq!(logits.len(), 20);
+}
+
+fn load_err(dir: &std::path::Path) -> String {
+    match Model::load(&device(), dir) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_model_directories_get_errors_that_name_the_problem() {
+    let w = small_config().random_weights(2);
+    let e = load_err(std::path::Path::new("/no/such/model"));
+    assert!(
+        e.contains("/no/such/model") && e.contains("does not exist"),
+        "{e}"
+    );
+
+    let d = temp_dir("noarch");
+    write_model(&d, Some(r#"{"embed_dims": 32}"#), &w);
+    let e = load_err(&d);
+    assert!(
+        e.contains("config.json") && e.contains("architecture"),
+        "{e}"
+    );
+
+    let d = temp_dir("unknown");
+    write_model(&d, Some(r#"{"architecture": "resnet"}"#), &w);
+    let e = load_err(&d);
+    assert!(e.contains("resnet") && e.contains("spikformer"), "{e}");
+
+    let d = temp_dir("badjson");
+    write_model(&d, Some("{not json"), &w);
+    assert!(load_err(&d).contains("not valid JSON"));
+
+    let d = temp_dir("badfield");
+    write_model(
+        &d,
+        Some(&CIFAR_CONFIG.replace("\"num_heads\": 2", "\"num_heads\": 3")),
+        &w,
+    );
+    assert!(load_err(&d).contains("num_heads"));
+
+    let d = temp_dir("missingfield");
+    write_model(
+        &d,
+        Some(&CIFAR_CONFIG.replace("\"depths\": 2", "\"depth\": 2")),
+        &w,
+    );
+    assert!(load_err(&d).contains("missing \"depths\""));
+
+    let d = temp_dir("missing");
+    let less: Vec<_> = w
+        .iter()
+        .filter(|(k, _, _)| k != "block.1.attn.k_bn.running_var")
+        .cloned()
+        .collect();
+    write_model(&d, Some(CIFAR_CONFIG), &less);
+    let e = load_err(&d);
+    assert!(
+        e.contains("'block.1.attn.k_bn.running_var' is missing"),
+        "{e}"
+    );
+
+    let d = temp_dir("shape");
+    let mut bad = w.clone();
+    let i = bad.iter().position(|(k, _, _)| k == "head.weight").unwrap();
+    bad[i] = ("head.weight".into(), vec![11, 32], vec![0.0; 11 * 32]);
+    write_model(&d, Some(CIFAR_CONFIG), &bad);
+    let e = load_err(&d);
+    assert!(
+        e.contains("'head.weight'") && e.contains("[11, 32]") && e.contains("expected [10, 32]"),
+        "{e}"
+    );
+
+    let d = temp_dir("truncated");
+    write_model(&d, Some(CIFAR_CONFIG), &w);
+    let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(&d);
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
+
+    let d = temp_dir("noweights");
+    std::fs::write(d.join("config.json"), CIFAR_CONFIG).unwrap();
+    assert!(load_err(&d).contains("model.safetensors"));
+}
+
+#[test]
+fn inputs_of_the_wrong_shape_are_refused() {
+    let dev = device();
+    let m = load(&dev, "spikformer-cifar-exact");
+    let e = m
+        .run(&dev, &[0.0; 32 * 32], &[1, 1, 32, 32])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[B, 3, H, W]") && e.contains("[1, 1, 32, 32]"),
+        "{e}"
+    );
+    let e = m
+        .run(&dev, &[0.0; 3 * 8 * 8], &[1, 3, 8, 8])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("too small"), "{e}");
+    let e = m
+        .run(&dev, &[0.0; 5], &[1, 3, 32, 32])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("5 values"), "{e}");
+}

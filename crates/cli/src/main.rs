@@ -1,5 +1,8 @@
 //! The `spikescan` command-line tool.
 
+mod run;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +29,33 @@ enum Command {
         /// List every adapter wgpu can see, with the index SPIKESCAN_ADAPTER accepts.
         #[arg(long)]
         all: bool,
+    },
+    /// Run a model directory on an input: a safetensors file with tensor `input` (f32
+    /// [B, C, H, W], already normalised) or a PNG/JPEG image (resized, center-cropped and
+    /// normalised as the official evaluation). Writes `logits` to --output, or prints the
+    /// top classes (with names from labels.txt in the model directory).
+    ///
+    /// Examples: `spikescan run --model models/spikformer --input cat.png`,
+    /// `spikescan run --model DIR --input x.safetensors --output y.safetensors --stats`
+    Run {
+        /// Model directory: model.safetensors + config.json (or a preset name as directory name).
+        #[arg(long)]
+        model: PathBuf,
+        /// Input file (.safetensors, .png, .jpg).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the logits (safetensors, tensor `logits`).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Print each LIF layer's firing rate, synaptic operations and the energy estimate.
+        #[arg(long)]
+        stats: bool,
+        /// Print the configuration and checkpoint keys the model does not use.
+        #[arg(long)]
+        verbose: bool,
+        /// How many classes to print without --output.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
     },
     /// Run every kernel against its CPU reference on small shapes and print the op × dtype ×
     /// feature support matrix of this adapter (the plain twins run on a second device
@@ -205,6 +235,22 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { all } => info(all).map(|_| true),
         Command::Ops { filter, verbose } => ops(filter, verbose),
+        Command::Run {
+            model,
+            input,
+            output,
+            stats,
+            verbose,
+            top,
+        } => run::run(run::RunArgs {
+            model,
+            input,
+            output,
+            stats,
+            verbose,
+            top,
+        })
+        .map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

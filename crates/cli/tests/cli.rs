@@ -71,3 +71,150 @@ fn no_adapter_on_a_backend_says_how_to_get_one() {
     assert_eq!(code, 2);
     assert!(err.contains("cuda"), "{err}");
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("spikescan-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn run_writes_the_reference_logits_and_prints_stats() {
+    let dir = fixture("spikformer-imagenet-exact");
+    let out = tmp("run").join("y.safetensors");
+    let io = dir.join("io.safetensors");
+    let (code, stdout, err) = spikescan(
+        &[
+            "run",
+            "--model",
+            dir.to_str().unwrap(),
+            "--input",
+            io.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--stats",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let got = spikescan::loader::Checkpoint::open(&out).unwrap();
+    let want = spikescan::loader::Checkpoint::open(&io).unwrap();
+    assert_eq!(got.shape("logits"), want.shape("logits"));
+    assert_eq!(
+        got.f32_any("logits").unwrap(),
+        want.f32_any("logits").unwrap()
+    );
+    assert!(
+        stdout.contains("block.1.mlp.fc2_lif") && stdout.contains("firing rate"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("energy estimate") && stdout.contains("mJ"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn run_takes_a_png_and_prints_the_top_classes_with_labels() {
+    let model = tmp("png-model");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("spikformer-cifar-exact").join(f), model.join(f)).unwrap();
+    }
+    let names: Vec<String> = (0..10).map(|i| format!("class-{i}")).collect();
+    std::fs::write(model.join("labels.txt"), names.join("\n")).unwrap();
+    let png = model.join("img.png");
+    image::RgbImage::from_fn(48, 40, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 6) as u8, 128])
+    })
+    .save(&png)
+    .unwrap();
+    let (code, out, err) = spikescan(
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            png.to_str().unwrap(),
+            "--top",
+            "3",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("class-").count(), 3, "{out}");
+}
+
+#[test]
+fn run_errors_name_the_file_and_what_is_wrong() {
+    let model = fixture("spikformer-cifar-exact");
+    let m = model.to_str().unwrap();
+    let d = tmp("errors");
+    let run = |args: &[&str]| {
+        let (code, _, err) = spikescan(args, &[]);
+        assert_eq!(code, 2, "{err}");
+        err
+    };
+    let e = run(&["run", "--model", "/no/such/dir", "--input", "x.safetensors"]);
+    assert!(
+        e.contains("/no/such/dir") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = run(&["run", "--model", m, "--input", "/no/such/input.safetensors"]);
+    assert!(e.contains("/no/such/input.safetensors"), "{e}");
+    // A safetensors file without 'input'.
+    let e = run(&[
+        "run",
+        "--model",
+        m,
+        "--input",
+        model.join("model.safetensors").to_str().unwrap(),
+    ]);
+    assert!(e.contains("no tensor named 'input'"), "{e}");
+    // An image that does not decode.
+    let bad = d.join("bad.jpg");
+    std::fs::write(&bad, b"\xff\xd8 not really a jpeg").unwrap();
+    let e = run(&["run", "--model", m, "--input", bad.to_str().unwrap()]);
+    assert!(e.contains("bad.jpg") && e.contains("cannot decode"), "{e}");
+    // An input of the wrong shape.
+    let x = d.join("x.safetensors");
+    spikescan::loader::save_f32(&x, &[("input".into(), vec![1, 1, 32, 32], vec![0.0; 1024])])
+        .unwrap();
+    let e = run(&["run", "--model", m, "--input", x.to_str().unwrap()]);
+    assert!(e.contains("[B, 3, H, W]"), "{e}");
+    // A model directory whose config has no architecture.
+    let nd = d.join("noarch");
+    std::fs::create_dir_all(&nd).unwrap();
+    std::fs::write(nd.join("config.json"), "{}").unwrap();
+    std::fs::copy(
+        model.join("model.safetensors"),
+        nd.join("model.safetensors"),
+    )
+    .unwrap();
+    let e = run(&[
+        "run",
+        "--model",
+        nd.to_str().unwrap(),
+        "--input",
+        x.to_str().unwrap(),
+    ]);
+    assert!(e.contains("architecture"), "{e}");
+    // Nothing half-written on failure.
+    let out = d.join("never.safetensors");
+    run(&[
+        "run",
+        "--model",
+        m,
+        "--input",
+        x.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!out.exists());
+}

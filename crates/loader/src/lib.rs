@@ -225,6 +225,39 @@ impl Checkpoint {
     }
 }
 
+/// Writes f32 tensors `(name, shape, data)` to a safetensors file, atomically: the data goes
+/// to a temporary file next to `path`, which is then renamed, so a failure never leaves a
+/// half-written file.
+pub fn save_f32(path: impl AsRef<Path>, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    let path = path.as_ref();
+    let io = |source: std::io::Error| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut views = Vec::new();
+    for (name, shape, data) in tensors {
+        let view = safetensors::tensor::TensorView::new(
+            Dtype::F32,
+            shape.clone(),
+            bytemuck::cast_slice(data),
+        )
+        .map_err(|e| LoadError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("{name}: {e}"),
+        })?;
+        views.push((name.clone(), view));
+    }
+    let bytes = safetensors::serialize(views, &None).map_err(|e| LoadError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +336,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/no/such/model.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn saved_tensors_load_back() {
+        let dir = std::env::temp_dir().join(format!("spikescan-loader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.safetensors");
+        save_f32(&p, &[("a".into(), vec![2], vec![1.0, -1.5])]).unwrap();
+        let c = Checkpoint::open(&p).unwrap();
+        assert_eq!(c.f32("a", &[2]).unwrap(), vec![1.0, -1.5]);
+        assert!(!dir.join("t.safetensors.partial").exists());
     }
 
     #[test]

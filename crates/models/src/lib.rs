@@ -4,6 +4,7 @@
 
 pub mod spikformer;
 pub mod taps;
+pub mod vision;
 
 use std::path::{Path, PathBuf};
 

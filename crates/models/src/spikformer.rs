@@ -44,6 +44,8 @@ pub struct SpikformerConfig {
     pub num_heads: usize,
     pub mlp_hidden: usize,
     pub depths: usize,
+    /// Evaluation crop ratio for image inputs (the official imagenet.yml uses 1.0).
+    pub crop_pct: f64,
 }
 
 impl SpikformerConfig {
@@ -85,6 +87,13 @@ impl SpikformerConfig {
             num_heads: heads,
             mlp_hidden: (embed as f64 * ratio) as usize,
             depths: u("depths", None)?,
+            crop_pct: match cfg.get("crop_pct") {
+                Some(v) => v
+                    .as_f64()
+                    .filter(|x| *x > 0.0 && *x <= 1.0)
+                    .ok_or_else(|| bad(format!("\"crop_pct\" must be in (0, 1], got {v}")))?,
+                None => 1.0,
+            },
         };
         if c.t == 0
             || embed == 0
@@ -99,6 +108,144 @@ impl SpikformerConfig {
             )));
         }
         Ok(c)
+    }
+
+    /// Every tensor the model reads, with its shape (the official state_dict minus the
+    /// unused `norm1`/`norm2` and `num_batches_tracked`).
+    pub fn weight_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let c = self.embed_dims;
+        let chans = [self.in_channels, c / 8, c / 4, c / 2, c];
+        let mut v = Vec::new();
+        let bn = |v: &mut Vec<(String, Vec<usize>)>, p: &str, n: usize| {
+            for f in ["weight", "bias", "running_mean", "running_var"] {
+                v.push((format!("{p}.{f}"), vec![n]));
+            }
+        };
+        for i in 0..4 {
+            let sfx = if i == 0 { String::new() } else { i.to_string() };
+            v.push((
+                format!("patch_embed.proj_conv{sfx}.weight"),
+                vec![chans[i + 1], chans[i], 3, 3],
+            ));
+            bn(&mut v, &format!("patch_embed.proj_bn{sfx}"), chans[i + 1]);
+        }
+        v.push(("patch_embed.rpe_conv.weight".into(), vec![c, c, 3, 3]));
+        bn(&mut v, "patch_embed.rpe_bn", c);
+        let cifar = self.variant == Variant::Cifar;
+        let h = self.mlp_hidden;
+        for i in 0..self.depths {
+            let layers = [
+                ("attn.q", 1, c, c, false),
+                ("attn.k", 1, c, c, false),
+                ("attn.v", 1, c, c, false),
+                ("attn.proj", 1, c, c, true),
+                ("mlp.fc1", 2, h, c, true),
+                ("mlp.fc2", 2, c, h, true),
+            ];
+            for (name, dims, out, inp, bias) in layers {
+                let p = format!("block.{i}.{name}");
+                if cifar {
+                    v.push((format!("{p}_linear.weight"), vec![out, inp]));
+                    v.push((format!("{p}_linear.bias"), vec![out]));
+                } else {
+                    let mut shape = vec![out, inp];
+                    shape.extend(std::iter::repeat_n(1, dims));
+                    v.push((format!("{p}_conv.weight"), shape));
+                    if bias {
+                        v.push((format!("{p}_conv.bias"), vec![out]));
+                    }
+                }
+                bn(&mut v, &format!("{p}_bn"), out);
+            }
+        }
+        v.push(("head.weight".into(), vec![self.num_classes, c]));
+        v.push(("head.bias".into(), vec![self.num_classes]));
+        v
+    }
+
+    /// Random weights of this configuration's shapes (uniform, fan-in scaled; BatchNorms
+    /// that keep neurons firing), as `(key, shape, data)`: for tests and benchmarks.
+    pub fn random_weights(&self, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut state = seed ^ 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f32 / (1u64 << 53) as f32
+        };
+        self.weight_shapes()
+            .into_iter()
+            .map(|(k, shape)| {
+                let n: usize = shape.iter().product();
+                let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+                let a = (3.0 / fan_in as f32).sqrt();
+                let data = if k.ends_with("running_var")
+                    || (k.contains("_bn.") && k.ends_with(".weight"))
+                {
+                    vec![1.0; n]
+                } else if k.ends_with("running_mean") {
+                    vec![0.0; n]
+                } else if k.contains("_bn.") {
+                    (0..n).map(|_| 0.2 + 0.6 * next()).collect()
+                } else {
+                    (0..n).map(|_| a * (2.0 * next() - 1.0)).collect()
+                };
+                (k, shape, data)
+            })
+            .collect()
+    }
+
+    /// Every LIF layer and the multiply-accumulates, per sample and time step, of the layer
+    /// its spikes feed (for synaptic-operation counts), for an `h x w` input.
+    pub fn lif_layers(&self, h: usize, w: usize) -> Vec<(String, u64)> {
+        let c = self.embed_dims;
+        let chans = [self.in_channels, c / 8, c / 4, c / 2, c];
+        let pools = |i: usize| self.variant == Variant::Imagenet || i >= 2;
+        let (mut hh, mut ww) = (h, w);
+        let mut v = Vec::new();
+        let mut sizes = Vec::new();
+        for i in 0..4 {
+            sizes.push((hh, ww));
+            if pools(i) {
+                hh = (hh - 1) / 2 + 1;
+                ww = (ww - 1) / 2 + 1;
+            }
+        }
+        let n = (hh * ww) as u64;
+        for i in 0..4 {
+            let sfx = if i == 0 { String::new() } else { i.to_string() };
+            // The next conv runs at the pooled size.
+            let (nh, nw) = if i < 3 { sizes[i + 1] } else { (hh, ww) };
+            let next = (chans[i + 1] * 9) as u64
+                * (if i < 3 { chans[i + 2] } else { c }) as u64
+                * (nh * nw) as u64;
+            v.push((format!("patch_embed.proj_lif{sfx}"), next));
+        }
+        let (c64, h64) = (c as u64, self.mlp_hidden as u64);
+        let d = (c / self.num_heads) as u64;
+        v.push(("patch_embed.rpe_lif".into(), 3 * c64 * c64 * n));
+        for i in 0..self.depths {
+            let a = format!("block.{i}.attn");
+            let heads = self.num_heads as u64;
+            v.push((format!("{a}.q_lif"), n * d * d * heads));
+            v.push((format!("{a}.k_lif"), n * d * d * heads));
+            v.push((format!("{a}.v_lif"), n * d * d * heads));
+            v.push((format!("{a}.attn_lif"), c64 * c64 * n));
+            v.push((format!("{a}.proj_lif"), h64 * c64 * n));
+            v.push((format!("block.{i}.mlp.fc1_lif"), c64 * h64 * n));
+            let next = if i + 1 < self.depths {
+                3 * c64 * c64 * n
+            } else {
+                c64 * self.num_classes as u64
+            };
+            v.push((format!("block.{i}.mlp.fc2_lif"), next));
+        }
+        v
+    }
+
+    /// Multiply-accumulates of the dense first layer (the image convolution), per sample.
+    pub fn first_layer_macs(&self, h: usize, w: usize) -> u64 {
+        (self.in_channels * 9 * (self.embed_dims / 8) * h * w) as u64
     }
 
     /// Spatial size after the SPS stem.
