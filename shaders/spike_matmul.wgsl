@@ -93,3 +93,75 @@ fn unpack_bits(ids: Ids) {
     let word = src_bits[row * p.words + j / 32u];
     unpacked[i] = f32((word >> (j % 32u)) & 1u);
 }
+
+// 2-D convolution of packed binary spike maps: spikes [N, Cin, H * W] (bits along the
+// flattened H * W of each channel), weights [Cout, Cin / groups, KH, KW] f32, zero padding,
+// stride, dilation, groups; f32 output [N, Cout, OH, OW]. One invocation per output.
+struct ConvParams {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    dh: u32,
+    dw: u32,
+    groups: u32,
+    has_bias: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> cp: ConvParams;
+@group(0) @binding(1) var<storage, read> conv_bits: array<u32>;
+@group(0) @binding(2) var<storage, read> conv_w: array<f32>;
+@group(0) @binding(3) var<storage, read> conv_bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> conv_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn spike_conv2d(ids: Ids) {
+    let i = group_index(ids) * 256u + ids.lid;
+    if (i >= cp.n * cp.cout * cp.oh * cp.ow) {
+        return;
+    }
+    let ox = i % cp.ow;
+    let oy = (i / cp.ow) % cp.oh;
+    let co = (i / (cp.ow * cp.oh)) % cp.cout;
+    let b = i / (cp.ow * cp.oh * cp.cout);
+    let cin_g = cp.cin / cp.groups;
+    let g = co / (cp.cout / cp.groups);
+    let words = (cp.h * cp.w + 31u) / 32u;
+    var acc = 0.0;
+    for (var ci = 0u; ci < cin_g; ci += 1u) {
+        let row = (b * cp.cin + g * cin_g + ci) * words;
+        let wc = (co * cin_g + ci) * cp.kh;
+        for (var ky = 0u; ky < cp.kh; ky += 1u) {
+            let iy = i32(oy * cp.sh + ky * cp.dh) - i32(cp.ph);
+            if (iy < 0 || iy >= i32(cp.h)) {
+                continue;
+            }
+            for (var kx = 0u; kx < cp.kw; kx += 1u) {
+                let ix = i32(ox * cp.sw + kx * cp.dw) - i32(cp.pw);
+                if (ix < 0 || ix >= i32(cp.w)) {
+                    continue;
+                }
+                let pos = u32(iy) * cp.w + u32(ix);
+                if (((conv_bits[row + pos / 32u] >> (pos % 32u)) & 1u) != 0u) {
+                    acc += conv_w[(wc + ky) * cp.kw + kx];
+                }
+            }
+        }
+    }
+    if (cp.has_bias != 0u) {
+        acc += conv_bias[co];
+    }
+    conv_out[i] = acc;
+}

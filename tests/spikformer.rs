@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use spikescan::loader::Checkpoint;
-use spikescan::models::spikformer::Spikformer;
+use spikescan::models::spikformer::{SpikeMap, Spikformer, SpsInput};
 use spikescan::models::taps::Taps;
 use spikescan::models::{Model, ModelDir};
 use spikescan::{Device, DeviceOptions, PackedSpikes, Tensor};
@@ -139,22 +139,27 @@ fn teacher_forced(name: &str) {
     };
 
     // SPS stages: each from the reference's previous stage (pooled where the model pools).
-    let mut input = up(&io.get("input"));
+    let img = up(&io.get("input"));
+    let mut input = SpsInput::Image(img);
+    let mut x_feat = None;
     for i in 0..4 {
         let layer = if i == 0 {
             "patch_embed.proj_lif".to_string()
         } else {
             format!("patch_embed.proj_lif{i}")
         };
-        let mut taps = Taps::default();
         let mut rec = dev.recorder("t");
-        m.sps_stage(&mut rec, i, &input, Some(&mut taps)).unwrap();
+        let out = m.sps_stage(&mut rec, i, &input, None).unwrap();
         rec.submit().unwrap();
-        check(&layer, taps.read(&dev).unwrap().remove(0).1);
+        check(&layer, out.spikes.read(&dev).unwrap());
         // The next stage's input: the reference's spikes, pooled as the model does.
-        let r = up(&io.spikes(&layer));
-        let pools = m.config.variant == spikescan::models::spikformer::Variant::Imagenet || i >= 2;
-        input = if pools {
+        let (v, s) = io.spikes(&layer);
+        let spikes = PackedSpikes::from_host(&dev, &v, &[s[0], s[1], s[2], s[3] * s[4]]).unwrap();
+        let r = SpikeMap {
+            spikes,
+            hw: [s[3], s[4]],
+        };
+        let next = if m.pools_after(i) {
             let mut rec = dev.recorder("t");
             let p = m.pool(&mut rec, &r).unwrap();
             rec.submit().unwrap();
@@ -162,25 +167,21 @@ fn teacher_forced(name: &str) {
         } else {
             r
         };
+        x_feat = Some(next.clone());
+        input = SpsInput::Spikes(next);
     }
-    let x_feat = input;
+    let x_feat = x_feat.unwrap();
     let mut rec = dev.recorder("t");
     let x0 = m.rpe(&mut rec, &x_feat, None).unwrap();
     rec.submit().unwrap();
-    let fs = x_feat.shape().to_vec();
+    let feat = x_feat.spikes.read(&dev).unwrap();
     check(
         "patch_embed.rpe_lif",
-        sub(
-            &x0,
-            &x_feat
-                .reshape(&[fs[0], fs[1], fs[2], fs[3] * fs[4]])
-                .unwrap(),
-        ),
+        read(&x0).iter().zip(&feat).map(|(a, b)| a - b).collect(),
     );
 
     // The reference's residual stream: x0 = rpe + x_feat, then + proj_lif, + fc2_lif.
     let (rpe, _) = io.spikes("patch_embed.rpe_lif");
-    let feat = read(&x_feat);
     let mut x: Vec<f32> = rpe.iter().zip(&feat).map(|(a, b)| a + b).collect();
     let xs = x0.shape().to_vec();
     for i in 0..m.config.depths {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use spikescan::loader::Checkpoint;
 use spikescan::models::taps::Taps;
-use spikescan::models::{vision, Model};
+use spikescan::models::{vision, Model, ModelDir};
 use spikescan::Device;
 
 pub struct RunArgs {
@@ -57,10 +57,18 @@ fn labels(dir: &Path) -> Option<Vec<String>> {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let dev = Device::new()?;
-    let model = Model::load(&dev, &args.model)?;
+    let md = ModelDir::open(&args.model)?;
+    let model = Model::from_dir(&dev, &md)?;
     let Model::Spikformer(m) = &model;
     if args.verbose {
         eprintln!("{}: spikformer {:?}", args.model.display(), m.config);
+        eprintln!("adapter: {}", dev.describe());
+        let unused = md.checkpoint.unused_keys();
+        eprintln!(
+            "checkpoint keys not used by the model ({}): {}",
+            unused.len(),
+            unused.join(", ")
+        );
     }
     let (data, shape) = read_input(&args, &model)?;
     m.check_input(&shape)?;

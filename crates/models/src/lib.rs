@@ -152,9 +152,13 @@ pub enum Model {
 impl Model {
     /// Loads a model directory onto `dev`.
     pub fn load(dev: &Device, dir: impl AsRef<Path>) -> Result<Self> {
-        let md = ModelDir::open(dir)?;
+        Self::from_dir(dev, &ModelDir::open(dir)?)
+    }
+
+    /// Loads an opened model directory (which then lists the keys the model did not read).
+    pub fn from_dir(dev: &Device, md: &ModelDir) -> Result<Self> {
         match md.architecture()? {
-            "spikformer" => Ok(Model::Spikformer(Spikformer::load(dev, &md)?)),
+            "spikformer" => Ok(Model::Spikformer(Spikformer::load(dev, md)?)),
             other => Err(ModelError::UnknownArchitecture {
                 path: md.path.join("config.json"),
                 found: other.to_string(),

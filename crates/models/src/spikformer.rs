@@ -11,11 +11,11 @@ use serde_json::Value;
 use spikescan_loader::Checkpoint;
 use spikescan_runtime::ops::batch_norm::{BatchNorm, BatchNormParams};
 use spikescan_runtime::ops::conv::{conv2d, Conv2d};
-use spikescan_runtime::ops::lif::{lif_bits, lif_into, lif_repeat, Lif};
+use spikescan_runtime::ops::lif::{lif_bits, lif_bits_into, lif_into, Lif};
 use spikescan_runtime::ops::matmul::{channel_linear, linear};
-use spikescan_runtime::ops::pool::{maxpool2d, MaxPool2d};
+use spikescan_runtime::ops::pool::{maxpool2d_bits, MaxPool2d};
 use spikescan_runtime::ops::reduce::mean;
-use spikescan_runtime::ops::spike_matmul::spike_linear;
+use spikescan_runtime::ops::spike_matmul::{spike_conv2d, spike_linear, unpack};
 use spikescan_runtime::ops::ssa::{ssa, Ssa};
 use spikescan_runtime::{DType, Device, PackedSpikes, Recorder, Tensor};
 
@@ -283,6 +283,21 @@ struct Block {
     fc2: LinBn,
 }
 
+/// Packed spike maps `[T, B, C, h * w]` with their spatial size.
+#[derive(Clone, Debug)]
+pub struct SpikeMap {
+    pub spikes: PackedSpikes,
+    pub hw: [usize; 2],
+}
+
+/// The input of an SPS stage.
+pub enum SpsInput {
+    /// The image `[B, C, H, W]`, fed to every time step (stage 0).
+    Image(Tensor),
+    /// The previous stage's (pooled) spikes.
+    Spikes(SpikeMap),
+}
+
 /// A loaded Spikformer.
 pub struct Spikformer {
     pub config: SpikformerConfig,
@@ -405,89 +420,86 @@ impl Spikformer {
         Ok(())
     }
 
-    fn pools_after(&self, stage: usize) -> bool {
+    /// SPS stage `i`: conv 3x3 → BN → LIF, as packed spikes `[T, B, C, h * w]` (before the
+    /// stage's max-pool). Stage 0 takes the image `[B, C, H, W]` (fed to every step); later
+    /// stages take the previous stage's (pooled) spikes of spatial size `hw`.
+    pub fn sps_stage(
+        &self,
+        rec: &mut Recorder,
+        i: usize,
+        x: &SpsInput,
+        taps: Option<&mut Taps>,
+    ) -> Result<SpikeMap> {
+        let t = self.config.t;
+        let s = &self.sps[i];
+        let (y, b) = match x {
+            SpsInput::Image(img) => (
+                conv2d(rec, img, &s.w, None, &Conv2d::new(1, 1))?,
+                img.dim(0),
+            ),
+            SpsInput::Spikes(m) => {
+                let sh = m.spikes.shape().to_vec();
+                let flat = m.spikes.reshape(&[sh[0] * sh[1], sh[2], sh[3]])?;
+                (
+                    spike_conv2d(rec, &flat, m.hw, &s.w, None, &Conv2d::new(1, 1))?,
+                    sh[1],
+                )
+            }
+        };
+        let ys = y.shape().to_vec();
+        let out = PackedSpikes::alloc(rec.device(), &[t, b, ys[1], ys[2] * ys[3]])?;
+        lif_bits_into(rec, &y, &Lif::STANDARD, Some(&s.bn), &out)?;
+        if let Some(tp) = taps {
+            let sfx = if i == 0 { String::new() } else { i.to_string() };
+            tp.put(
+                format!("patch_embed.proj_lif{sfx}"),
+                Tap::Packed(out.clone()),
+            );
+        }
+        Ok(SpikeMap {
+            spikes: out,
+            hw: [ys[2], ys[3]],
+        })
+    }
+
+    /// Whether SPS stage `i` is followed by a max-pool in this variant.
+    pub fn pools_after(&self, stage: usize) -> bool {
         match self.config.variant {
             Variant::Imagenet => true,
             Variant::Cifar => stage >= 2,
         }
     }
 
-    /// SPS stage `i`: conv 3x3 → BN → LIF (spikes `[T, B, C, h, w]`), then the max-pool where
-    /// the variant has one. Stage 0 takes the image `[B, C, H, W]` (the same at every step).
-    pub fn sps_stage(
-        &self,
-        rec: &mut Recorder,
-        i: usize,
-        x: &Tensor,
-        taps: Option<&mut Taps>,
-    ) -> Result<Tensor> {
-        let t = self.config.t;
-        let s = &self.sps[i];
-        let spikes = if i == 0 {
-            let y = conv2d(rec, x, &s.w, None, &Conv2d::new(1, 1))?;
-            lif_repeat(rec, &y, t, &Lif::STANDARD, Some(&s.bn))?
-        } else {
-            let sh = x.shape().to_vec();
-            let y = conv2d(
-                rec,
-                &x.reshape(&[sh[0] * sh[1], sh[2], sh[3], sh[4]])?,
-                &s.w,
-                None,
-                &Conv2d::new(1, 1),
-            )?;
-            let ys = y.shape().to_vec();
-            let y = y.reshape(&[sh[0], sh[1], ys[1], ys[2], ys[3]])?;
-            spikescan_runtime::ops::lif::lif(rec, &y, &Lif::STANDARD, Some(&s.bn), None)?
-        };
-        if let Some(tp) = taps {
-            let sfx = if i == 0 { String::new() } else { i.to_string() };
-            tp.put(
-                format!("patch_embed.proj_lif{sfx}"),
-                Tap::Dense(spikes.clone()),
-            );
-        }
-        if self.pools_after(i) {
-            self.pool(rec, &spikes)
-        } else {
-            Ok(spikes)
-        }
+    /// Max-pool 3x3 s2 p1 of packed spikes (an OR over each window).
+    pub fn pool(&self, rec: &mut Recorder, x: &SpikeMap) -> Result<SpikeMap> {
+        let sh = x.spikes.shape().to_vec();
+        let flat = x.spikes.reshape(&[sh[0] * sh[1], sh[2], sh[3]])?;
+        let (y, hw) = maxpool2d_bits(rec, &flat, x.hw, &MaxPool2d::new(3, 2, 1))?;
+        Ok(SpikeMap {
+            spikes: y.reshape(&[sh[0], sh[1], sh[2], hw[0] * hw[1]])?,
+            hw,
+        })
     }
 
-    /// Max-pool 3x3 s2 p1 of `[T, B, C, h, w]`.
-    pub fn pool(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-        let s = x.shape().to_vec();
-        let y = maxpool2d(
-            rec,
-            &x.reshape(&[s[0] * s[1], s[2], s[3], s[4]])?,
-            &MaxPool2d::new(3, 2, 1),
-        )?;
-        let ys = y.shape().to_vec();
-        Ok(y.reshape(&[s[0], s[1], ys[1], ys[2], ys[3]])?)
-    }
-
-    /// `rpe_lif(rpe_bn(rpe_conv(x_feat))) + x_feat`, as `[T, B, C, N]`.
+    /// `rpe_lif(rpe_bn(rpe_conv(x_feat))) + x_feat`, as `[T, B, C, N]` f32 (values 0, 1, 2).
     pub fn rpe(
         &self,
         rec: &mut Recorder,
-        x_feat: &Tensor,
+        x_feat: &SpikeMap,
         taps: Option<&mut Taps>,
     ) -> Result<Tensor> {
-        let s = x_feat.shape().to_vec();
-        let y = conv2d(
-            rec,
-            &x_feat.reshape(&[s[0] * s[1], s[2], s[3], s[4]])?,
-            &self.rpe.w,
-            None,
-            &Conv2d::new(1, 1),
-        )?;
-        let y = y.reshape(&s)?;
-        let out = rec.device().alloc(&s, DType::F32)?;
+        let sh = x_feat.spikes.shape().to_vec();
+        let flat = x_feat.spikes.reshape(&[sh[0] * sh[1], sh[2], sh[3]])?;
+        let y = spike_conv2d(rec, &flat, x_feat.hw, &self.rpe.w, None, &Conv2d::new(1, 1))?;
+        let y = y.reshape(&sh)?;
+        let feat = unpack(rec, &x_feat.spikes)?;
+        let out = rec.device().alloc(&sh, DType::F32)?;
         lif_into(
             rec,
             &y,
             &Lif::STANDARD,
             Some(&self.rpe.bn),
-            Some(x_feat),
+            Some(&feat),
             &out,
         )?;
         if let Some(tp) = taps {
@@ -495,11 +507,30 @@ impl Spikformer {
                 "patch_embed.rpe_lif",
                 Tap::Diff {
                     sum: out.clone(),
-                    base: x_feat.clone(),
+                    base: feat,
                 },
             );
         }
-        Ok(out.reshape(&[s[0], s[1], s[2], s[3] * s[4]])?)
+        Ok(out)
+    }
+
+    /// The SPS stem: image `[B, C, H, W]` → `[T, B, C, N]`.
+    pub fn sps(
+        &self,
+        rec: &mut Recorder,
+        img: &Tensor,
+        mut taps: Option<&mut Taps>,
+    ) -> Result<Tensor> {
+        let mut x = self.sps_stage(rec, 0, &SpsInput::Image(img.clone()), taps.as_deref_mut())?;
+        for i in 0..4 {
+            if i > 0 {
+                x = self.sps_stage(rec, i, &SpsInput::Spikes(x), taps.as_deref_mut())?;
+            }
+            if self.pools_after(i) {
+                x = self.pool(rec, &x)?;
+            }
+        }
+        self.rpe(rec, &x, taps)
     }
 
     fn dense_lif_bits(&self, rec: &mut Recorder, l: &LinBn, x: &Tensor) -> Result<PackedSpikes> {
@@ -592,11 +623,7 @@ impl Spikformer {
         mut taps: Option<&mut Taps>,
     ) -> Result<Tensor> {
         self.check_input(img.shape())?;
-        let mut x = img.clone();
-        for i in 0..4 {
-            x = self.sps_stage(rec, i, &x, taps.as_deref_mut())?;
-        }
-        let mut x = self.rpe(rec, &x, taps.as_deref_mut())?;
+        let mut x = self.sps(rec, img, taps.as_deref_mut())?;
         for i in 0..self.blocks.len() {
             let [q, k, v] = self.qkv(rec, i, &x)?;
             let attn = self.attention(rec, &q, &k, &v)?;

@@ -62,6 +62,20 @@ impl PackedSpikes {
             )),
         }
     }
+    /// The same words seen with another shape of the same rows and last axis.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
+        let (rows, n) = Self::split(shape)?;
+        if n != self.len() || rows != self.rows() {
+            return Err(shape_err(
+                "spikes",
+                format!(
+                    "cannot view packed spikes {:?} as {shape:?} (the last axis stays)",
+                    self.shape
+                ),
+            ));
+        }
+        Self::from_words(self.words.clone(), shape)
+    }
     /// Logical shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape

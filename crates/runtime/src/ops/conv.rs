@@ -58,7 +58,7 @@ impl Conv2d {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
+pub(crate) struct Params {
     n: u32,
     cin: u32,
     h: u32,
@@ -77,6 +77,51 @@ struct Params {
     groups: u32,
     has_bias: u32,
     _pad: [u32; 3],
+}
+
+/// Checks a convolution of an input of shape `xs` and returns its output shape and the
+/// kernel parameters (shared with the packed-spike convolution).
+pub(crate) fn checked_params(
+    op: &'static str,
+    xs: &[usize],
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Conv2d,
+) -> Result<([usize; 4], Params)> {
+    expect_dtype(op, "w", w, DType::F32)?;
+    let ws = w.shape();
+    let os = conv2d_shape(xs, ws, c)?;
+    if let Some(b) = bias {
+        expect_dtype(op, "bias", b, DType::F32)?;
+        if b.numel() != os[1] {
+            return Err(shape_err(
+                op,
+                format!("bias has {} elements, expected {}", b.numel(), os[1]),
+            ));
+        }
+    }
+    let u = |v: usize| v as u32;
+    let p = Params {
+        n: u(xs[0]),
+        cin: u(xs[1]),
+        h: u(xs[2]),
+        w: u(xs[3]),
+        cout: u(ws[0]),
+        oh: u(os[2]),
+        ow: u(os[3]),
+        kh: u(ws[2]),
+        kw: u(ws[3]),
+        sh: u(c.stride[0]),
+        sw: u(c.stride[1]),
+        ph: u(c.padding[0]),
+        pw: u(c.padding[1]),
+        dh: u(c.dilation[0]),
+        dw: u(c.dilation[1]),
+        groups: u(c.groups),
+        has_bias: bias.is_some() as u32,
+        _pad: [0; 3],
+    };
+    Ok((os, p))
 }
 
 /// Output shape of conv2d, or an error naming what does not fit.
@@ -115,39 +160,9 @@ pub fn conv2d_into(
     out: &Tensor,
 ) -> Result<()> {
     expect_dtype("conv2d", "x", x, DType::F32)?;
-    expect_dtype("conv2d", "w", w, DType::F32)?;
-    let os = conv2d_shape(x.shape(), w.shape(), c)?;
+    let (os, p) = checked_params("conv2d", x.shape(), w, bias, c)?;
     expect_out("conv2d", out, &os, DType::F32)?;
-    if let Some(b) = bias {
-        expect_dtype("conv2d", "bias", b, DType::F32)?;
-        if b.numel() != os[1] {
-            return Err(shape_err(
-                "conv2d",
-                format!("bias has {} elements, expected {}", b.numel(), os[1]),
-            ));
-        }
-    }
     let (xs, ws) = (x.shape(), w.shape());
-    let p = Params {
-        n: xs[0] as u32,
-        cin: xs[1] as u32,
-        h: xs[2] as u32,
-        w: xs[3] as u32,
-        cout: ws[0] as u32,
-        oh: os[2] as u32,
-        ow: os[3] as u32,
-        kh: ws[2] as u32,
-        kw: ws[3] as u32,
-        sh: c.stride[0] as u32,
-        sw: c.stride[1] as u32,
-        ph: c.padding[0] as u32,
-        pw: c.padding[1] as u32,
-        dh: c.dilation[0] as u32,
-        dw: c.dilation[1] as u32,
-        groups: c.groups as u32,
-        has_bias: bias.is_some() as u32,
-        _pad: [0; 3],
-    };
     let key = PipelineKey::new(Shader::Conv, "conv2d", 3, 1);
     let n = out.numel();
     rec.dispatch(

@@ -226,7 +226,8 @@ pub fn lif_repeat(
     Ok(out)
 }
 
-/// Spikes of `bn(x)` packed 32 per word along S: logical shape `[T, B, C, S]`.
+/// Spikes of `bn(x)` packed 32 per word along S into `out` (logical `[T, B, C, S]`); x has
+/// the same elements (any shape), or those of one step fed to every step.
 pub fn lif_bits_into(
     rec: &mut Recorder,
     x: &Tensor,
@@ -235,19 +236,25 @@ pub fn lif_bits_into(
     out: &PackedSpikes,
 ) -> Result<()> {
     expect_dtype("lif", "x", x, DType::F32)?;
-    let l = Layout::of(x.shape())?;
+    let l = Layout::of(out.shape())?;
     check_bn(&l, bn)?;
-    if out.shape() != [l.t, l.b, l.c, l.s] {
-        return Err(shape_err(
-            "lif",
-            format!(
-                "packed output must be {:?}, got {:?}",
-                [l.t, l.b, l.c, l.s],
-                out.shape()
-            ),
-        ));
-    }
-    let p = params(&l, lif, bn.is_some(), false, false);
+    // x holds every step, or one step fed to all of them (the same elements per step).
+    let per_step = l.b * l.c * l.s;
+    let repeat = match x.numel() {
+        n if n == l.t * per_step => false,
+        n if n == per_step => true,
+        _ => {
+            return Err(shape_err(
+                "lif",
+                format!(
+                    "x {:?} does not fill the packed output {:?} (or one step of it)",
+                    x.shape(),
+                    out.shape()
+                ),
+            ))
+        }
+    };
+    let p = params(&l, lif, bn.is_some(), false, repeat);
     let key = PipelineKey::new(Shader::Lif, "lif_bits", 3, 1);
     let (a, b) = bn.map_or((x, x), |bn| (&bn.alpha, &bn.beta));
     rec.dispatch(
