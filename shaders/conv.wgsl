@@ -1,6 +1,7 @@
 // Direct 2-D convolution, NCHW, weights [Cout, Cin / groups, KH, KW] as PyTorch: stride,
-// padding (zeros), dilation and groups (depthwise when groups = Cin = Cout). Conv1d runs here
-// with H = 1. One invocation per output element.
+// padding, dilation and groups (depthwise when groups = Cin = Cout). Padding is zeros, or one
+// value per input channel (`has_pad_values`: a BatchNorm-and-pad layer's border, BN(0)).
+// Conv1d runs here with H = 1. One invocation per output element.
 
 #include "lib/common.wgsl"
 
@@ -22,7 +23,7 @@ struct Params {
     dw: u32,
     groups: u32,
     has_bias: u32,
-    _p0: u32,
+    has_pad_values: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -31,7 +32,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> pad_values: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(256)
 fn conv2d(ids: Ids) {
@@ -51,19 +53,23 @@ fn conv2d(ids: Ids) {
     for (var ci = 0u; ci < cin_g; ci += 1u) {
         let xc = (b * p.cin + g * cin_g + ci) * p.h;
         let wc = (co * cin_g + ci) * p.kh;
+        var border = 0.0;
+        if (p.has_pad_values != 0u) {
+            border = pad_values[g * cin_g + ci];
+        }
         for (var ky = 0u; ky < p.kh; ky += 1u) {
             let iy = i32(oy * p.sh + ky * p.dh) - i32(p.ph);
-            if (iy < 0 || iy >= i32(p.h)) {
-                continue;
-            }
-            let xrow = (xc + u32(iy)) * p.w;
             let wrow = (wc + ky) * p.kw;
+            let row_in = iy >= 0 && iy < i32(p.h);
             for (var kx = 0u; kx < p.kw; kx += 1u) {
                 let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pw);
-                if (ix < 0 || ix >= i32(p.w)) {
+                var v = border;
+                if (row_in && ix >= 0 && ix < i32(p.w)) {
+                    v = x[(xc + u32(iy)) * p.w + u32(ix)];
+                } else if (p.has_pad_values == 0u) {
                     continue;
                 }
-                acc = fma(x[xrow + u32(ix)], wt[wrow + kx], acc);
+                acc = fma(v, wt[wrow + kx], acc);
             }
         }
     }

@@ -22,9 +22,15 @@ class Taps:
 
     def __init__(self):
         self.spikes = {}
+        self.streams = {}
 
     def put(self, name, x):
         self.spikes[name] = x.detach().clone()
+        return x
+
+    def stream(self, name, x):
+        """Records a real-valued input of a unit (for teacher forcing)."""
+        self.streams[name] = x.detach().clone()
         return x
 
 

@@ -268,17 +268,22 @@ impl<'d> Recorder<'d> {
 
     /// Records a buffer-to-buffer copy of `src` into the start of `dst`.
     pub fn copy(&mut self, src: &Tensor, dst: &Tensor) -> Result<()> {
-        if src.bytes() > dst.capacity() {
+        self.copy_at(src, dst, 0)
+    }
+
+    /// Records a copy of `src` into `dst` starting `offset` bytes in (a multiple of 4).
+    pub fn copy_at(&mut self, src: &Tensor, dst: &Tensor, offset: u64) -> Result<()> {
+        if src.same_buffer(dst) || offset % 4 != 0 || offset + src.bytes() > dst.capacity() {
             return Err(shape_err(
                 "copy",
-                format!("{} bytes do not fit {} bytes", src.bytes(), dst.capacity()),
+                format!("{} bytes at offset {offset} do not fit {} bytes (or the buffers alias)", src.bytes(), dst.capacity()),
             ));
         }
         self.end_pass();
         let n = src.bytes().div_ceil(4) * 4;
         if n > 0 {
             self.encoder()
-                .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, n);
+                .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), offset, n);
         }
         Ok(())
     }

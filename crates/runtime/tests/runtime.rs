@@ -158,3 +158,19 @@ fn forcing_the_twins_turns_features_off() {
         half::f16::from_f32(0.1).to_f32()
     );
 }
+
+#[test]
+fn copies_land_at_their_offset_and_bad_ones_are_refused() {
+    let d = dev();
+    let a = d.tensor_f32(&[1.0, 2.0], &[2]).unwrap();
+    let out = d.alloc(&[3, 2], DType::F32).unwrap();
+    let mut rec = d.recorder("copy");
+    for t in 0..3 {
+        rec.copy_at(&a, &out, t * 8).unwrap();
+    }
+    assert!(rec.copy_at(&a, &a, 0).is_err());
+    assert!(rec.copy_at(&a, &out, 2).is_err());
+    assert!(rec.copy_at(&out, &a, 0).is_err());
+    rec.submit().unwrap();
+    assert_eq!(d.read_f32(&out).unwrap(), vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0]);
+}

@@ -76,7 +76,8 @@ pub(crate) struct Params {
     dw: u32,
     groups: u32,
     has_bias: u32,
-    _pad: [u32; 3],
+    has_pad_values: u32,
+    _pad: [u32; 2],
 }
 
 /// Checks a convolution of an input of shape `xs` and returns its output shape and the
@@ -119,7 +120,8 @@ pub(crate) fn checked_params(
         dw: u(c.dilation[1]),
         groups: u(c.groups),
         has_bias: bias.is_some() as u32,
-        _pad: [0; 3],
+        has_pad_values: 0,
+        _pad: [0; 2],
     };
     Ok((os, p))
 }
@@ -159,23 +161,72 @@ pub fn conv2d_into(
     c: &Conv2d,
     out: &Tensor,
 ) -> Result<()> {
+    conv2d_impl(rec, x, w, bias, None, c, out)
+}
+
+/// conv2d whose padding takes `pad_values[ci]` for input channel `ci` instead of zeros: the
+/// border a BatchNorm-and-pad layer writes (BN(0) per channel), without materialising it.
+pub fn conv2d_pad_values_into(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    pad_values: &Tensor,
+    c: &Conv2d,
+    out: &Tensor,
+) -> Result<()> {
+    conv2d_impl(rec, x, w, bias, Some(pad_values), c, out)
+}
+
+fn conv2d_impl(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    pad_values: Option<&Tensor>,
+    c: &Conv2d,
+    out: &Tensor,
+) -> Result<()> {
     expect_dtype("conv2d", "x", x, DType::F32)?;
-    let (os, p) = checked_params("conv2d", x.shape(), w, bias, c)?;
+    let (os, mut p) = checked_params("conv2d", x.shape(), w, bias, c)?;
     expect_out("conv2d", out, &os, DType::F32)?;
+    if let Some(pv) = pad_values {
+        expect_dtype("conv2d", "pad_values", pv, DType::F32)?;
+        if pv.numel() != x.dim(1) {
+            return Err(shape_err(
+                "conv2d",
+                format!(
+                    "pad_values has {} elements, expected one per input channel ({})",
+                    pv.numel(),
+                    x.dim(1)
+                ),
+            ));
+        }
+        p.has_pad_values = 1;
+    }
     let (xs, ws) = (x.shape(), w.shape());
-    let key = PipelineKey::new(Shader::Conv, "conv2d", 3, 1);
+    let key = PipelineKey::new(Shader::Conv, "conv2d", 4, 1);
     let n = out.numel();
     rec.dispatch(
         &key,
         &p,
-        &[x, w, bias.unwrap_or(w)],
+        &[x, w, bias.unwrap_or(w), pad_values.unwrap_or(w)],
         &[out],
         grid_elems(n),
         || OpInfo {
             name: "conv2d",
             shape: format!(
-                "x={:?} w={:?} s={:?} p={:?} g={}",
-                xs, ws, c.stride, c.padding, c.groups
+                "x={:?} w={:?} s={:?} p={:?} g={}{}",
+                xs,
+                ws,
+                c.stride,
+                c.padding,
+                c.groups,
+                if pad_values.is_some() {
+                    " pad=values"
+                } else {
+                    ""
+                }
             ),
             bytes: 4 * (x.numel() + w.numel() + n) as u64,
             flops: 2 * (n * ws[1] * ws[2] * ws[3]) as u64,
@@ -260,6 +311,19 @@ pub fn reference(
     bias: Option<&[f32]>,
     c: &Conv2d,
 ) -> Vec<f64> {
+    reference_pad_values(x, xs, w, ws, bias, None, c)
+}
+
+/// f64 reference of conv2d, the padding taking `pad_values[ci]` when given.
+pub fn reference_pad_values(
+    x: &[f32],
+    xs: [usize; 4],
+    w: &[f32],
+    ws: [usize; 4],
+    bias: Option<&[f32]>,
+    pad_values: Option<&[f32]>,
+    c: &Conv2d,
+) -> Vec<f64> {
     let os = conv2d_shape(&xs, &ws, c).expect("valid conv");
     let (cin_g, cout_g) = (xs[1] / c.groups, ws[0] / c.groups);
     let mut out = vec![0.0; os.iter().product()];
@@ -270,21 +334,23 @@ pub fn reference(
                 for ox in 0..os[3] {
                     let mut s = bias.map_or(0.0, |bb| bb[co] as f64);
                     for ci in 0..cin_g {
+                        let cg = g * cin_g + ci;
                         for ky in 0..ws[2] {
                             let iy = (oy * c.stride[0] + ky * c.dilation[0]) as isize
                                 - c.padding[0] as isize;
-                            if iy < 0 || iy >= xs[2] as isize {
-                                continue;
-                            }
                             for kx in 0..ws[3] {
                                 let ix = (ox * c.stride[1] + kx * c.dilation[1]) as isize
                                     - c.padding[1] as isize;
-                                if ix < 0 || ix >= xs[3] as isize {
-                                    continue;
-                                }
-                                let xv = x[((b * xs[1] + g * cin_g + ci) * xs[2] + iy as usize)
-                                    * xs[3]
-                                    + ix as usize];
+                                let inside = iy >= 0
+                                    && ix >= 0
+                                    && iy < xs[2] as isize
+                                    && ix < xs[3] as isize;
+                                let xv = if inside {
+                                    x[((b * xs[1] + cg) * xs[2] + iy as usize) * xs[3]
+                                        + ix as usize]
+                                } else {
+                                    pad_values.map_or(0.0, |p| p[cg])
+                                };
                                 let wv = w[((co * cin_g + ci) * ws[2] + ky) * ws[3] + kx];
                                 s += xv as f64 * wv as f64;
                             }
@@ -374,7 +440,8 @@ pub fn cases() -> Vec<Case> {
             true,
         ),
     ];
-    list.into_iter()
+    let mut v: Vec<Case> = list
+        .into_iter()
         .map(|(name, xs, ws, c, bias)| {
             Case::new(
                 "conv2d",
@@ -401,7 +468,42 @@ pub fn cases() -> Vec<Case> {
                 },
             )
         })
-        .collect()
+        .collect();
+    // BatchNorm-and-pad: a depthwise 3x3 with pad 1 whose border is a per-channel value.
+    for (xs, ws, c) in [
+        (
+            [2usize, 5, 6, 7],
+            [5usize, 1, 3, 3],
+            Conv2d::new(1, 1).groups(5),
+        ),
+        ([1, 3, 4, 4], [4, 3, 3, 3], Conv2d::new(2, 1)),
+    ] {
+        v.push(Case::new(
+            "conv2d",
+            format!("pad=values x={xs:?} w={ws:?}"),
+            1e-11,
+            move |dev, rng| {
+                let x = rng.vec(xs.iter().product(), -1.0, 1.0);
+                let w = rng.vec(ws.iter().product(), -1.0, 1.0);
+                let pv = rng.vec(xs[1], -2.0, 2.0);
+                let (xt, wt, pt) = (
+                    dev.tensor_f32(&x, &xs)?,
+                    dev.weight_f32(&w, &ws)?,
+                    dev.weight_f32(&pv, &[xs[1]])?,
+                );
+                let out = output(dev, &conv2d_shape(&xs, &ws, &c)?, DType::F32)?;
+                let mut rec = dev.recorder("test");
+                conv2d_pad_values_into(&mut rec, &xt, &wt, None, &pt, &c, &out)?;
+                rec.submit()?;
+                check_f32(
+                    dev,
+                    &out,
+                    &reference_pad_values(&x, xs, &w, ws, None, Some(&pv), &c),
+                )
+            },
+        ));
+    }
+    v
 }
 
 #[cfg(test)]
