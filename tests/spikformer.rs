@@ -286,7 +286,7 @@ fn official_shaped_spikformer_8_384_loads_from_a_preset_directory_and_runs_at_22
         (cfg.embed_dims, cfg.depths, cfg.num_heads, cfg.num_classes),
         (384, 8, 8, 1000)
     );
-    let weights = cfg.random_weights(7);
+    let weights = spikescan::models::random_weights(&cfg.weight_shapes(), 7);
     let params: usize = weights
         .iter()
         .map(|(_, s, _)| s.iter().product::<usize>())
@@ -319,7 +319,7 @@ fn official_shaped_spikformer_8_384_loads_from_a_preset_directory_and_runs_at_22
 #[test]
 fn checkpoint_keys_with_a_module_prefix_and_extra_keys_load() {
     let dir = temp_dir("prefix");
-    let mut w = small_config().random_weights(1);
+    let mut w = spikescan::models::random_weights(&small_config().weight_shapes(), 1);
     for (k, _, _) in w.iter_mut() {
         *k = format!("module.{k}");
     }
@@ -351,7 +351,7 @@ fn load_err(dir: &std::path::Path) -> String {
 
 #[test]
 fn bad_model_directories_get_errors_that_name_the_problem() {
-    let w = small_config().random_weights(2);
+    let w = spikescan::models::random_weights(&small_config().weight_shapes(), 2);
     let e = load_err(std::path::Path::new("/no/such/model"));
     assert!(
         e.contains("/no/such/model") && e.contains("does not exist"),

@@ -29,11 +29,10 @@ fn is_image(p: &Path) -> bool {
 
 /// Reads `input` from a safetensors file, or an image preprocessed for the model.
 fn read_input(args: &RunArgs, model: &Model) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
-    let Model::Spikformer(m) = model;
     if is_image(&args.input) {
-        let c = &m.config;
-        let v = vision::load_image(&args.input, c.img_size_h, c.img_size_w, c.crop_pct)?;
-        return Ok((v, vec![1, 3, c.img_size_h, c.img_size_w]));
+        let c = model.image_spec();
+        let v = vision::load_image(&args.input, c.height, c.width, c.crop_pct)?;
+        return Ok((v, vec![1, 3, c.height, c.width]));
     }
     if !args.input.exists() {
         bail!("input file {} does not exist", args.input.display());
@@ -59,9 +58,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let dev = Device::new()?;
     let md = ModelDir::open(&args.model)?;
     let model = Model::from_dir(&dev, &md)?;
-    let Model::Spikformer(m) = &model;
     if args.verbose {
-        eprintln!("{}: spikformer {:?}", args.model.display(), m.config);
+        eprintln!("{}: {}", args.model.display(), model.architecture());
         eprintln!("adapter: {}", dev.describe());
         let unused = md.checkpoint.unused_keys();
         eprintln!(
@@ -71,14 +69,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let (data, shape) = read_input(&args, &model)?;
-    m.check_input(&shape)?;
+    model.check_input(&shape)?;
+    if data.len() != shape.iter().product::<usize>() {
+        bail!(
+            "{}: 'input' holds {} values, not {:?}",
+            args.input.display(),
+            data.len(),
+            shape
+        );
+    }
     let x = dev.tensor_f32(&data, &shape)?;
     let mut taps = Taps::default();
     let mut rec = dev.recorder("run");
-    let logits_t = m.forward(&mut rec, &x, args.stats.then_some(&mut taps))?;
+    let logits_t = model.forward(&mut rec, &x, args.stats.then_some(&mut taps))?;
     rec.submit()?;
     let logits = dev.read_f32(&logits_t)?;
-    let (b, k) = (shape[0], m.config.num_classes);
+    let (b, k) = (shape[0], model.image_spec().num_classes);
     if let Some(out) = &args.output {
         spikescan::loader::save_f32(out, &[("logits".into(), vec![b, k], logits.clone())])?;
         eprintln!("wrote logits [{b}, {k}] to {}", out.display());
@@ -99,7 +105,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     if args.stats {
-        print_stats(&dev, m, &taps, &shape)?;
+        print_stats(&dev, &model, &taps, &shape)?;
     }
     if dev.options().profile {
         eprintln!("{}", spikescan::runtime::format_table(&dev.take_profile()));
@@ -107,15 +113,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_stats(
-    dev: &Device,
-    m: &spikescan::models::Spikformer,
-    taps: &Taps,
-    shape: &[usize],
-) -> anyhow::Result<()> {
+fn print_stats(dev: &Device, model: &Model, taps: &Taps, shape: &[usize]) -> anyhow::Result<()> {
     let spikes = taps.read(dev)?;
-    let fed = m.config.lif_layers(shape[2], shape[3]);
-    let t = m.config.t as f64;
+    let (fed, first) = model.synaptic_costs(shape[2], shape[3]);
+    let t = model.image_spec().t as f64;
     println!(
         "{:<30} {:>12} {:>16}",
         "LIF layer", "firing rate", "SOPs/sample (M)"
@@ -128,7 +129,7 @@ fn print_stats(
         sops += sop;
         println!("{name:<30} {rate:>12.4} {:>16.3}", sop / 1e6);
     }
-    let first = m.config.first_layer_macs(shape[2], shape[3]) as f64;
+    let first = first as f64;
     let energy_mj = (4.6 * first + 0.9 * sops) * 1e-9;
     println!(
         "first layer (dense): {:.3} M MACs x 4.6 pJ; spiking layers: {:.3} M SOPs x 0.9 pJ",

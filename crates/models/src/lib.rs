@@ -2,6 +2,7 @@
 //! format: a directory with `model.safetensors` (the official state_dict, keys unchanged)
 //! and `config.json` (`"architecture"` plus the official constructor's keyword arguments).
 
+pub mod meta_spikeformer;
 pub mod spikformer;
 pub mod taps;
 pub mod vision;
@@ -13,6 +14,7 @@ use spikescan_loader::{Checkpoint, LoadError};
 use spikescan_runtime::{Device, RuntimeError};
 use thiserror::Error;
 
+pub use meta_spikeformer::{MetaSpikeformer, MetaSpikeformerConfig};
 pub use spikformer::{Spikformer, SpikformerConfig};
 
 /// What went wrong while loading or running a model.
@@ -39,7 +41,7 @@ pub enum ModelError {
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Architectures this build runs.
-pub const ARCHITECTURES: &[&str] = &["spikformer"];
+pub const ARCHITECTURES: &[&str] = &["spikformer", "meta_spikeformer"];
 
 /// config.json of a named preset (used when a model directory has none and is named so).
 pub fn preset(name: &str) -> Option<Value> {
@@ -55,14 +57,64 @@ pub fn preset(name: &str) -> Option<Value> {
             "num_classes": classes, "embed_dims": embed, "num_heads": 8, "mlp_ratios": 4, "depths": depths
         })
     };
+    let meta = |e: [u64; 4]| {
+        serde_json::json!({
+            "architecture": "meta_spikeformer", "T": 1, "kd": false, "img_size_h": 224,
+            "img_size_w": 224, "patch_size": 16, "in_channels": 3, "num_classes": 1000,
+            "embed_dim": e, "num_heads": 8, "mlp_ratios": 4, "depths": 8
+        })
+    };
     Some(match name {
         "spikformer-8-384" => spikformer(384, 1000, "imagenet", 224, 8, 16),
         "spikformer-8-512" => spikformer(512, 1000, "imagenet", 224, 8, 16),
         "spikformer-8-768" => spikformer(768, 1000, "imagenet", 224, 8, 16),
         "spikformer-4-384-cifar10" => spikformer(384, 10, "cifar", 32, 4, 4),
         "spikformer-4-384-cifar100" => spikformer(384, 100, "cifar", 32, 4, 4),
+        "meta-spikeformer-8-384" => meta([96, 192, 384, 480]),
+        "meta-spikeformer-8-512" => meta([128, 256, 512, 640]),
+        "meta-spikeformer-8-768" => meta([192, 384, 768, 960]),
         _ => return None,
     })
+}
+
+/// Random weights for `shapes` (fan-in scaled uniform; BatchNorms with unit variance, zero
+/// mean and a positive bias so neurons fire), as `(key, shape, data)`: for tests and
+/// benchmarks at official shapes without the official checkpoints.
+pub fn random_weights(
+    shapes: &[(String, Vec<usize>)],
+    seed: u64,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut state = seed ^ 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f32 / (1u64 << 53) as f32
+    };
+    let is_bn = |key: &str| {
+        let prefix = key.rsplit_once('.').map_or("", |p| p.0);
+        shapes
+            .iter()
+            .any(|(k, _)| *k == format!("{prefix}.running_mean"))
+    };
+    shapes
+        .iter()
+        .map(|(k, shape)| {
+            let n: usize = shape.iter().product();
+            let data = if k.ends_with("running_var") || (is_bn(k) && k.ends_with(".weight")) {
+                vec![1.0; n]
+            } else if k.ends_with("running_mean") {
+                vec![0.0; n]
+            } else if is_bn(k) {
+                (0..n).map(|_| 0.2 + 0.6 * next()).collect()
+            } else {
+                let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+                let a = (3.0 / fan_in as f32).sqrt();
+                (0..n).map(|_| a * (2.0 * next() - 1.0)).collect()
+            };
+            (k.clone(), shape.clone(), data)
+        })
+        .collect()
 }
 
 /// A model directory: its config and its checkpoint.
@@ -147,9 +199,86 @@ pub(crate) fn cfg_usize(
 /// A loaded model of any supported architecture.
 pub enum Model {
     Spikformer(Spikformer),
+    MetaSpikeformer(MetaSpikeformer),
+}
+
+/// Image-classification facts a caller needs, whatever the architecture.
+pub struct ImageSpec {
+    pub in_channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub crop_pct: f64,
+    pub num_classes: usize,
+    pub t: usize,
 }
 
 impl Model {
+    /// The architecture name, as in config.json.
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            Model::Spikformer(_) => "spikformer",
+            Model::MetaSpikeformer(_) => "meta_spikeformer",
+        }
+    }
+
+    /// Input and output facts of an image classifier.
+    pub fn image_spec(&self) -> ImageSpec {
+        match self {
+            Model::Spikformer(m) => {
+                let c = &m.config;
+                ImageSpec {
+                    in_channels: c.in_channels,
+                    height: c.img_size_h,
+                    width: c.img_size_w,
+                    crop_pct: c.crop_pct,
+                    num_classes: c.num_classes,
+                    t: c.t,
+                }
+            }
+            Model::MetaSpikeformer(m) => {
+                let c = &m.config;
+                ImageSpec {
+                    in_channels: c.in_channels,
+                    height: c.img_size_h,
+                    width: c.img_size_w,
+                    crop_pct: c.crop_pct,
+                    num_classes: c.num_classes,
+                    t: c.t,
+                }
+            }
+        }
+    }
+
+    /// Checks an input batch shape.
+    pub fn check_input(&self, shape: &[usize]) -> Result<()> {
+        match self {
+            Model::Spikformer(m) => m.check_input(shape),
+            Model::MetaSpikeformer(m) => m.check_input(shape),
+        }
+    }
+
+    /// Records a forward pass of images `[B, C, H, W]`; logits `[B, classes]`.
+    pub fn forward(
+        &self,
+        rec: &mut spikescan_runtime::Recorder,
+        x: &spikescan_runtime::Tensor,
+        taps: Option<&mut taps::Taps>,
+    ) -> Result<spikescan_runtime::Tensor> {
+        match self {
+            Model::Spikformer(m) => m.forward(rec, x, taps),
+            Model::MetaSpikeformer(m) => m.forward(rec, x, taps),
+        }
+    }
+
+    /// Every LIF layer with the MACs (per sample and time step) of the layer its spikes
+    /// feed, and the MACs of the dense first layer, for an `h x w` input.
+    pub fn synaptic_costs(&self, h: usize, w: usize) -> (Vec<(String, u64)>, u64) {
+        match self {
+            Model::Spikformer(m) => (m.config.lif_layers(h, w), m.config.first_layer_macs(h, w)),
+            Model::MetaSpikeformer(m) => m.config.synaptic_costs(h, w),
+        }
+    }
+
     /// Loads a model directory onto `dev`.
     pub fn load(dev: &Device, dir: impl AsRef<Path>) -> Result<Self> {
         Self::from_dir(dev, &ModelDir::open(dir)?)
@@ -159,6 +288,7 @@ impl Model {
     pub fn from_dir(dev: &Device, md: &ModelDir) -> Result<Self> {
         match md.architecture()? {
             "spikformer" => Ok(Model::Spikformer(Spikformer::load(dev, md)?)),
+            "meta_spikeformer" => Ok(Model::MetaSpikeformer(MetaSpikeformer::load(dev, md)?)),
             other => Err(ModelError::UnknownArchitecture {
                 path: md.path.join("config.json"),
                 found: other.to_string(),

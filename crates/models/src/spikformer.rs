@@ -163,38 +163,6 @@ impl SpikformerConfig {
         v
     }
 
-    /// Random weights of this configuration's shapes (uniform, fan-in scaled; BatchNorms
-    /// that keep neurons firing), as `(key, shape, data)`: for tests and benchmarks.
-    pub fn random_weights(&self, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let mut state = seed ^ 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f32 / (1u64 << 53) as f32
-        };
-        self.weight_shapes()
-            .into_iter()
-            .map(|(k, shape)| {
-                let n: usize = shape.iter().product();
-                let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
-                let a = (3.0 / fan_in as f32).sqrt();
-                let data = if k.ends_with("running_var")
-                    || (k.contains("_bn.") && k.ends_with(".weight"))
-                {
-                    vec![1.0; n]
-                } else if k.ends_with("running_mean") {
-                    vec![0.0; n]
-                } else if k.contains("_bn.") {
-                    (0..n).map(|_| 0.2 + 0.6 * next()).collect()
-                } else {
-                    (0..n).map(|_| a * (2.0 * next() - 1.0)).collect()
-                };
-                (k, shape, data)
-            })
-            .collect()
-    }
-
     /// Every LIF layer and the multiply-accumulates, per sample and time step, of the layer
     /// its spikes feed (for synaptic-operation counts), for an `h x w` input.
     pub fn lif_layers(&self, h: usize, w: usize) -> Vec<(String, u64)> {

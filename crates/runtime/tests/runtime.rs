@@ -172,5 +172,8 @@ fn copies_land_at_their_offset_and_bad_ones_are_refused() {
     assert!(rec.copy_at(&a, &out, 2).is_err());
     assert!(rec.copy_at(&out, &a, 0).is_err());
     rec.submit().unwrap();
-    assert_eq!(d.read_f32(&out).unwrap(), vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0]);
+    assert_eq!(
+        d.read_f32(&out).unwrap(),
+        vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0]
+    );
 }

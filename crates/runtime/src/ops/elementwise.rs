@@ -175,6 +175,12 @@ pub type Broadcast = (Vec<usize>, [usize; 4], [usize; 4], [usize; 4]);
 
 /// NumPy broadcasting of two shapes (rank <= 4).
 pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Broadcast> {
+    if a == b && a.len() > 4 {
+        // Same shapes of any rank: one flat axis.
+        let n: usize = a.iter().product();
+        let (_, d, sa, sb) = broadcast(&[n], &[n])?;
+        return Some((a.to_vec(), d, sa, sb));
+    }
     let r = a.len().max(b.len());
     if r > 4 {
         return None;
@@ -348,7 +354,8 @@ pub fn cases() -> Vec<Case> {
             )
         },
     ));
-    let shapes: [(&[usize], &[usize]); 7] = [
+    let shapes: [(&[usize], &[usize]); 8] = [
+        (&[2, 3, 1, 4, 5], &[2, 3, 1, 4, 5]),
         (&[1], &[1]),
         (&[7], &[7]),
         (&[3, 5], &[5]),
