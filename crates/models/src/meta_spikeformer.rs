@@ -79,7 +79,7 @@ impl MetaSpikeformerConfig {
             crop_pct: cfg.get("crop_pct").and_then(Value::as_f64).unwrap_or(0.875),
         };
         if c.t == 0
-            || e.iter().any(|&x| x == 0)
+            || e.contains(&0)
             || e[0] % 2 != 0
             || c.num_heads == 0
             || c.mlp_ratio == 0
