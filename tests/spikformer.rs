@@ -44,6 +44,7 @@ impl Io {
 fn load(dev: &Device, name: &str) -> Spikformer {
     match Model::load(dev, fixture(name)).unwrap() {
         Model::Spikformer(m) => m,
+        _ => panic!("{name} is not a Spikformer"),
     }
 }
 
@@ -297,7 +298,9 @@ fn official_shaped_spikformer_8_384_loads_from_a_preset_directory_and_runs_at_22
     );
     write_model(&dir, None, &weights);
     let dev = device();
-    let Model::Spikformer(m) = Model::load(&dev, &dir).unwrap();
+    let Model::Spikformer(m) = Model::load(&dev, &dir).unwrap() else {
+        panic!("not a Spikformer")
+    };
     let img: Vec<f32> = (0..3 * 224 * 224)
         .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
         .collect();

@@ -78,12 +78,7 @@ impl MetaSpikeformerConfig {
             mlp_ratio: u("mlp_ratios", Some(4))?,
             crop_pct: cfg.get("crop_pct").and_then(Value::as_f64).unwrap_or(0.875),
         };
-        if c.t == 0
-            || e.contains(&0)
-            || e[0] % 2 != 0
-            || c.num_heads == 0
-            || c.mlp_ratio == 0
-        {
+        if c.t == 0 || e.contains(&0) || e[0] % 2 != 0 || c.num_heads == 0 || c.mlp_ratio == 0 {
             return Err(bad(format!(
                 "invalid sizes: T = {}, embed_dim = {e:?}, num_heads = {}",
                 c.t, c.num_heads
