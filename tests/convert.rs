@@ -17,37 +17,80 @@ fn python(args: &[&str]) -> (bool, String) {
     let out = Command::new("python3").args(args).current_dir(root()).output().unwrap_or_else(|e| {
         panic!("python3 is needed for tools/convert.py ({e}); install it with numpy: pip install -r tools/requirements-convert.txt")
     });
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 fn convert_and_compare(pth: &str, fixture: &str, extra: &[&str]) {
-    let out = std::env::temp_dir().join(format!("spikescan-convert-{}-{fixture}", std::process::id()));
+    let out = std::env::temp_dir().join(format!(
+        "spikescan-convert-{}-{fixture}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&out);
-    let cfg = root().join("tests/fixtures").join(fixture).join("config.json");
-    let mut args = vec!["tools/convert.py", pth, out.to_str().unwrap(), "--config", cfg.to_str().unwrap()];
+    let cfg = root()
+        .join("tests/fixtures")
+        .join(fixture)
+        .join("config.json");
+    let mut args = vec![
+        "tools/convert.py",
+        pth,
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let (ok, log) = python(&args);
     assert!(ok, "convert.py failed:\n{log}");
     let dev = Device::with_options(DeviceOptions::from_env()).unwrap();
     let model = Model::load(&dev, &out).unwrap();
-    let io = Checkpoint::open(root().join("tests/fixtures").join(fixture).join("io.safetensors")).unwrap();
-    let x = dev.tensor_f32(&io.f32_any("input").unwrap(), io.shape("input").unwrap()).unwrap();
+    let io = Checkpoint::open(
+        root()
+            .join("tests/fixtures")
+            .join(fixture)
+            .join("io.safetensors"),
+    )
+    .unwrap();
+    let x = dev
+        .tensor_f32(&io.f32_any("input").unwrap(), io.shape("input").unwrap())
+        .unwrap();
     let mut rec = dev.recorder("convert");
     let y = model.forward(&mut rec, &x, None).unwrap();
     rec.submit().unwrap();
-    assert_eq!(dev.read_f32(&y).unwrap(), io.f32_any("logits").unwrap(), "{pth}: logits after conversion");
+    assert_eq!(
+        dev.read_f32(&y).unwrap(),
+        io.f32_any("logits").unwrap(),
+        "{pth}: logits after conversion"
+    );
 }
 
 #[test]
 fn an_official_meta_spikeformer_pth_converts_to_identical_logits() {
     // {"model": {"module.…": …}, "args": Namespace, "epoch": 5}
-    convert_and_compare("tests/fixtures/meta-spikeformer-exact-t1.pth", "meta-spikeformer-exact-t1", &[]);
+    convert_and_compare(
+        "tests/fixtures/meta-spikeformer-exact-t1.pth",
+        "meta-spikeformer-exact-t1",
+        &[],
+    );
 }
 
 #[test]
 fn a_timm_state_dict_with_f16_weights_converts_to_identical_logits() {
-    convert_and_compare("tests/fixtures/spikformer-cifar-exact-f16.pth", "spikformer-cifar-exact", &[]);
-    convert_and_compare("tests/fixtures/spikformer-cifar-exact-f16.pth", "spikformer-cifar-exact", &["--dtype", "f32"]);
+    convert_and_compare(
+        "tests/fixtures/spikformer-cifar-exact-f16.pth",
+        "spikformer-cifar-exact",
+        &[],
+    );
+    convert_and_compare(
+        "tests/fixtures/spikformer-cifar-exact-f16.pth",
+        "spikformer-cifar-exact",
+        &["--dtype", "f32"],
+    );
 }
 
 #[test]

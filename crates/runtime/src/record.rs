@@ -273,16 +273,13 @@ impl<'d> Recorder<'d> {
 
     /// Records a copy of `src` into `dst` starting `offset` bytes in (a multiple of 4).
     pub fn copy_at(&mut self, src: &Tensor, dst: &Tensor, offset: u64) -> Result<()> {
-        if src.same_buffer(dst)
-            || !offset.is_multiple_of(4)
-            || offset + src.bytes() > dst.capacity()
-        {
+        if src.same_buffer(dst) || !offset.is_multiple_of(4) || offset + src.bytes() > dst.bytes() {
             return Err(shape_err(
                 "copy",
                 format!(
                     "{} bytes at offset {offset} do not fit {} bytes (or the buffers alias)",
                     src.bytes(),
-                    dst.capacity()
+                    dst.bytes()
                 ),
             ));
         }
