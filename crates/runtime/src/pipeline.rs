@@ -49,6 +49,8 @@ shaders! {
     SpikeMatmul => "spike_matmul.wgsl", [&[]];
     Ssa => "ssa.wgsl", [&[]];
     Sdsa => "sdsa.wgsl", [&[]];
+    SelectiveScan => "selective_scan.wgsl", [&[]];
+    CausalConv1d => "causal_conv1d.wgsl", [&[]];
 }
 
 /// Helper files that kernels pull in with `#include "lib/…"`.

@@ -2,6 +2,7 @@
 //! f64 reference and its harness cases beside it.
 
 pub mod batch_norm;
+pub mod causal_conv1d;
 pub mod conv;
 pub mod elementwise;
 pub mod embedding;
@@ -13,12 +14,13 @@ pub mod reduce;
 pub mod rms_norm;
 pub mod sdsa;
 pub mod select;
+pub mod selective_scan;
 pub mod spike_matmul;
 pub mod ssa;
 
 use crate::error::{shape_err, Result};
 use crate::harness::Case;
-use crate::record::grid_1d;
+pub(crate) use crate::record::grid_1d;
 use crate::tensor::{DType, Tensor};
 
 /// Grid for one invocation per element with 256-wide workgroups.
@@ -84,5 +86,7 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(spike_matmul::cases());
     v.extend(ssa::cases());
     v.extend(sdsa::cases());
+    v.extend(selective_scan::cases());
+    v.extend(causal_conv1d::cases());
     v
 }
