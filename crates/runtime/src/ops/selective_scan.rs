@@ -305,17 +305,15 @@ impl ScanData {
                     let uv = self.u[row * d + c] as f64;
                     let delta = sp(self.dt[row * d + c] as f64 + self.dt_bias[c] as f64);
                     let mut acc = 0.0;
-                    for k in 0..n {
+                    for (k, hk) in h.iter_mut().enumerate() {
                         let a = (delta * self.a[c * n + k] as f64).exp();
-                        h[k] = a * h[k] + delta * self.bc[row * 2 * n + k] as f64 * uv;
-                        acc += h[k] * self.bc[row * 2 * n + n + k] as f64;
+                        *hk = a * *hk + delta * self.bc[row * 2 * n + k] as f64 * uv;
+                        acc += *hk * self.bc[row * 2 * n + n + k] as f64;
                     }
                     y[row * d + c] =
                         (acc + self.d_skip[c] as f64 * uv) * silu(self.z[row * d + c] as f64);
                 }
-                for k in 0..n {
-                    hs[(b * d + c) * n + k] = h[k];
-                }
+                hs[(b * d + c) * n..(b * d + c + 1) * n].copy_from_slice(&h);
             }
         }
         (y, hs)
