@@ -28,7 +28,8 @@ struct Params {
     ws_k: u32,
     // 0: no bias; 1: bias[n] (a Linear layer); 2: bias[m] (channels on rows).
     has_bias: u32,
-    _pad: u32,
+    // Elements of x before its first row.
+    x_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -55,7 +56,7 @@ fn matmul(ids: Ids) {
     for (var i = 0u; i < 16u; i += 1u) {
         acc[i] = 0.0;
     }
-    let xb = b * p.xs_b;
+    let xb = b * p.xs_b + p.x_offset;
     let wb = b * p.ws_b;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
         for (var e = 0u; e < 4u; e += 1u) {
@@ -125,7 +126,7 @@ fn gemv(ids: Ids) {
     let n = group_index(ids) * GEMV_ROWS + seg;
     var acc = 0.0;
     if (n < p.n) {
-        let xo = b * p.xs_b + mi * p.xs_m;
+        let xo = b * p.xs_b + mi * p.xs_m + p.x_offset;
         let wo = b * p.ws_b + n * p.ws_n;
         for (var k = lane; k < p.k; k += GEMV_LANES) {
             acc = fma(x[xo + k * p.xs_k], f32(w[wo + k * p.ws_k]), acc);

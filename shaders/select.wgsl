@@ -1,14 +1,16 @@
 // Top-k per row (argmax is k = 1), one workgroup per row: k rounds, each picking the best
 // element ranked after the previous pick. Order: larger value first, NaN above everything
-// (as torch.topk / torch.argmax), ties to the smaller index.
+// (as torch.topk / torch.argmax), ties to the smaller index. Only the first n entries of each
+// row count (a padded vocabulary's extra rows never win).
 
 #include "lib/common.wgsl"
 
 struct Params {
     rows: u32,
+    // Entries considered per row (a prefix of the row) and the row length.
     n: u32,
     k: u32,
-    _pad: u32,
+    stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,7 +46,7 @@ fn topk(ids: Ids) {
     if (row >= p.rows) {
         return;
     }
-    let o = row * p.n;
+    let o = row * p.stride;
     var prev_v = 0.0;
     var prev_i = NONE;
     for (var j = 0u; j < p.k; j += 1u) {

@@ -1,5 +1,6 @@
 //! The `spikescan` command-line tool.
 
+mod generate;
 mod run;
 
 use std::path::PathBuf;
@@ -56,6 +57,38 @@ enum Command {
         /// How many classes to print without --output.
         #[arg(long, default_value_t = 5)]
         top: usize,
+    },
+    /// Generate text with a Mamba model, streamed as it is produced: the prompt runs through
+    /// the parallel scan, then one token per step from the GPU-resident state. Temperature 0
+    /// (the default) is greedy.
+    ///
+    /// Examples: `spikescan generate --model DIR --prompt "The module" --max-new-tokens 40`,
+    /// `spikescan generate --model DIR --prompt-ids 1,2,3 --temperature 0.8 --top-p 0.9 --seed 1`
+    Generate {
+        /// Model directory (mamba_ssm or Hugging Face format), with tokenizer.json for --prompt.
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompt text (needs tokenizer.json in the model directory).
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Prompt as comma-separated token ids.
+        #[arg(long)]
+        prompt_ids: Option<String>,
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Candidates kept when sampling (0: 256).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write the tokens (prompt included) as i64 [1, N] tensor `tokens`.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Run every kernel against its CPU reference on small shapes and print the op × dtype ×
     /// feature support matrix of this adapter (the plain twins run on a second device
@@ -235,6 +268,33 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { all } => info(all).map(|_| true),
         Command::Ops { filter, verbose } => ops(filter, verbose),
+        Command::Generate {
+            model,
+            prompt,
+            prompt_ids,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            output,
+        } => {
+            let sampling = spikescan::models::Sampling {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            };
+            generate::generate(generate::GenerateArgs {
+                model,
+                prompt,
+                prompt_ids,
+                max_new_tokens,
+                sampling,
+                output,
+            })
+            .map(|_| true)
+        }
         Command::Run {
             model,
             input,

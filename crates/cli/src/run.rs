@@ -27,22 +27,35 @@ fn is_image(p: &Path) -> bool {
     )
 }
 
-/// Reads `input` from a safetensors file, or an image preprocessed for the model.
-fn read_input(args: &RunArgs, model: &Model) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
+fn open_input(path: &Path) -> anyhow::Result<Checkpoint> {
+    if !path.exists() {
+        bail!("input file {} does not exist", path.display());
+    }
+    Ok(Checkpoint::open(path)?)
+}
+
+fn missing(path: &Path, ck: &Checkpoint, name: &str, what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} has no tensor named '{name}' (found: {}); {what}",
+        path.display(),
+        ck.keys().collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// Images: a safetensors `input` or a PNG/JPEG preprocessed for the model.
+fn read_images(args: &RunArgs, model: &Model) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
+    let spec = model.image_spec().context("not an image model")?;
     if is_image(&args.input) {
-        let c = model.image_spec();
-        let v = vision::load_image(&args.input, c.height, c.width, c.crop_pct)?;
-        return Ok((v, vec![1, 3, c.height, c.width]));
+        let v = vision::load_image(&args.input, spec.height, spec.width, spec.crop_pct)?;
+        return Ok((v, vec![1, 3, spec.height, spec.width]));
     }
-    if !args.input.exists() {
-        bail!("input file {} does not exist", args.input.display());
-    }
-    let ck = Checkpoint::open(&args.input)?;
-    let shape = ck.shape("input").map(|s| s.to_vec()).with_context(|| {
-        format!(
-            "{} has no tensor named 'input' (found: {}); give the images as f32 [B, C, H, W] under 'input', or a PNG/JPEG file",
-            args.input.display(),
-            ck.keys().collect::<Vec<_>>().join(", ")
+    let ck = open_input(&args.input)?;
+    let shape = ck.shape("input").map(|s| s.to_vec()).ok_or_else(|| {
+        missing(
+            &args.input,
+            &ck,
+            "input",
+            "give the images as f32 [B, C, H, W] under 'input', or a PNG/JPEG file",
         )
     })?;
     Ok((ck.f32_any("input")?, shape))
@@ -59,8 +72,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let md = ModelDir::open(&args.model)?;
     let model = Model::from_dir(&dev, &md)?;
     if args.verbose {
-        eprintln!("{}: {}", args.model.display(), model.architecture());
-        eprintln!("adapter: {}", dev.describe());
+        eprintln!(
+            "{}: {} on {}",
+            args.model.display(),
+            model.architecture(),
+            dev.describe()
+        );
         let unused = md.checkpoint.unused_keys();
         eprintln!(
             "checkpoint keys not used by the model ({}): {}",
@@ -68,7 +85,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             unused.join(", ")
         );
     }
-    let (data, shape) = read_input(&args, &model)?;
+    if let Model::Mamba(m) = &model {
+        return run_language_model(&args, &dev, m);
+    }
+    let spec = model.image_spec().context("not an image model")?;
+    let (data, shape) = read_images(&args, &model)?;
     model.check_input(&shape)?;
     if data.len() != shape.iter().product::<usize>() {
         bail!(
@@ -84,7 +105,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let logits_t = model.forward(&mut rec, &x, args.stats.then_some(&mut taps))?;
     rec.submit()?;
     let logits = dev.read_f32(&logits_t)?;
-    let (b, k) = (shape[0], model.image_spec().num_classes);
+    let (b, k) = (shape[0], spec.num_classes);
     if let Some(out) = &args.output {
         spikescan::loader::save_f32(out, &[("logits".into(), vec![b, k], logits.clone())])?;
         eprintln!("wrote logits [{b}, {k}] to {}", out.display());
@@ -105,7 +126,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     if args.stats {
-        print_stats(&dev, &model, &taps, &shape)?;
+        print_stats(&dev, &model, &taps, &shape, spec.t)?;
     }
     if dev.options().profile {
         eprintln!("{}", spikescan::runtime::format_table(&dev.take_profile()));
@@ -113,10 +134,70 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_stats(dev: &Device, model: &Model, taps: &Taps, shape: &[usize]) -> anyhow::Result<()> {
+/// Token ids `input_ids` (i64 or i32, `[B, L]`) → `logits` `[B, L, vocab]`.
+fn run_language_model(
+    args: &RunArgs,
+    dev: &Device,
+    m: &spikescan::models::Mamba,
+) -> anyhow::Result<()> {
+    let ck = open_input(&args.input)?;
+    let shape = ck.shape("input_ids").map(|s| s.to_vec()).ok_or_else(|| {
+        missing(
+            &args.input,
+            &ck,
+            "input_ids",
+            "give token ids as i64 or i32 [B, L] under 'input_ids'",
+        )
+    })?;
+    if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
+        bail!(
+            "{}: 'input_ids' must be [B, L], got {shape:?}",
+            args.input.display()
+        );
+    }
+    let ids = ck.ints("input_ids")?;
+    if let Some(bad) = ids.iter().find(|&&t| t < 0 || t > u32::MAX as i64) {
+        bail!("{}: token id {bad} is out of range", args.input.display());
+    }
+    let ids: Vec<u32> = ids.into_iter().map(|t| t as u32).collect();
+    let logits = m.logits(dev, &ids, shape[0])?;
+    let v = m.config.vocab_padded;
+    match &args.output {
+        Some(out) => {
+            spikescan::loader::save_f32(
+                out,
+                &[("logits".into(), vec![shape[0], shape[1], v], logits)],
+            )?;
+            eprintln!(
+                "wrote logits [{}, {}, {v}] to {}",
+                shape[0],
+                shape[1],
+                out.display()
+            );
+        }
+        None => {
+            for (b, row) in logits.chunks(shape[1] * v).enumerate() {
+                let last = &row[(shape[1] - 1) * v..];
+                let best = (0..m.config.vocab_size)
+                    .max_by(|&a, &c| last[a].total_cmp(&last[c]))
+                    .unwrap_or(0);
+                println!("sequence {b}: next token {best} (logit {:.4})", last[best]);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_stats(
+    dev: &Device,
+    model: &Model,
+    taps: &Taps,
+    shape: &[usize],
+    t: usize,
+) -> anyhow::Result<()> {
     let spikes = taps.read(dev)?;
     let (fed, first) = model.synaptic_costs(shape[2], shape[3]);
-    let t = model.image_spec().t as f64;
+    let t = t as f64;
     println!(
         "{:<30} {:>12} {:>16}",
         "LIF layer", "firing rate", "SOPs/sample (M)"

@@ -218,3 +218,124 @@ fn run_errors_name_the_file_and_what_is_wrong() {
     ]);
     assert!(!out.exists());
 }
+
+#[test]
+fn run_gives_mamba_logits_and_generate_streams_the_greedy_continuation() {
+    let dir = fixture("mamba-ssm-untied");
+    let io = dir.join("io.safetensors");
+    let out = tmp("mamba").join("logits.safetensors");
+    let (code, _, err) = spikescan(
+        &[
+            "run",
+            "--model",
+            dir.to_str().unwrap(),
+            "--input",
+            io.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let got = spikescan::loader::Checkpoint::open(&out).unwrap();
+    let want = spikescan::loader::Checkpoint::open(&io).unwrap();
+    assert_eq!(got.shape("logits"), want.shape("logits"));
+    let (g, w) = (
+        got.f32_any("logits").unwrap(),
+        want.f32_any("logits").unwrap(),
+    );
+    let num: f64 = g
+        .iter()
+        .zip(&w)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
+    let den: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum();
+    assert!((num / den).sqrt() < 1e-3);
+
+    let greedy = want.ints("greedy").unwrap();
+    let prompt: Vec<String> = greedy[..12].iter().map(|t| t.to_string()).collect();
+    let toks = tmp("mamba").join("tokens.safetensors");
+    let (code, stdout, err) = spikescan(
+        &[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt-ids",
+            &prompt.join(","),
+            "--max-new-tokens",
+            "8",
+            "--output",
+            toks.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let streamed: Vec<i64> = stdout
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert_eq!(streamed, greedy[12..].to_vec());
+    assert_eq!(
+        spikescan::loader::Checkpoint::open(&toks)
+            .unwrap()
+            .ints("tokens")
+            .unwrap(),
+        greedy
+    );
+}
+
+#[test]
+fn generate_with_a_tokenizer_prints_text() {
+    let dir = fixture("mamba-hf-tied");
+    let (code, stdout, err) = spikescan(
+        &[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "Hello",
+            "--max-new-tokens",
+            "5",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.starts_with("Hello") && stdout.trim_end().len() > 5,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn generate_errors_name_what_is_wrong() {
+    let untied = fixture("mamba-ssm-untied");
+    let m = untied.to_str().unwrap();
+    let gen = |args: &[&str]| {
+        let (code, _, err) = spikescan(args, &[]);
+        assert_eq!(code, 2, "{err}");
+        err
+    };
+    let e = gen(&["generate", "--model", m, "--prompt-ids", "1,2,999"]);
+    assert!(
+        e.contains("token id 999") && e.contains("out of range"),
+        "{e}"
+    );
+    let e = gen(&["generate", "--model", m, "--prompt", "hi"]);
+    assert!(
+        e.contains("tokenizer.json") && e.contains("--prompt-ids"),
+        "{e}"
+    );
+    let e = gen(&["generate", "--model", m]);
+    assert!(e.contains("--prompt"), "{e}");
+    let e = gen(&["generate", "--model", m, "--prompt-ids", "1,x"]);
+    assert!(e.contains("'x'"), "{e}");
+    let spik = fixture("spikformer-cifar-exact");
+    let e = gen(&[
+        "generate",
+        "--model",
+        spik.to_str().unwrap(),
+        "--prompt-ids",
+        "1",
+    ]);
+    assert!(e.contains("not a language model"), "{e}");
+}

@@ -213,6 +213,35 @@ impl Checkpoint {
         Ok(v)
     }
 
+    /// An integer tensor (i64, i32, u32, u8) as i64 values: token ids.
+    pub fn ints(&self, key: &str) -> Result<Vec<i64>> {
+        let e = self.entry(key)?;
+        let raw = &self.bytes[self.data_start + e.start..self.data_start + e.end];
+        let v = match e.dtype {
+            Dtype::I64 => bytemuck::pod_collect_to_vec::<u8, i64>(raw),
+            Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(raw)
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            Dtype::U32 => bytemuck::pod_collect_to_vec::<u8, u32>(raw)
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            Dtype::U8 => raw.iter().map(|&b| b as i64).collect(),
+            d => {
+                return Err(LoadError::Dtype {
+                    path: self.path.clone(),
+                    key: key.to_string(),
+                    dtype: format!("{d:?} (token ids must be integers: i64, i32, u32 or u8)"),
+                })
+            }
+        };
+        if let Ok(mut u) = self.used.lock() {
+            u.insert(key.to_string());
+        }
+        Ok(v)
+    }
+
     /// Keys present in the file that nothing has read (e.g. `block.0.norm1.*` in Spikformer
     /// checkpoints, `num_batches_tracked`).
     pub fn unused_keys(&self) -> Vec<String> {
@@ -229,22 +258,40 @@ impl Checkpoint {
 /// to a temporary file next to `path`, which is then renamed, so a failure never leaves a
 /// half-written file.
 pub fn save_f32(path: impl AsRef<Path>, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
-    let path = path.as_ref();
+    let raw: Vec<(String, Dtype, Vec<usize>, &[u8])> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.clone(), Dtype::F32, s.clone(), bytemuck::cast_slice(d)))
+        .collect();
+    save_raw(path.as_ref(), &raw)
+}
+
+/// Writes one i64 tensor (token ids) atomically, like [`save_f32`].
+pub fn save_i64(path: impl AsRef<Path>, name: &str, shape: &[usize], data: &[i64]) -> Result<()> {
+    save_raw(
+        path.as_ref(),
+        &[(
+            name.to_string(),
+            Dtype::I64,
+            shape.to_vec(),
+            bytemuck::cast_slice(data),
+        )],
+    )
+}
+
+fn save_raw(path: &Path, tensors: &[(String, Dtype, Vec<usize>, &[u8])]) -> Result<()> {
     let io = |source: std::io::Error| LoadError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut views = Vec::new();
-    for (name, shape, data) in tensors {
-        let view = safetensors::tensor::TensorView::new(
-            Dtype::F32,
-            shape.clone(),
-            bytemuck::cast_slice(data),
-        )
-        .map_err(|e| LoadError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("{name}: {e}"),
-        })?;
+    for (name, dtype, shape, data) in tensors {
+        let view =
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).map_err(|e| {
+                LoadError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!("{name}: {e}"),
+                }
+            })?;
         views.push((name.clone(), view));
     }
     let bytes = safetensors::serialize(views, &None).map_err(|e| LoadError::Corrupt {

@@ -2,6 +2,7 @@
 //! format: a directory with `model.safetensors` (the official state_dict, keys unchanged)
 //! and `config.json` (`"architecture"` plus the official constructor's keyword arguments).
 
+pub mod mamba;
 pub mod meta_spikeformer;
 pub mod spikformer;
 pub mod taps;
@@ -14,6 +15,7 @@ use spikescan_loader::{Checkpoint, LoadError};
 use spikescan_runtime::{Device, RuntimeError};
 use thiserror::Error;
 
+pub use mamba::{Mamba, MambaConfig, MambaState, Sampling};
 pub use meta_spikeformer::{MetaSpikeformer, MetaSpikeformerConfig};
 pub use spikformer::{Spikformer, SpikformerConfig};
 
@@ -41,7 +43,7 @@ pub enum ModelError {
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Architectures this build runs.
-pub const ARCHITECTURES: &[&str] = &["spikformer", "meta_spikeformer"];
+pub const ARCHITECTURES: &[&str] = &["spikformer", "meta_spikeformer", "mamba"];
 
 /// config.json of a named preset (used when a model directory has none and is named so).
 pub fn preset(name: &str) -> Option<Value> {
@@ -163,14 +165,22 @@ impl ModelDir {
     }
 
     /// The `"architecture"` field.
+    /// The `"architecture"` field; Mamba configs in mamba_ssm or Hugging Face format
+    /// (`"model_type": "mamba"`, or `d_model` with `ssm_cfg`) need none.
     pub fn architecture(&self) -> Result<&str> {
-        self.config
-            .get("architecture")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ModelError::Config {
-                path: self.path.join("config.json"),
-                message: "has no \"architecture\" field (e.g. \"spikformer\")".into(),
-            })
+        let c = &self.config;
+        if let Some(a) = c.get("architecture").and_then(Value::as_str) {
+            return Ok(a);
+        }
+        if c.get("model_type").and_then(Value::as_str) == Some("mamba")
+            || (c.get("d_model").is_some() && c.get("ssm_cfg").is_some())
+        {
+            return Ok("mamba");
+        }
+        Err(ModelError::Config {
+            path: self.path.join("config.json"),
+            message: "has no \"architecture\" field (e.g. \"spikformer\")".into(),
+        })
     }
 }
 
@@ -200,6 +210,7 @@ pub(crate) fn cfg_usize(
 pub enum Model {
     Spikformer(Spikformer),
     MetaSpikeformer(MetaSpikeformer),
+    Mamba(Mamba),
 }
 
 /// Image-classification facts a caller needs, whatever the architecture.
@@ -218,12 +229,14 @@ impl Model {
         match self {
             Model::Spikformer(_) => "spikformer",
             Model::MetaSpikeformer(_) => "meta_spikeformer",
+            Model::Mamba(_) => "mamba",
         }
     }
 
-    /// Input and output facts of an image classifier.
-    pub fn image_spec(&self) -> ImageSpec {
-        match self {
+    /// Input and output facts of an image classifier (None for a language model).
+    pub fn image_spec(&self) -> Option<ImageSpec> {
+        Some(match self {
+            Model::Mamba(_) => return None,
             Model::Spikformer(m) => {
                 let c = &m.config;
                 ImageSpec {
@@ -246,7 +259,7 @@ impl Model {
                     t: c.t,
                 }
             }
-        }
+        })
     }
 
     /// Checks an input batch shape.
@@ -254,6 +267,9 @@ impl Model {
         match self {
             Model::Spikformer(m) => m.check_input(shape),
             Model::MetaSpikeformer(m) => m.check_input(shape),
+            Model::Mamba(_) => Err(ModelError::Input(
+                "a Mamba model takes token ids, not images".into(),
+            )),
         }
     }
 
@@ -267,6 +283,9 @@ impl Model {
         match self {
             Model::Spikformer(m) => m.forward(rec, x, taps),
             Model::MetaSpikeformer(m) => m.forward(rec, x, taps),
+            Model::Mamba(_) => Err(ModelError::Input(
+                "a Mamba model takes token ids, not images".into(),
+            )),
         }
     }
 
@@ -276,6 +295,7 @@ impl Model {
         match self {
             Model::Spikformer(m) => (m.config.lif_layers(h, w), m.config.first_layer_macs(h, w)),
             Model::MetaSpikeformer(m) => m.config.synaptic_costs(h, w),
+            Model::Mamba(_) => (Vec::new(), 0),
         }
     }
 
@@ -289,6 +309,7 @@ impl Model {
         match md.architecture()? {
             "spikformer" => Ok(Model::Spikformer(Spikformer::load(dev, md)?)),
             "meta_spikeformer" => Ok(Model::MetaSpikeformer(MetaSpikeformer::load(dev, md)?)),
+            "mamba" => Ok(Model::Mamba(Mamba::load(dev, md)?)),
             other => Err(ModelError::UnknownArchitecture {
                 path: md.path.join("config.json"),
                 found: other.to_string(),

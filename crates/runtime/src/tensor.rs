@@ -180,6 +180,19 @@ impl Device {
     }
 
     fn make_storage(&self, min_bytes: u64, what: &str, residency: Residency) -> Result<Storage> {
+        self.make_storage_from(min_bytes, what, residency, true)
+    }
+
+    /// `reuse`: whether a free pooled buffer may serve. Host uploads must not reuse one: a
+    /// recording not yet submitted may still read it, and `write_buffer` lands before that
+    /// recording runs.
+    fn make_storage_from(
+        &self,
+        min_bytes: u64,
+        what: &str,
+        residency: Residency,
+        reuse: bool,
+    ) -> Result<Storage> {
         self.check_buffer_size(min_bytes, what)?;
         let exact = min_bytes.max(16).div_ceil(16) * 16;
         let class = match residency {
@@ -193,7 +206,7 @@ impl Device {
             }
             Residency::Owned => exact,
         };
-        if residency == Residency::Pooled {
+        if residency == Residency::Pooled && reuse {
             if let Some(b) = self.inner.pool.lock().ok().and_then(|mut p| p.take(class)) {
                 return Ok(Storage {
                     buffer: Some(b),
@@ -255,7 +268,8 @@ impl Device {
         })
     }
 
-    /// Uploads raw little-endian bytes as a tensor.
+    /// Uploads raw little-endian bytes as a tensor (always into a fresh buffer, which joins
+    /// the pool on drop when `residency` is pooled).
     pub fn upload(
         &self,
         shape: &[usize],
@@ -275,7 +289,12 @@ impl Device {
                 ),
             ));
         }
-        let t = self.alloc_in(shape, dtype, residency)?;
+        let what = format!("{} tensor {:?}", dtype.name(), shape);
+        let t = Tensor {
+            storage: Arc::new(self.make_storage_from(expect as u64, &what, residency, false)?),
+            shape: shape.to_vec(),
+            dtype,
+        };
         self.write(&t, data)?;
         Ok(t)
     }

@@ -177,3 +177,19 @@ fn copies_land_at_their_offset_and_bad_ones_are_refused() {
         vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0]
     );
 }
+
+#[test]
+fn an_upload_never_overwrites_a_buffer_a_pending_recording_still_reads() {
+    let d = Device::with_options(DeviceOptions::from_env()).unwrap();
+    let mut rec = d.recorder("pending");
+    // The input is dropped before the recording is submitted: its buffer goes back to the
+    // pool, but a later upload must not land in it before the recorded op has read it.
+    let y = {
+        let x = d.tensor_f32(&[1.0, -2.0, 3.0], &[3]).unwrap();
+        elementwise::relu(&mut rec, &x).unwrap()
+    };
+    let other = d.tensor_f32(&[7.0, 7.0, 7.0], &[3]).unwrap();
+    rec.submit().unwrap();
+    assert_eq!(d.read_f32(&y).unwrap(), vec![1.0, 0.0, 3.0]);
+    assert_eq!(d.read_f32(&other).unwrap(), vec![7.0; 3]);
+}

@@ -27,6 +27,8 @@ pub struct Gemm {
     pub w_strides: [usize; 3],
     /// The bias is indexed by m (one per row) instead of n.
     pub bias_on_rows: bool,
+    /// Elements of x skipped before its first row (e.g. a sequence's last position).
+    pub x_offset: usize,
 }
 
 impl Gemm {
@@ -40,6 +42,7 @@ impl Gemm {
             x_strides: [0, k, 1],
             w_strides: [0, k, 1],
             bias_on_rows: false,
+            x_offset: 0,
         }
     }
     /// A 1x1 conv over the channel axis: `out[r, co, n] = sum_ci W[co, ci] act[r, ci, n]`, with
@@ -53,6 +56,7 @@ impl Gemm {
             x_strides: [0, cin, 1],
             w_strides: [cin * n, 1, n],
             bias_on_rows: true,
+            x_offset: 0,
         }
     }
     /// `a [batch, m, k] @ b [batch, k, n]` (torch.bmm layout).
@@ -65,6 +69,7 @@ impl Gemm {
             x_strides: [m * k, k, 1],
             w_strides: [k * n, 1, n],
             bias_on_rows: false,
+            x_offset: 0,
         }
     }
     fn max_offset(len: [usize; 3], s: [usize; 3]) -> usize {
@@ -85,7 +90,7 @@ struct Params {
     xs: [u32; 3],
     ws: [u32; 3],
     has_bias: u32,
-    _pad: u32,
+    x_offset: u32,
 }
 
 /// Records `g` into `out`. Picks GEMV for a single activation row per batch entry.
@@ -112,7 +117,7 @@ pub fn gemm_into(
     if g.batch == 0 || g.m == 0 || g.n == 0 || g.k == 0 {
         return Err(shape_err("matmul", format!("empty product {g:?}")));
     }
-    if Gemm::max_offset([g.batch, g.m, g.k], g.x_strides) >= x.numel() {
+    if g.x_offset + Gemm::max_offset([g.batch, g.m, g.k], g.x_strides) >= x.numel() {
         return Err(shape_err(
             "matmul",
             format!("x {:?} is too small for {g:?}", x.shape()),
@@ -151,7 +156,7 @@ pub fn gemm_into(
             (true, false) => 1,
             (true, true) => 2,
         },
-        _pad: 0,
+        x_offset: g.x_offset as u32,
     };
     let groups = if gemv {
         let mut gr = grid_rows(g.n.div_ceil(4));
@@ -264,7 +269,8 @@ pub fn reference(g: &Gemm, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f6
             for n in 0..g.n {
                 let mut s = bias.map_or(0.0, |bb| bb[if g.bias_on_rows { m } else { n }] as f64);
                 for k in 0..g.k {
-                    let xi = b * g.x_strides[0] + m * g.x_strides[1] + k * g.x_strides[2];
+                    let xi =
+                        g.x_offset + b * g.x_strides[0] + m * g.x_strides[1] + k * g.x_strides[2];
                     let wi = b * g.w_strides[0] + n * g.w_strides[1] + k * g.w_strides[2];
                     s += x[xi] as f64 * w[wi] as f64;
                 }
@@ -349,6 +355,7 @@ pub fn cases() -> Vec<Case> {
             x_strides: [129, 0, 1],
             w_strides: [0, 129, 1],
             bias_on_rows: false,
+            x_offset: 0,
         },
         true,
         true,
@@ -363,6 +370,7 @@ pub fn cases() -> Vec<Case> {
             x_strides: [0, 1, 70],
             w_strides: [0, 21, 1],
             bias_on_rows: false,
+            x_offset: 0,
         },
         true,
         false,

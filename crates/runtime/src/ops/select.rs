@@ -17,7 +17,7 @@ struct Params {
     rows: u32,
     n: u32,
     k: u32,
-    _pad: u32,
+    stride: u32,
 }
 
 /// The `k` largest entries of each row of `x [.., n]`: indices (u32) and values (f32), both
@@ -29,15 +29,32 @@ pub fn topk_into(
     indices: &Tensor,
     values: &Tensor,
 ) -> Result<()> {
-    expect_dtype("topk", "x", x, DType::F32)?;
     let n = x.shape().last().copied().unwrap_or(0);
-    if k == 0 || k > n {
+    topk_prefix_into(rec, x, n, k, indices, values)
+}
+
+/// [`topk_into`] over the first `n` entries of each row only (e.g. a vocabulary padded to a
+/// multiple, whose extra rows must never be picked).
+pub fn topk_prefix_into(
+    rec: &mut Recorder,
+    x: &Tensor,
+    n: usize,
+    k: usize,
+    indices: &Tensor,
+    values: &Tensor,
+) -> Result<()> {
+    expect_dtype("topk", "x", x, DType::F32)?;
+    let stride = x.shape().last().copied().unwrap_or(0);
+    if k == 0 || k > n || n > stride {
         return Err(shape_err(
             "topk",
-            format!("k = {k} must be in 1..={n} for x {:?}", x.shape()),
+            format!(
+                "k = {k} must be in 1..={n} (of {stride}) for x {:?}",
+                x.shape()
+            ),
         ));
     }
-    let rows = x.numel() / n;
+    let rows = x.numel() / stride;
     if indices.numel() != rows * k
         || values.numel() != rows * k
         || indices.dtype() != DType::U32
@@ -52,13 +69,13 @@ pub fn topk_into(
         rows: rows as u32,
         n: n as u32,
         k: k as u32,
-        _pad: 0,
+        stride: stride as u32,
     };
     let key = PipelineKey::new(Shader::Select, "topk", 1, 2);
     rec.dispatch(&key, &p, &[x], &[indices, values], grid_rows(rows), || {
         OpInfo {
             name: "topk",
-            shape: format!("{:?} k={k}", x.shape()),
+            shape: format!("{:?} n={n} k={k}", x.shape()),
             bytes: 4 * x.numel() as u64,
             flops: (k * x.numel()) as u64,
         }
@@ -149,10 +166,41 @@ pub fn cases() -> Vec<Case> {
         .collect()
 }
 
+/// A case over a prefix of each row (the rest must be ignored even when larger).
+pub fn prefix_case() -> Case {
+    Case::new(
+        "topk",
+        "rows=3 n=50 of 56 k=4 (prefix)".into(),
+        0.0,
+        |dev, rng| {
+            let (rows, n, stride, k) = (3usize, 50usize, 56usize, 4usize);
+            let mut x = rng.vec(rows * stride, -1.0, 1.0);
+            for r in 0..rows {
+                for j in n..stride {
+                    x[r * stride + j] = 100.0; // must never be picked
+                }
+            }
+            let xt = dev.tensor_f32(&x, &[rows, stride])?;
+            let (it, vt) = (
+                output(dev, &[rows, k], DType::U32)?,
+                output(dev, &[rows, k], DType::F32)?,
+            );
+            let mut rec = dev.recorder("test");
+            topk_prefix_into(&mut rec, &xt, n, k, &it, &vt)?;
+            rec.submit()?;
+            let valid: Vec<f32> = x.chunks(stride).flat_map(|r| r[..n].to_vec()).collect();
+            let (wi, wv) = reference(&valid, n, k);
+            Ok(check_u32(dev, &it, &wi)?.merge(check_f32(dev, &vt, &wv)?))
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn topk_matches_reference_over_shape_sweep() {
-        crate::harness::assert_cases(super::cases());
+        let mut cases = super::cases();
+        cases.push(super::prefix_case());
+        crate::harness::assert_cases(cases);
     }
 }

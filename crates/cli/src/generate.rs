@@ -1,0 +1,105 @@
+//! `spikescan generate`: text generation with a Mamba model, streamed as tokens come.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use spikescan::models::{Model, ModelDir, Sampling};
+use spikescan::Device;
+
+pub struct GenerateArgs {
+    pub model: PathBuf,
+    pub prompt: Option<String>,
+    pub prompt_ids: Option<String>,
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    pub output: Option<PathBuf>,
+}
+
+pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let dev = Device::new()?;
+    let md = ModelDir::open(&args.model)?;
+    let Model::Mamba(m) = Model::from_dir(&dev, &md)? else {
+        bail!(
+            "{} is not a language model (generate runs Mamba models)",
+            args.model.display()
+        );
+    };
+    let tok_path = args.model.join("tokenizer.json");
+    let tokenizer = if tok_path.exists() {
+        Some(
+            tokenizers::Tokenizer::from_file(&tok_path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?,
+        )
+    } else {
+        None
+    };
+    let prompt: Vec<u32> = match (&args.prompt, &args.prompt_ids) {
+        (Some(_), Some(_)) => bail!("give either --prompt or --prompt-ids, not both"),
+        (None, None) => bail!("give a --prompt TEXT or --prompt-ids 1,2,3"),
+        (None, Some(ids)) => ids
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<u32>()
+                    .with_context(|| format!("--prompt-ids: '{s}' is not a token id"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        (Some(text), None) => {
+            let tok = tokenizer.as_ref().with_context(|| {
+                format!(
+                    "--prompt needs a tokenizer: {} is missing (or pass --prompt-ids)",
+                    tok_path.display()
+                )
+            })?;
+            tok.encode(text.as_str(), false)
+                .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?
+                .get_ids()
+                .to_vec()
+        }
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    m.check_ids(&prompt)?;
+    let mut stdout = std::io::stdout();
+    let mut printed = String::new();
+    let mut generated: Vec<u32> = Vec::new();
+    if let Some(text) = &args.prompt {
+        print!("{text}");
+        let _ = stdout.flush();
+    }
+    let t0 = std::time::Instant::now();
+    let out = m.generate(&dev, &prompt, args.max_new_tokens, &args.sampling, |t| {
+        generated.push(t);
+        match &tokenizer {
+            // Decode everything generated so far and print what is new (a token may complete
+            // a character only together with the next one).
+            Some(tok) => {
+                if let Ok(text) = tok.decode(&generated, false) {
+                    if text.len() > printed.len() && text.starts_with(printed.as_str()) {
+                        print!("{}", &text[printed.len()..]);
+                        printed = text;
+                    }
+                }
+            }
+            None => print!("{t} "),
+        }
+        let _ = stdout.flush();
+    })?;
+    println!();
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "{} prompt + {} new tokens in {secs:.2} s ({:.1} tokens/s) on {}",
+        prompt.len(),
+        out.len() - prompt.len(),
+        (out.len() - prompt.len()) as f64 / secs.max(1e-9),
+        dev.describe()
+    );
+    if let Some(path) = &args.output {
+        let ids: Vec<i64> = out.iter().map(|&t| t as i64).collect();
+        spikescan::loader::save_i64(path, "tokens", &[1, ids.len()], &ids)?;
+        eprintln!("wrote tokens [1, {}] to {}", ids.len(), path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,736 @@
+//! Mamba (state-spaces/mamba; transformers' MambaForCausalLM): checkpoints in mamba_ssm or
+//! Hugging Face format, prompts through the fused parallel selective scan, decoding one token
+//! at a time from GPU-resident per-layer states (one submit per token), sampling on the GPU.
+//!
+//! Block: `residual = hidden + residual; hidden = mixer(rms_norm(residual))`; the end:
+//! `lm_head(norm_f(hidden + residual))`, the head tied to the embedding unless
+//! `lm_head.weight` is present. Mixer: in_proj → x | z; causal conv1d + SiLU; x_proj → dt | B
+//! | C; dt_proj (its bias and the softplus inside the scan); scan with A = -exp(A_log) and D;
+//! `y · silu(z)`; out_proj.
+
+use serde_json::Value;
+use spikescan_loader::Checkpoint;
+use spikescan_runtime::ops::causal_conv1d::{causal_conv1d_into, causal_conv1d_step, ConvLayout};
+use spikescan_runtime::ops::embedding::embedding;
+use spikescan_runtime::ops::matmul::{gemm_into, linear, Gemm};
+use spikescan_runtime::ops::rms_norm::{add_rms_norm, rms_norm};
+use spikescan_runtime::ops::select::topk_prefix_into;
+use spikescan_runtime::ops::selective_scan::{
+    selective_scan_into, selective_state_update, ScanLayout, ScanWeights,
+};
+use spikescan_runtime::{DType, Device, Recorder, Residency, Tensor};
+
+use crate::{ModelDir, ModelError, Result};
+
+/// Sizes of a Mamba model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MambaConfig {
+    pub d_model: usize,
+    pub n_layer: usize,
+    /// Vocabulary as in the config (before padding).
+    pub vocab_size: usize,
+    /// Rows of the embedding (the vocabulary padded to `pad_vocab_size_multiple`).
+    pub vocab_padded: usize,
+    pub d_inner: usize,
+    pub d_state: usize,
+    pub d_conv: usize,
+    pub dt_rank: usize,
+    pub eps: f32,
+    pub tie: bool,
+    pub use_bias: bool,
+    pub use_conv_bias: bool,
+}
+
+impl MambaConfig {
+    /// Reads either config format: Hugging Face (`model_type: "mamba"`, `hidden_size`, …) or
+    /// mamba_ssm (`d_model`, `n_layer`, `ssm_cfg`, `pad_vocab_size_multiple`, …).
+    pub fn from_json(cfg: &Value, path: &std::path::Path) -> Result<Self> {
+        let bad = |m: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message: m,
+        };
+        let int = |v: Option<&Value>, key: &str, default: Option<usize>| -> Result<usize> {
+            match v {
+                Some(x) => x
+                    .as_u64()
+                    .map(|x| x as usize)
+                    .ok_or_else(|| bad(format!("\"{key}\" must be an integer, got {x}"))),
+                None => default.ok_or_else(|| bad(format!("missing \"{key}\""))),
+            }
+        };
+        let boolean = |v: Option<&Value>, key: &str, default: bool| -> Result<bool> {
+            match v {
+                Some(x) => x
+                    .as_bool()
+                    .ok_or_else(|| bad(format!("\"{key}\" must be true or false, got {x}"))),
+                None => Ok(default),
+            }
+        };
+        let hf = cfg.get("hidden_size").is_some()
+            || cfg.get("model_type").and_then(Value::as_str) == Some("mamba");
+        let c = if hf {
+            let d_model = int(cfg.get("hidden_size"), "hidden_size", None)?;
+            let expand = int(cfg.get("expand"), "expand", Some(2))?;
+            let vocab = int(cfg.get("vocab_size"), "vocab_size", None)?;
+            let dt_rank = match cfg.get("time_step_rank") {
+                None => d_model.div_ceil(16),
+                Some(Value::String(s)) if s == "auto" => d_model.div_ceil(16),
+                Some(v) => int(Some(v), "time_step_rank", None)?,
+            };
+            Self {
+                d_model,
+                n_layer: int(cfg.get("num_hidden_layers"), "num_hidden_layers", None)?,
+                vocab_size: vocab,
+                vocab_padded: vocab,
+                d_inner: expand * d_model,
+                d_state: int(cfg.get("state_size"), "state_size", Some(16))?,
+                d_conv: int(cfg.get("conv_kernel"), "conv_kernel", Some(4))?,
+                dt_rank,
+                eps: cfg
+                    .get("layer_norm_epsilon")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(1e-5) as f32,
+                tie: boolean(cfg.get("tie_word_embeddings"), "tie_word_embeddings", true)?,
+                use_bias: boolean(cfg.get("use_bias"), "use_bias", false)?,
+                use_conv_bias: boolean(cfg.get("use_conv_bias"), "use_conv_bias", true)?,
+            }
+        } else {
+            let d_model = int(cfg.get("d_model"), "d_model", None)?;
+            let ssm = cfg.get("ssm_cfg").cloned().unwrap_or(Value::Null);
+            let vocab = int(cfg.get("vocab_size"), "vocab_size", None)?;
+            let mult = int(
+                cfg.get("pad_vocab_size_multiple"),
+                "pad_vocab_size_multiple",
+                Some(1),
+            )?
+            .max(1);
+            let dt_rank = match ssm.get("dt_rank") {
+                None => d_model.div_ceil(16),
+                Some(Value::String(s)) if s == "auto" => d_model.div_ceil(16),
+                Some(v) => int(Some(v), "ssm_cfg.dt_rank", None)?,
+            };
+            Self {
+                d_model,
+                n_layer: int(cfg.get("n_layer"), "n_layer", None)?,
+                vocab_size: vocab,
+                vocab_padded: vocab.div_ceil(mult) * mult,
+                d_inner: int(ssm.get("expand"), "ssm_cfg.expand", Some(2))? * d_model,
+                d_state: int(ssm.get("d_state"), "ssm_cfg.d_state", Some(16))?,
+                d_conv: int(ssm.get("d_conv"), "ssm_cfg.d_conv", Some(4))?,
+                dt_rank,
+                eps: 1e-5,
+                tie: boolean(cfg.get("tie_embeddings"), "tie_embeddings", true)?,
+                use_bias: false,
+                use_conv_bias: true,
+            }
+        };
+        if c.d_model == 0
+            || c.n_layer == 0
+            || c.vocab_size == 0
+            || c.d_state == 0
+            || c.d_state > 64
+            || !(2..=8).contains(&c.d_conv)
+            || c.dt_rank == 0
+        {
+            return Err(bad(format!(
+                "unsupported sizes: {c:?} (d_state 1..=64, d_conv 2..=8)"
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Every tensor the model reads (mamba_ssm key names; HF uses `embeddings`).
+    pub fn weight_shapes(&self, hf: bool) -> Vec<(String, Vec<usize>)> {
+        let (dm, d, n, r, k) = (
+            self.d_model,
+            self.d_inner,
+            self.d_state,
+            self.dt_rank,
+            self.d_conv,
+        );
+        let emb = if hf {
+            "backbone.embeddings.weight"
+        } else {
+            "backbone.embedding.weight"
+        };
+        let mut v = vec![(emb.to_string(), vec![self.vocab_padded, dm])];
+        for i in 0..self.n_layer {
+            let p = format!("backbone.layers.{i}");
+            v.push((format!("{p}.norm.weight"), vec![dm]));
+            v.push((format!("{p}.mixer.in_proj.weight"), vec![2 * d, dm]));
+            v.push((format!("{p}.mixer.conv1d.weight"), vec![d, 1, k]));
+            v.push((format!("{p}.mixer.conv1d.bias"), vec![d]));
+            v.push((format!("{p}.mixer.x_proj.weight"), vec![r + 2 * n, d]));
+            v.push((format!("{p}.mixer.dt_proj.weight"), vec![d, r]));
+            v.push((format!("{p}.mixer.dt_proj.bias"), vec![d]));
+            v.push((format!("{p}.mixer.A_log"), vec![d, n]));
+            v.push((format!("{p}.mixer.D"), vec![d]));
+            v.push((format!("{p}.mixer.out_proj.weight"), vec![dm, d]));
+        }
+        v.push(("backbone.norm_f.weight".into(), vec![dm]));
+        if !self.tie {
+            v.push(("lm_head.weight".into(), vec![self.vocab_padded, dm]));
+        }
+        v
+    }
+}
+
+struct Layer {
+    norm: Tensor,
+    in_proj: Tensor,
+    in_bias: Option<Tensor>,
+    conv_w: Tensor,
+    conv_b: Tensor,
+    x_proj: Tensor,
+    dt_proj: Tensor,
+    dt_bias: Tensor,
+    a: Tensor,
+    d_skip: Tensor,
+    out_proj: Tensor,
+    out_bias: Option<Tensor>,
+}
+
+/// Per-layer recurrent state of a batch of sequences, resident on the GPU: the conv state
+/// `[B, D, K - 1]` and the SSM state `[B, D, N]` (f32) of every layer.
+pub struct MambaState {
+    pub batch: usize,
+    conv: Vec<Tensor>,
+    ssm: Vec<Tensor>,
+}
+
+impl MambaState {
+    /// Copies the state (for prefix reuse): the copy and the original evolve independently.
+    pub fn snapshot(&self, dev: &Device) -> Result<MambaState> {
+        let mut rec = dev.recorder("snapshot");
+        let mut copy = |ts: &[Tensor]| -> Result<Vec<Tensor>> {
+            ts.iter()
+                .map(|t| {
+                    let c = dev.alloc_in(t.shape(), DType::F32, Residency::Owned)?;
+                    rec.copy(t, &c)?;
+                    Ok(c)
+                })
+                .collect()
+        };
+        let conv = copy(&self.conv)?;
+        let ssm = copy(&self.ssm)?;
+        rec.submit()?;
+        Ok(MambaState {
+            batch: self.batch,
+            conv,
+            ssm,
+        })
+    }
+
+    /// Overwrites this state with `other` (same batch).
+    pub fn restore(&mut self, dev: &Device, other: &MambaState) -> Result<()> {
+        if other.batch != self.batch || other.conv.len() != self.conv.len() {
+            return Err(ModelError::Input(
+                "restoring a state of another batch size or model".into(),
+            ));
+        }
+        let mut rec = dev.recorder("restore");
+        for (a, b) in self
+            .conv
+            .iter()
+            .zip(&other.conv)
+            .chain(self.ssm.iter().zip(&other.ssm))
+        {
+            rec.copy(b, a)?;
+        }
+        rec.submit()?;
+        Ok(())
+    }
+}
+
+/// How to pick the next token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0 is greedy.
+    pub temperature: f32,
+    /// Candidates kept (0: 256 at most).
+    pub top_k: usize,
+    /// Nucleus mass kept among the candidates (1.0: all).
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// A loaded Mamba language model.
+pub struct Mamba {
+    pub config: MambaConfig,
+    embedding: Tensor,
+    layers: Vec<Layer>,
+    norm_f: Tensor,
+    lm_head: Tensor,
+}
+
+fn bias_or_zero(dev: &Device, ck: &Checkpoint, key: &str, n: usize) -> Result<Tensor> {
+    let v = if ck.contains(key) {
+        ck.f32(key, &[n])?
+    } else {
+        vec![0.0; n]
+    };
+    Ok(dev.weight_f32(&v, &[n])?)
+}
+
+impl Mamba {
+    pub fn load(dev: &Device, md: &ModelDir) -> Result<Self> {
+        let mut config = MambaConfig::from_json(&md.config, &md.path.join("config.json"))?;
+        let ck = &md.checkpoint;
+        let emb_key = if ck.contains("backbone.embeddings.weight") {
+            "backbone.embeddings.weight"
+        } else {
+            "backbone.embedding.weight"
+        };
+        let rows = ck.shape(emb_key).map(|s| s[0]).ok_or_else(|| {
+            ModelError::Load(spikescan_loader::LoadError::Missing {
+                path: ck.path().to_path_buf(),
+                key: "backbone.embedding.weight".into(),
+            })
+        })?;
+        if rows < config.vocab_size {
+            return Err(ModelError::Config {
+                path: md.path.join("config.json"),
+                message: format!(
+                    "vocab_size {} exceeds the embedding's {rows} rows",
+                    config.vocab_size
+                ),
+            });
+        }
+        config.vocab_padded = rows;
+        // lm_head.weight present means untied, whatever the config says.
+        config.tie = !ck.contains("lm_head.weight");
+        let c = &config;
+        let (dm, d, n, r, k) = (c.d_model, c.d_inner, c.d_state, c.dt_rank, c.d_conv);
+        let w = |key: &str, shape: &[usize]| -> Result<Tensor> {
+            Ok(dev.weight_f32(&ck.f32(key, shape)?, shape)?)
+        };
+        let embedding = w(emb_key, &[rows, dm])?;
+        let mut layers = Vec::new();
+        for i in 0..c.n_layer {
+            let p = format!("backbone.layers.{i}");
+            let m = format!("{p}.mixer");
+            let a_log = ck.f32(&format!("{m}.A_log"), &[d, n])?;
+            let a: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
+            let opt = |key: String, len: usize| -> Result<Option<Tensor>> {
+                Ok(if ck.contains(&key) {
+                    Some(w(&key, &[len])?)
+                } else {
+                    None
+                })
+            };
+            layers.push(Layer {
+                norm: w(&format!("{p}.norm.weight"), &[dm])?,
+                in_proj: w(&format!("{m}.in_proj.weight"), &[2 * d, dm])?,
+                in_bias: opt(format!("{m}.in_proj.bias"), 2 * d)?,
+                conv_w: dev
+                    .weight_f32(&ck.f32(&format!("{m}.conv1d.weight"), &[d, 1, k])?, &[d, k])?,
+                conv_b: bias_or_zero(dev, ck, &format!("{m}.conv1d.bias"), d)?,
+                x_proj: w(&format!("{m}.x_proj.weight"), &[r + 2 * n, d])?,
+                dt_proj: w(&format!("{m}.dt_proj.weight"), &[d, r])?,
+                dt_bias: w(&format!("{m}.dt_proj.bias"), &[d])?,
+                a: dev.weight_f32(&a, &[d, n])?,
+                d_skip: w(&format!("{m}.D"), &[d])?,
+                out_proj: w(&format!("{m}.out_proj.weight"), &[dm, d])?,
+                out_bias: opt(format!("{m}.out_proj.bias"), dm)?,
+            });
+        }
+        let norm_f = w("backbone.norm_f.weight", &[dm])?;
+        let lm_head = if c.tie {
+            embedding.clone()
+        } else {
+            w("lm_head.weight", &[rows, dm])?
+        };
+        Ok(Self {
+            config,
+            embedding,
+            layers,
+            norm_f,
+            lm_head,
+        })
+    }
+
+    /// A fresh (zero) state for `batch` sequences.
+    pub fn new_state(&self, dev: &Device, batch: usize) -> Result<MambaState> {
+        let c = &self.config;
+        let zeros = |shape: &[usize]| -> Result<Tensor> {
+            let t = dev.alloc_in(shape, DType::F32, Residency::Owned)?;
+            dev.write(&t, &vec![0u8; t.numel() * 4])?;
+            Ok(t)
+        };
+        let mut conv = Vec::new();
+        let mut ssm = Vec::new();
+        for _ in 0..c.n_layer {
+            conv.push(zeros(&[batch, c.d_inner, c.d_conv - 1])?);
+            ssm.push(zeros(&[batch, c.d_inner, c.d_state])?);
+        }
+        Ok(MambaState { batch, conv, ssm })
+    }
+
+    /// Checks token ids against the vocabulary (the boundary: the GPU gather cannot fail).
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(ModelError::Input("the prompt is empty".into()));
+        }
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_padded)
+        {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is out of range: the vocabulary has {} entries",
+                self.config.vocab_padded
+            )));
+        }
+        Ok(())
+    }
+
+    fn proj(rec: &mut Recorder, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        Ok(linear(rec, x, w, b)?)
+    }
+
+    /// Records a prompt `ids [B, L]` through every layer, continuing from `state` and leaving
+    /// the final states in it. Returns logits `[B, L, V]` (`all`) or `[B, V]` (last position).
+    pub fn prefill(
+        &self,
+        rec: &mut Recorder,
+        ids: &Tensor,
+        state: &mut MambaState,
+        all: bool,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, l) = (ids.dim(0), ids.dim(1));
+        if b != state.batch {
+            return Err(ModelError::Input(format!(
+                "{b} sequences for a state of {}",
+                state.batch
+            )));
+        }
+        let (dm, d, n, r) = (c.d_model, c.d_inner, c.d_state, c.dt_rank);
+        let dev = rec.device();
+        let mut hidden = embedding(rec, ids, &self.embedding)?.reshape(&[b * l, dm])?;
+        let mut residual: Option<Tensor> = None;
+        for (i, ly) in self.layers.iter().enumerate() {
+            let normed = match &residual {
+                None => {
+                    residual = Some(hidden.clone());
+                    rms_norm(rec, &hidden, &ly.norm, c.eps)?
+                }
+                Some(res) => {
+                    let (nm, sum) = add_rms_norm(rec, &hidden, res, &ly.norm, c.eps)?;
+                    residual = Some(sum);
+                    nm
+                }
+            };
+            let xz = Self::proj(rec, &normed, &ly.in_proj, ly.in_bias.as_ref())?; // [B·L, 2D]
+            let u = dev.alloc(&[b, l, d], DType::F32)?;
+            let conv_state = dev.alloc_in(&[b, d, c.d_conv - 1], DType::F32, Residency::Owned)?;
+            let cl = ConvLayout {
+                batch: b,
+                len: l,
+                d,
+                k: c.d_conv,
+                x_stride: 2 * d,
+            };
+            causal_conv1d_into(
+                rec,
+                &cl,
+                &xz,
+                &ly.conv_w,
+                &ly.conv_b,
+                Some(&state.conv[i]),
+                &u,
+                &conv_state,
+            )?;
+            state.conv[i] = conv_state;
+            let xdbl = Self::proj(rec, &u.reshape(&[b * l, d])?, &ly.x_proj, None)?; // [B·L, R + 2N]
+            let dt = dev.alloc(&[b * l, d], DType::F32)?;
+            let g = Gemm {
+                batch: 1,
+                m: b * l,
+                n: d,
+                k: r,
+                x_strides: [0, r + 2 * n, 1],
+                w_strides: [0, r, 1],
+                bias_on_rows: false,
+                x_offset: 0,
+            };
+            gemm_into(rec, &g, &xdbl, &ly.dt_proj, None, &dt)?;
+            let sl = ScanLayout {
+                batch: b,
+                len: l,
+                d,
+                n,
+                u_stride: d,
+                dt_stride: d,
+                bc_stride: r + 2 * n,
+                b_offset: r,
+                c_offset: r + n,
+                z_stride: 2 * d,
+                z_offset: d,
+            };
+            let y = dev.alloc(&[b, l, d], DType::F32)?;
+            let h = dev.alloc_in(&[b, d, n], DType::F32, Residency::Owned)?;
+            let sw = ScanWeights {
+                a: &ly.a,
+                dt_bias: &ly.dt_bias,
+                d_skip: &ly.d_skip,
+            };
+            selective_scan_into(
+                rec,
+                &sl,
+                &u,
+                &dt,
+                &xdbl,
+                &xz,
+                &sw,
+                Some(&state.ssm[i]),
+                &y,
+                &h,
+            )?;
+            state.ssm[i] = h;
+            hidden = Self::proj(
+                rec,
+                &y.reshape(&[b * l, d])?,
+                &ly.out_proj,
+                ly.out_bias.as_ref(),
+            )?;
+        }
+        let (normed, _) = add_rms_norm(
+            rec,
+            &hidden,
+            residual.as_ref().expect("at least one layer"),
+            &self.norm_f,
+            c.eps,
+        )?;
+        let v = c.vocab_padded;
+        if all {
+            Ok(Self::proj(rec, &normed, &self.lm_head, None)?.reshape(&[b, l, v])?)
+        } else {
+            let out = dev.alloc(&[b, v], DType::F32)?;
+            // The last position of each sequence: rows l - 1, 2l - 1, ...
+            let g = Gemm {
+                batch: b,
+                m: 1,
+                n: v,
+                k: dm,
+                x_strides: [l * dm, 0, 1],
+                w_strides: [0, dm, 1],
+                bias_on_rows: false,
+                x_offset: (l - 1) * dm,
+            };
+            gemm_into(rec, &g, &normed, &self.lm_head, None, &out)?;
+            Ok(out)
+        }
+    }
+
+    /// Records one decoding step: `ids [B]` (one token per sequence) → logits `[B, V]`, the
+    /// states updated in place.
+    pub fn step(&self, rec: &mut Recorder, ids: &Tensor, state: &mut MambaState) -> Result<Tensor> {
+        let c = &self.config;
+        let b = ids.numel();
+        if b != state.batch {
+            return Err(ModelError::Input(format!(
+                "{b} tokens for a state of {} sequences",
+                state.batch
+            )));
+        }
+        let (d, n, r) = (c.d_inner, c.d_state, c.dt_rank);
+        let dev = rec.device();
+        let mut hidden = embedding(rec, &ids.reshape(&[b])?, &self.embedding)?;
+        let mut residual: Option<Tensor> = None;
+        for (i, ly) in self.layers.iter().enumerate() {
+            let normed = match &residual {
+                None => {
+                    residual = Some(hidden.clone());
+                    rms_norm(rec, &hidden, &ly.norm, c.eps)?
+                }
+                Some(res) => {
+                    let (nm, sum) = add_rms_norm(rec, &hidden, res, &ly.norm, c.eps)?;
+                    residual = Some(sum);
+                    nm
+                }
+            };
+            let xz = Self::proj(rec, &normed, &ly.in_proj, ly.in_bias.as_ref())?; // [B, 2D]
+            let u = dev.alloc(&[b, d], DType::F32)?;
+            let cl = ConvLayout {
+                batch: b,
+                len: 1,
+                d,
+                k: c.d_conv,
+                x_stride: 2 * d,
+            };
+            causal_conv1d_step(rec, &cl, &xz, &ly.conv_w, &ly.conv_b, &state.conv[i], &u)?;
+            let xdbl = Self::proj(rec, &u, &ly.x_proj, None)?;
+            let dt = dev.alloc(&[b, d], DType::F32)?;
+            let g = Gemm {
+                batch: 1,
+                m: b,
+                n: d,
+                k: r,
+                x_strides: [0, r + 2 * n, 1],
+                w_strides: [0, r, 1],
+                bias_on_rows: false,
+                x_offset: 0,
+            };
+            gemm_into(rec, &g, &xdbl, &ly.dt_proj, None, &dt)?;
+            let sl = ScanLayout {
+                batch: b,
+                len: 1,
+                d,
+                n,
+                u_stride: d,
+                dt_stride: d,
+                bc_stride: r + 2 * n,
+                b_offset: r,
+                c_offset: r + n,
+                z_stride: 2 * d,
+                z_offset: d,
+            };
+            let y = dev.alloc(&[b, d], DType::F32)?;
+            let sw = ScanWeights {
+                a: &ly.a,
+                dt_bias: &ly.dt_bias,
+                d_skip: &ly.d_skip,
+            };
+            selective_state_update(rec, &sl, &u, &dt, &xdbl, &xz, &sw, &state.ssm[i], &y)?;
+            hidden = Self::proj(rec, &y, &ly.out_proj, ly.out_bias.as_ref())?;
+        }
+        let (normed, _) = add_rms_norm(
+            rec,
+            &hidden,
+            residual.as_ref().expect("at least one layer"),
+            &self.norm_f,
+            c.eps,
+        )?;
+        Self::proj(rec, &normed, &self.lm_head, None)
+    }
+
+    /// Logits `[B, L, V]` of a batch of prompts (`ids` row-major `[B, L]`), from fresh states.
+    pub fn logits(&self, dev: &Device, ids: &[u32], batch: usize) -> Result<Vec<f32>> {
+        self.check_ids(ids)?;
+        if batch == 0 || !ids.len().is_multiple_of(batch) {
+            return Err(ModelError::Input(format!(
+                "{} ids do not split into {batch} sequences",
+                ids.len()
+            )));
+        }
+        let l = ids.len() / batch;
+        let t = dev.tensor_u32(ids, &[batch, l])?;
+        let mut state = self.new_state(dev, batch)?;
+        let mut rec = dev.recorder("mamba prefill");
+        let logits = self.prefill(&mut rec, &t, &mut state, true)?;
+        rec.submit()?;
+        Ok(dev.read_f32(&logits)?)
+    }
+
+    /// Picks the next token of each sequence from logits `[B, V]` on the GPU, submitting
+    /// `rec` (which holds the step that produced them): greedy reads back one id per
+    /// sequence; sampling reads back only the top-k candidates. Padded vocabulary rows are
+    /// never picked.
+    pub fn pick(
+        &self,
+        mut rec: Recorder,
+        logits: &Tensor,
+        s: &Sampling,
+        rng: &mut u64,
+    ) -> Result<Vec<u32>> {
+        let dev = rec.device();
+        let v = self.config.vocab_size.min(logits.dim(-1));
+        let k = if s.temperature <= 0.0 {
+            1
+        } else if s.top_k == 0 {
+            256.min(v)
+        } else {
+            s.top_k.min(v)
+        };
+        let rows = logits.numel() / logits.dim(-1);
+        let idx = dev.alloc(&[rows, k], DType::U32)?;
+        let val = dev.alloc(&[rows, k], DType::F32)?;
+        topk_prefix_into(&mut rec, logits, v, k, &idx, &val)?;
+        rec.submit()?;
+        let idx = dev.read_u32(&idx)?;
+        if k == 1 {
+            return Ok(idx);
+        }
+        let val = dev.read_f32(&val)?;
+        Ok(idx
+            .chunks(k)
+            .zip(val.chunks(k))
+            .map(|(ids, vals)| sample(ids, vals, s, rng))
+            .collect())
+    }
+
+    /// Generates up to `max_new` tokens after `prompt` (one sequence): the prompt through the
+    /// parallel scan, then one recording and one submit per token from the GPU-resident
+    /// state. `on_token` sees each token as it is produced. Returns prompt + new tokens.
+    pub fn generate(
+        &self,
+        dev: &Device,
+        prompt: &[u32],
+        max_new: usize,
+        s: &Sampling,
+        mut on_token: impl FnMut(u32),
+    ) -> Result<Vec<u32>> {
+        self.check_ids(prompt)?;
+        let mut state = self.new_state(dev, 1)?;
+        let ids = dev.tensor_u32(prompt, &[1, prompt.len()])?;
+        let mut rng = s.seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut out = prompt.to_vec();
+        let mut rec = dev.recorder("mamba prefill");
+        let mut logits = self.prefill(&mut rec, &ids, &mut state, false)?;
+        for produced in 0..max_new {
+            let next = self.pick(rec, &logits, s, &mut rng)?[0];
+            out.push(next);
+            on_token(next);
+            if produced + 1 == max_new {
+                break;
+            }
+            rec = dev.recorder("mamba step");
+            let t = dev.tensor_u32(&[next], &[1])?;
+            logits = self.step(&mut rec, &t, &mut state)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Samples one id from top-k candidates (sorted best first) with temperature and top-p.
+fn sample(ids: &[u32], vals: &[f32], s: &Sampling, rng: &mut u64) -> u32 {
+    let max = vals[0] as f64;
+    let mut p: Vec<f64> = vals
+        .iter()
+        .map(|&v| ((v as f64 - max) / s.temperature as f64).exp())
+        .collect();
+    let total: f64 = p.iter().sum();
+    p.iter_mut().for_each(|x| *x /= total);
+    let mut keep = p.len();
+    let mut acc = 0.0;
+    for (i, x) in p.iter().enumerate() {
+        acc += x;
+        if acc >= s.top_p as f64 {
+            keep = i + 1;
+            break;
+        }
+    }
+    let mass: f64 = p[..keep].iter().sum();
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let mut r = (*rng >> 11) as f64 / (1u64 << 53) as f64 * mass;
+    for (i, pi) in p[..keep].iter().enumerate() {
+        r -= pi;
+        if r <= 0.0 {
+            return ids[i];
+        }
+    }
+    ids[keep - 1]
+}
