@@ -90,6 +90,26 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Measure model throughput (random weights of official shapes): Mamba prompt and decode
+    /// tokens/s. Prints a table; --json writes one JSON record per line.
+    ///
+    /// Example: `spikescan bench --json bench/out/mamba.jsonl`
+    Bench {
+        /// Mamba presets to measure.
+        #[arg(long, default_values_t = ["mamba-130m".to_string()])]
+        mamba: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        prompt_len: usize,
+        #[arg(long, default_value_t = 16)]
+        decode_steps: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Also write JSON lines here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Run every kernel against its CPU reference on small shapes and print the op × dtype ×
     /// feature support matrix of this adapter (the plain twins run on a second device
     /// opened with f16 and subgroups off).
@@ -263,11 +283,45 @@ fn ops(filter: Option<String>, verbose: bool) -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
+fn bench(
+    presets: &[String],
+    batch: usize,
+    prompt_len: usize,
+    decode_steps: usize,
+    reps: usize,
+    json: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let dev = Device::new()?;
+    let mut records = Vec::new();
+    for p in presets {
+        eprintln!("measuring {p} ...");
+        records.extend(
+            spikescan_bench::mamba(&dev, p, batch, prompt_len, decode_steps, reps.max(1))
+                .map_err(|e| anyhow::anyhow!("{p}: {e}"))?,
+        );
+    }
+    print!("{}", spikescan_bench::table(&dev, &records));
+    if let Some(path) = json {
+        let lines: Vec<String> = records.iter().map(|r| r.json(&dev).to_string()).collect();
+        std::fs::write(&path, lines.join("\n") + "\n")?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { all } => info(all).map(|_| true),
         Command::Ops { filter, verbose } => ops(filter, verbose),
+        Command::Bench {
+            mamba,
+            batch,
+            prompt_len,
+            decode_steps,
+            reps,
+            json,
+        } => bench(&mamba, batch, prompt_len, decode_steps, reps, json).map(|_| true),
         Command::Generate {
             model,
             prompt,

@@ -278,26 +278,40 @@ pub fn save_i64(path: impl AsRef<Path>, name: &str, shape: &[usize], data: &[i64
     )
 }
 
+impl Checkpoint {
+    /// A checkpoint built in memory from f32 tensors (random weights for benchmarks and
+    /// tests); `name` stands for the path in messages.
+    pub fn from_f32(name: &str, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Self> {
+        let path = PathBuf::from(name);
+        let raw: Vec<(String, Dtype, Vec<usize>, &[u8])> = tensors
+            .iter()
+            .map(|(n, s, d)| (n.clone(), Dtype::F32, s.clone(), bytemuck::cast_slice(d)))
+            .collect();
+        let bytes = serialize_raw(&path, &raw)?;
+        Self::from_bytes(path, bytes)
+    }
+}
+
+fn serialize_raw(path: &Path, tensors: &[(String, Dtype, Vec<usize>, &[u8])]) -> Result<Vec<u8>> {
+    let corrupt = |reason: String| LoadError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut views = Vec::new();
+    for (name, dtype, shape, data) in tensors {
+        let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data)
+            .map_err(|e| corrupt(format!("{name}: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    safetensors::serialize(views, &None).map_err(|e| corrupt(e.to_string()))
+}
+
 fn save_raw(path: &Path, tensors: &[(String, Dtype, Vec<usize>, &[u8])]) -> Result<()> {
     let io = |source: std::io::Error| LoadError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut views = Vec::new();
-    for (name, dtype, shape, data) in tensors {
-        let view =
-            safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).map_err(|e| {
-                LoadError::Corrupt {
-                    path: path.to_path_buf(),
-                    reason: format!("{name}: {e}"),
-                }
-            })?;
-        views.push((name.clone(), view));
-    }
-    let bytes = safetensors::serialize(views, &None).map_err(|e| LoadError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let bytes = serialize_raw(path, tensors)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);

@@ -66,7 +66,18 @@ pub fn preset(name: &str) -> Option<Value> {
             "embed_dim": e, "num_heads": 8, "mlp_ratios": 4, "depths": 8
         })
     };
+    let mamba = |d_model: u64, n_layer: u64| {
+        serde_json::json!({
+            "d_model": d_model, "n_layer": n_layer, "vocab_size": 50277, "ssm_cfg": {},
+            "rms_norm": true, "residual_in_fp32": true, "fused_add_norm": true,
+            "pad_vocab_size_multiple": 8, "tie_embeddings": true
+        })
+    };
     Some(match name {
+        "mamba-130m" => mamba(768, 24),
+        "mamba-370m" => mamba(1024, 48),
+        "mamba-790m" => mamba(1536, 48),
+        "mamba-1.4b" => mamba(2048, 48),
         "spikformer-8-384" => spikformer(384, 1000, "imagenet", 224, 8, 16),
         "spikformer-8-512" => spikformer(512, 1000, "imagenet", 224, 8, 16),
         "spikformer-8-768" => spikformer(768, 1000, "imagenet", 224, 8, 16),
@@ -127,6 +138,20 @@ pub struct ModelDir {
 }
 
 impl ModelDir {
+    /// A model directory held in memory: `config` plus tensors (random weights of an
+    /// official shape, for benchmarks and tests).
+    pub fn in_memory(
+        name: &str,
+        config: Value,
+        tensors: &[(String, Vec<usize>, Vec<f32>)],
+    ) -> Result<Self> {
+        Ok(Self {
+            path: PathBuf::from(name),
+            config,
+            checkpoint: Checkpoint::from_f32(name, tensors)?,
+        })
+    }
+
     /// Opens `dir`: `config.json` (or a preset named like the directory) and
     /// `model.safetensors`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {

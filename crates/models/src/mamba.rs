@@ -315,7 +315,19 @@ impl Mamba {
         let w = |key: &str, shape: &[usize]| -> Result<Tensor> {
             Ok(dev.weight_f32(&ck.f32(key, shape)?, shape)?)
         };
-        let embedding = w(emb_key, &[rows, dm])?;
+        // A vocabulary-sized matrix may exceed one storage binding (128 MiB on many
+        // adapters: mamba-130m's is 147 MiB in f32). Then it is stored in f16 where the adapter
+        // has shader-f16 (products still accumulate in f32); otherwise the limit is the error.
+        let big = |key: &str| -> Result<Tensor> {
+            let v = ck.f32(key, &[rows, dm])?;
+            let bytes = (rows * dm * 4) as u64;
+            if bytes > dev.limits().max_storage_buffer_binding_size && dev.caps().f16 {
+                Ok(dev.weight_f16(&v, &[rows, dm])?)
+            } else {
+                Ok(dev.weight_f32(&v, &[rows, dm])?)
+            }
+        };
+        let embedding = big(emb_key)?;
         let mut layers = Vec::new();
         for i in 0..c.n_layer {
             let p = format!("backbone.layers.{i}");
@@ -349,7 +361,7 @@ impl Mamba {
         let lm_head = if c.tie {
             embedding.clone()
         } else {
-            w("lm_head.weight", &[rows, dm])?
+            big("lm_head.weight")?
         };
         Ok(Self {
             config,
