@@ -3,22 +3,12 @@
 //! (untied head, bf16 weights) formats: prompt logits, greedy continuations, prompt-then-step
 //! against the full forward, chunked prompts, and state snapshot/restore.
 
-use std::path::PathBuf;
+mod common;
+use common::*;
 
 use spikescan::loader::Checkpoint;
 use spikescan::models::{Mamba, Model, Sampling};
-use spikescan::{Device, DeviceOptions};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn device() -> Device {
-    Device::with_options(DeviceOptions::from_env())
-        .expect("a GPU adapter (install mesa-vulkan-drivers)")
-}
+use spikescan::Device;
 
 fn load(dev: &Device, name: &str) -> Mamba {
     match Model::load(dev, fixture(name)).unwrap() {
@@ -29,17 +19,6 @@ fn load(dev: &Device, name: &str) -> Mamba {
 
 fn io(name: &str) -> Checkpoint {
     Checkpoint::open(fixture(name).join("io.safetensors")).unwrap()
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
 }
 
 fn ids(io: &Checkpoint, key: &str) -> Vec<u32> {

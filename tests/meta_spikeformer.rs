@@ -2,54 +2,19 @@
 //! logits, top-1 and every LIF layer's spikes end to end; each unit teacher-forced with the
 //! reference's real-valued input; T = 1 and 4; kd on and off.
 
-use std::path::PathBuf;
+mod common;
+use common::*;
 
 use spikescan::loader::Checkpoint;
 use spikescan::models::taps::Taps;
 use spikescan::models::{MetaSpikeformer, Model};
-use spikescan::{Device, DeviceOptions};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn device() -> Device {
-    Device::with_options(DeviceOptions::from_env())
-        .expect("a GPU adapter (install mesa-vulkan-drivers)")
-}
+use spikescan::Device;
 
 fn load(dev: &Device, name: &str) -> MetaSpikeformer {
     match Model::load(dev, fixture(name)).unwrap() {
         Model::MetaSpikeformer(m) => m,
         _ => panic!("{name} is not a Meta-SpikeFormer"),
     }
-}
-
-fn agreement(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
-
-fn argmax_rows(v: &[f32], n: usize) -> Vec<usize> {
-    v.chunks(n)
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold(0, |best, (i, x)| if *x > r[best] { i } else { best })
-        })
-        .collect()
 }
 
 fn end_to_end(name: &str, min_agreement: f64, max_rel: f64) {

@@ -1,24 +1,15 @@
 //! Spikformer against the PyTorch reference (fixtures from tools/reference/make_fixtures.py):
 //! logits, top-1, and every LIF layer's spikes, free-running and teacher-forced.
 
-use std::path::PathBuf;
+mod common;
+use common::*;
 
 use spikescan::loader::Checkpoint;
 use spikescan::models::spikformer::{SpikeMap, Spikformer, SpsInput};
 use spikescan::models::taps::Taps;
 use spikescan::models::{Model, ModelDir};
-use spikescan::{Device, DeviceOptions, PackedSpikes, Tensor};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn device() -> Device {
-    Device::with_options(DeviceOptions::from_env())
-        .expect("a GPU adapter (install mesa-vulkan-drivers)")
-}
+use spikescan::{Device, PackedSpikes, Tensor};
+use std::path::PathBuf;
 
 struct Io {
     ck: Checkpoint,
@@ -46,31 +37,6 @@ fn load(dev: &Device, name: &str) -> Spikformer {
         Model::Spikformer(m) => m,
         _ => panic!("{name} is not a Spikformer"),
     }
-}
-
-fn agreement(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
-
-fn argmax_rows(v: &[f32], n: usize) -> Vec<usize> {
-    v.chunks(n)
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold(0, |best, (i, x)| if *x > r[best] { i } else { best })
-        })
-        .collect()
 }
 
 /// End to end: logits within 1e-3 (relative L2), the same top-1, and every layer's spikes.

@@ -406,6 +406,60 @@ impl Mamba {
         Ok(())
     }
 
+    /// The block's input norm: the first layer starts the residual stream, later ones add
+    /// into it (mamba_ssm's fused add + norm).
+    fn pre_norm(
+        rec: &mut Recorder,
+        hidden: &Tensor,
+        residual: &mut Option<Tensor>,
+        w: &Tensor,
+        eps: f32,
+    ) -> Result<Tensor> {
+        Ok(match residual.as_ref() {
+            None => {
+                *residual = Some(hidden.clone());
+                rms_norm(rec, hidden, w, eps)?
+            }
+            Some(res) => {
+                let (nm, sum) = add_rms_norm(rec, hidden, res, w, eps)?;
+                *residual = Some(sum);
+                nm
+            }
+        })
+    }
+
+    /// dt_proj (without its bias) on the dt columns of x_proj's output `[rows, R + 2N]`.
+    fn dt_gemm(rows: usize, d: usize, r: usize, n: usize) -> Gemm {
+        Gemm {
+            batch: 1,
+            m: rows,
+            n: d,
+            k: r,
+            x_strides: [0, r + 2 * n, 1],
+            w_strides: [0, r, 1],
+            bias_on_rows: false,
+            x_offset: 0,
+        }
+    }
+
+    /// Where the scan finds its inputs: u and dt `[B, L, D]`, B and C in x_proj's output
+    /// `[B, L, R + 2N]`, z in in_proj's output `[B, L, 2D]`.
+    fn scan_layout(batch: usize, len: usize, d: usize, n: usize, r: usize) -> ScanLayout {
+        ScanLayout {
+            batch,
+            len,
+            d,
+            n,
+            u_stride: d,
+            dt_stride: d,
+            bc_stride: r + 2 * n,
+            b_offset: r,
+            c_offset: r + n,
+            z_stride: 2 * d,
+            z_offset: d,
+        }
+    }
+
     fn proj(rec: &mut Recorder, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         Ok(linear(rec, x, w, b)?)
     }
@@ -432,17 +486,7 @@ impl Mamba {
         let mut hidden = embedding(rec, ids, &self.embedding)?.reshape(&[b * l, dm])?;
         let mut residual: Option<Tensor> = None;
         for (i, ly) in self.layers.iter().enumerate() {
-            let normed = match &residual {
-                None => {
-                    residual = Some(hidden.clone());
-                    rms_norm(rec, &hidden, &ly.norm, c.eps)?
-                }
-                Some(res) => {
-                    let (nm, sum) = add_rms_norm(rec, &hidden, res, &ly.norm, c.eps)?;
-                    residual = Some(sum);
-                    nm
-                }
-            };
+            let normed = Self::pre_norm(rec, &hidden, &mut residual, &ly.norm, c.eps)?;
             let xz = Self::proj(rec, &normed, &ly.in_proj, ly.in_bias.as_ref())?; // [B·L, 2D]
             let u = dev.alloc(&[b, l, d], DType::F32)?;
             let conv_state = dev.alloc_in(&[b, d, c.d_conv - 1], DType::F32, Residency::Owned)?;
@@ -466,30 +510,9 @@ impl Mamba {
             state.conv[i] = conv_state;
             let xdbl = Self::proj(rec, &u.reshape(&[b * l, d])?, &ly.x_proj, None)?; // [B·L, R + 2N]
             let dt = dev.alloc(&[b * l, d], DType::F32)?;
-            let g = Gemm {
-                batch: 1,
-                m: b * l,
-                n: d,
-                k: r,
-                x_strides: [0, r + 2 * n, 1],
-                w_strides: [0, r, 1],
-                bias_on_rows: false,
-                x_offset: 0,
-            };
+            let g = Self::dt_gemm(b * l, d, r, n);
             gemm_into(rec, &g, &xdbl, &ly.dt_proj, None, &dt)?;
-            let sl = ScanLayout {
-                batch: b,
-                len: l,
-                d,
-                n,
-                u_stride: d,
-                dt_stride: d,
-                bc_stride: r + 2 * n,
-                b_offset: r,
-                c_offset: r + n,
-                z_stride: 2 * d,
-                z_offset: d,
-            };
+            let sl = Self::scan_layout(b, l, d, n, r);
             let y = dev.alloc(&[b, l, d], DType::F32)?;
             let h = dev.alloc_in(&[b, d, n], DType::F32, Residency::Owned)?;
             let sw = ScanWeights {
@@ -561,17 +584,7 @@ impl Mamba {
         let mut hidden = embedding(rec, &ids.reshape(&[b])?, &self.embedding)?;
         let mut residual: Option<Tensor> = None;
         for (i, ly) in self.layers.iter().enumerate() {
-            let normed = match &residual {
-                None => {
-                    residual = Some(hidden.clone());
-                    rms_norm(rec, &hidden, &ly.norm, c.eps)?
-                }
-                Some(res) => {
-                    let (nm, sum) = add_rms_norm(rec, &hidden, res, &ly.norm, c.eps)?;
-                    residual = Some(sum);
-                    nm
-                }
-            };
+            let normed = Self::pre_norm(rec, &hidden, &mut residual, &ly.norm, c.eps)?;
             let xz = Self::proj(rec, &normed, &ly.in_proj, ly.in_bias.as_ref())?; // [B, 2D]
             let u = dev.alloc(&[b, d], DType::F32)?;
             let cl = ConvLayout {
@@ -584,30 +597,9 @@ impl Mamba {
             causal_conv1d_step(rec, &cl, &xz, &ly.conv_w, &ly.conv_b, &state.conv[i], &u)?;
             let xdbl = Self::proj(rec, &u, &ly.x_proj, None)?;
             let dt = dev.alloc(&[b, d], DType::F32)?;
-            let g = Gemm {
-                batch: 1,
-                m: b,
-                n: d,
-                k: r,
-                x_strides: [0, r + 2 * n, 1],
-                w_strides: [0, r, 1],
-                bias_on_rows: false,
-                x_offset: 0,
-            };
+            let g = Self::dt_gemm(b, d, r, n);
             gemm_into(rec, &g, &xdbl, &ly.dt_proj, None, &dt)?;
-            let sl = ScanLayout {
-                batch: b,
-                len: 1,
-                d,
-                n,
-                u_stride: d,
-                dt_stride: d,
-                bc_stride: r + 2 * n,
-                b_offset: r,
-                c_offset: r + n,
-                z_stride: 2 * d,
-                z_offset: d,
-            };
+            let sl = Self::scan_layout(b, 1, d, n, r);
             let y = dev.alloc(&[b, d], DType::F32)?;
             let sw = ScanWeights {
                 a: &ly.a,
