@@ -171,3 +171,43 @@ fn bad_token_ids_and_empty_prompts_are_errors() {
         .to_string();
     assert!(e.contains("empty"), "{e}");
 }
+
+#[test]
+fn a_prefix_state_seeds_any_slot_of_a_batch() {
+    let dev = device();
+    let m = load(&dev, "mamba-ssm-untied");
+    let prompt = &ids(&io("mamba-ssm-untied"), "input_ids")[..12];
+    // The prefix, once, in a batch of one.
+    let mut single = m.new_state(&dev, 1).unwrap();
+    let mut rec = dev.recorder("t");
+    m.prefill(
+        &mut rec,
+        &dev.tensor_u32(prompt, &[1, 12]).unwrap(),
+        &mut single,
+        false,
+    )
+    .unwrap();
+    rec.submit().unwrap();
+    // A batch of two: slot 1 continues the prefix, slot 0 starts fresh.
+    let mut batch = m.new_state(&dev, 2).unwrap();
+    batch.copy_slot(&dev, 1, &single, 0).unwrap();
+    let mut rec = dev.recorder("t");
+    let both = m
+        .step(
+            &mut rec,
+            &dev.tensor_u32(&[5, 9], &[2]).unwrap(),
+            &mut batch,
+        )
+        .unwrap();
+    let alone = m
+        .step(&mut rec, &dev.tensor_u32(&[9], &[1]).unwrap(), &mut single)
+        .unwrap();
+    rec.submit().unwrap();
+    let v = m.config.vocab_padded;
+    let (both, alone) = (dev.read_f32(&both).unwrap(), dev.read_f32(&alone).unwrap());
+    assert!(rel_l2(&both[v..], &alone) < 1e-6);
+    // Slot 0 is an independent fresh sequence.
+    let fresh = m.logits(&dev, &[5], 1).unwrap();
+    assert!(rel_l2(&both[..v], &fresh) < 1e-5);
+    assert!(batch.copy_slot(&dev, 2, &single, 0).is_err());
+}

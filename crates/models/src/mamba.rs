@@ -221,6 +221,35 @@ impl MambaState {
         })
     }
 
+    /// Copies sequence `src_slot` of `src` into slot `dst_slot` of this state: a prefix
+    /// computed once can seed any sequence of a batch.
+    pub fn copy_slot(
+        &mut self,
+        dev: &Device,
+        dst_slot: usize,
+        src: &MambaState,
+        src_slot: usize,
+    ) -> Result<()> {
+        if dst_slot >= self.batch || src_slot >= src.batch || src.conv.len() != self.conv.len() {
+            return Err(ModelError::Input(format!(
+                "slot {src_slot} of a state of {} into slot {dst_slot} of {}",
+                src.batch, self.batch
+            )));
+        }
+        let mut rec = dev.recorder("copy slot");
+        for (a, b) in self
+            .conv
+            .iter()
+            .zip(&src.conv)
+            .chain(self.ssm.iter().zip(&src.ssm))
+        {
+            let per = b.bytes() / src.batch as u64;
+            rec.copy_region(b, src_slot as u64 * per, a, dst_slot as u64 * per, per)?;
+        }
+        rec.submit()?;
+        Ok(())
+    }
+
     /// Overwrites this state with `other` (same batch).
     pub fn restore(&mut self, dev: &Device, other: &MambaState) -> Result<()> {
         if other.batch != self.batch || other.conv.len() != self.conv.len() {

@@ -292,6 +292,45 @@ impl<'d> Recorder<'d> {
         Ok(())
     }
 
+    /// Records a copy of `bytes` bytes from `src` (starting `src_offset` bytes in) into `dst`
+    /// (starting `dst_offset`); offsets and length multiples of 4, within both tensors' data.
+    pub fn copy_region(
+        &mut self,
+        src: &Tensor,
+        src_offset: u64,
+        dst: &Tensor,
+        dst_offset: u64,
+        bytes: u64,
+    ) -> Result<()> {
+        let aligned =
+            src_offset.is_multiple_of(4) && dst_offset.is_multiple_of(4) && bytes.is_multiple_of(4);
+        if src.same_buffer(dst)
+            || !aligned
+            || src_offset + bytes > src.bytes()
+            || dst_offset + bytes > dst.bytes()
+        {
+            return Err(shape_err(
+                "copy",
+                format!(
+                    "{bytes} bytes from offset {src_offset} of {} into offset {dst_offset} of {} (4-byte aligned, distinct buffers)",
+                    src.bytes(),
+                    dst.bytes()
+                ),
+            ));
+        }
+        self.end_pass();
+        if bytes > 0 {
+            self.encoder().copy_buffer_to_buffer(
+                src.buffer(),
+                src_offset,
+                dst.buffer(),
+                dst_offset,
+                bytes,
+            );
+        }
+        Ok(())
+    }
+
     /// Writes the staged params and submits what was recorded so far.
     fn flush(&mut self, context: &str) -> Result<()> {
         self.end_pass();
