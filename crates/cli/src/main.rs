@@ -30,6 +30,10 @@ enum Command {
         /// List every adapter wgpu can see, with the index SPIKESCAN_ADAPTER accepts.
         #[arg(long)]
         all: bool,
+        /// Describe a model directory instead: architecture, parameters, dtypes, the keys
+        /// the model does not use, and the GPU memory its weights take.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Run a model directory on an input: a safetensors file with tensor `input` (f32
     /// [B, C, H, W], already normalised) or a PNG/JPEG image (resized, center-cropped and
@@ -123,6 +127,54 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
+}
+
+fn model_info(dir: &std::path::Path) -> anyhow::Result<()> {
+    let md = spikescan::models::ModelDir::open(dir)?;
+    let arch = md.architecture()?.to_string();
+    let ck = &md.checkpoint;
+    let mut dtypes: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for k in ck.keys() {
+        *dtypes.entry(ck.dtype(k).unwrap_or_default()).or_default() += 1;
+    }
+    let dev = Device::new()?;
+    let before = std::time::Instant::now();
+    let model = spikescan::models::Model::from_dir(&dev, &md)?;
+    let unused = md.checkpoint.unused_keys();
+    let used_params: usize = ck
+        .keys()
+        .filter(|k| !unused.iter().any(|u| u == k))
+        .map(|k| ck.shape(k).map_or(0, |s| s.iter().product::<usize>()))
+        .sum();
+    println!("model        {}", dir.display());
+    let _ = &model;
+    println!("architecture {arch}");
+    println!(
+        "parameters   {} in the checkpoint, {} used by the model",
+        ck.parameter_count(),
+        used_params
+    );
+    let d: Vec<String> = dtypes.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+    println!("dtypes       {}", d.join(", "));
+    println!(
+        "gpu weights  ~{:.1} MiB (f32 on the GPU; activations come on top)",
+        used_params as f64 * 4.0 / 1048576.0
+    );
+    println!(
+        "load time    {:.2} s on {}",
+        before.elapsed().as_secs_f64(),
+        dev.describe()
+    );
+    println!(
+        "unused keys  {}{}",
+        unused.len(),
+        if unused.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", unused.join(", "))
+        }
+    );
+    Ok(())
 }
 
 fn info(all: bool) -> anyhow::Result<()> {
@@ -312,7 +364,14 @@ fn bench(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info { all } => info(all).map(|_| true),
+        Command::Info {
+            all,
+            model: Some(dir),
+        } => {
+            let _ = all;
+            model_info(&dir).map(|_| true)
+        }
+        Command::Info { all, model: None } => info(all).map(|_| true),
         Command::Ops { filter, verbose } => ops(filter, verbose),
         Command::Bench {
             mamba,

@@ -339,3 +339,23 @@ fn generate_errors_name_what_is_wrong() {
     ]);
     assert!(e.contains("not a language model"), "{e}");
 }
+
+#[test]
+fn info_describes_a_model_directory() {
+    let dir = fixture("spikformer-cifar-exact");
+    let (code, out, err) = spikescan(&["info", "--model", dir.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    for field in [
+        "architecture spikformer",
+        "parameters",
+        "dtypes",
+        "gpu weights",
+        "unused keys",
+        "norm1",
+    ] {
+        assert!(out.contains(field), "missing {field}:\n{out}");
+    }
+    let (code, _, err) = spikescan(&["info", "--model", "/no/such/model"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/no/such/model"), "{err}");
+}
