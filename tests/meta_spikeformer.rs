@@ -17,39 +17,6 @@ fn load(dev: &Device, name: &str) -> MetaSpikeformer {
     }
 }
 
-fn end_to_end(name: &str, min_agreement: f64, max_rel: f64) {
-    let dev = device();
-    let m = load(&dev, name);
-    let io = Checkpoint::open(fixture(name).join("io.safetensors")).unwrap();
-    let img = io.f32_any("input").unwrap();
-    let want = io.f32_any("logits").unwrap();
-    let k = io.shape("logits").unwrap()[1];
-    let x = dev.tensor_f32(&img, io.shape("input").unwrap()).unwrap();
-    let mut taps = Taps::default();
-    let mut rec = dev.recorder("test");
-    let logits = m.forward(&mut rec, &x, Some(&mut taps)).unwrap();
-    rec.submit().unwrap();
-    let got = dev.read_f32(&logits).unwrap();
-    let err = rel_l2(&got, &want);
-    eprintln!("{name}: logits relative L2 error {err:.3e}");
-    assert!(err <= max_rel, "{name}: logits relative L2 {err:.3e}");
-    assert_eq!(argmax_rows(&got, k), argmax_rows(&want, k), "{name}: top-1");
-    let spikes = taps.read(&dev).unwrap();
-    let expected = io.keys().filter(|k| k.starts_with("spikes.")).count();
-    assert_eq!(spikes.len(), expected, "every LIF layer is compared");
-    let mut worst = 1.0f64;
-    for (layer, s) in &spikes {
-        let r = io.f32_any(&format!("spikes.{layer}")).unwrap();
-        let a = agreement(s, &r);
-        worst = worst.min(a);
-        assert!(a >= min_agreement, "{name}: {layer} spike agreement {a}");
-    }
-    eprintln!(
-        "{name}: {} LIF layers, worst spike agreement {worst:.5}",
-        spikes.len()
-    );
-}
-
 #[test]
 fn meta_spikeformer_t1_matches_pytorch_end_to_end() {
     end_to_end("meta-spikeformer-exact-t1", 1.0, 1e-6);

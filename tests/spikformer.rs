@@ -6,7 +6,6 @@ use common::*;
 
 use spikescan::loader::Checkpoint;
 use spikescan::models::spikformer::{SpikeMap, Spikformer, SpsInput};
-use spikescan::models::taps::Taps;
 use spikescan::models::{Model, ModelDir};
 use spikescan::{Device, PackedSpikes, Tensor};
 use std::path::PathBuf;
@@ -40,40 +39,6 @@ fn load(dev: &Device, name: &str) -> Spikformer {
 }
 
 /// End to end: logits within 1e-3 (relative L2), the same top-1, and every layer's spikes.
-fn end_to_end(name: &str, min_agreement: f64, max_rel: f64) {
-    let dev = device();
-    let model = load(&dev, name);
-    let io = Io::open(name);
-    let (img, shape) = io.get("input");
-    let (want, lshape) = io.get("logits");
-    let x = dev.tensor_f32(&img, &shape).unwrap();
-    let mut taps = Taps::default();
-    let mut rec = dev.recorder("test");
-    let logits = model.forward(&mut rec, &x, Some(&mut taps)).unwrap();
-    rec.submit().unwrap();
-    let got = dev.read_f32(&logits).unwrap();
-    let err = rel_l2(&got, &want);
-    eprintln!("{name}: logits relative L2 error {err:.3e}");
-    assert!(err <= max_rel, "{name}: logits relative L2 {err:.3e}");
-    assert_eq!(
-        argmax_rows(&got, lshape[1]),
-        argmax_rows(&want, lshape[1]),
-        "{name}: top-1"
-    );
-    let spikes = taps.read(&dev).unwrap();
-    assert_eq!(spikes.len(), 5 + 7 * model.config.depths);
-    for (layer, s) in &spikes {
-        let (r, _) = io.spikes(layer);
-        let a = agreement(s, &r);
-        eprintln!(
-            "{name}: {layer:<28} agreement {:.5} (rate {:.3})",
-            a,
-            r.iter().sum::<f32>() / r.len() as f32
-        );
-        assert!(a >= min_agreement, "{name}: {layer} spike agreement {a}");
-    }
-}
-
 #[test]
 fn spikformer_imagenet_matches_pytorch_end_to_end() {
     end_to_end("spikformer-imagenet-exact", 1.0, 1e-6);

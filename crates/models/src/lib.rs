@@ -130,6 +130,33 @@ pub fn random_weights(
         .collect()
 }
 
+/// Uploads a batch of images, records one forward pass with `forward`, submits and reads the
+/// logits back: the body of every image model's `run`.
+pub(crate) fn run_images(
+    dev: &Device,
+    images: &[f32],
+    shape: &[usize],
+    label: &'static str,
+    check: impl FnOnce(&[usize]) -> Result<()>,
+    forward: impl FnOnce(
+        &mut spikescan_runtime::Recorder,
+        &spikescan_runtime::Tensor,
+    ) -> Result<spikescan_runtime::Tensor>,
+) -> Result<Vec<f32>> {
+    check(shape)?;
+    if images.len() != shape.iter().product::<usize>() {
+        return Err(ModelError::Input(format!(
+            "{} values for an input of shape {shape:?}",
+            images.len()
+        )));
+    }
+    let x = dev.tensor_f32(images, shape)?;
+    let mut rec = dev.recorder(label);
+    let logits = forward(&mut rec, &x)?;
+    rec.submit()?;
+    Ok(dev.read_f32(&logits)?)
+}
+
 /// A model directory: its config and its checkpoint.
 pub struct ModelDir {
     pub path: PathBuf,

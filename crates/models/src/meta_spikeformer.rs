@@ -768,17 +768,13 @@ impl MetaSpikeformer {
 
     /// Uploads, runs one forward, reads the logits back.
     pub fn run(&self, dev: &Device, images: &[f32], shape: &[usize]) -> Result<Vec<f32>> {
-        self.check_input(shape)?;
-        if images.len() != shape.iter().product::<usize>() {
-            return Err(ModelError::Input(format!(
-                "{} values for an input of shape {shape:?}",
-                images.len()
-            )));
-        }
-        let x = dev.tensor_f32(images, shape)?;
-        let mut rec = dev.recorder("meta_spikeformer");
-        let logits = self.forward(&mut rec, &x, None)?;
-        rec.submit()?;
-        Ok(dev.read_f32(&logits)?)
+        crate::run_images(
+            dev,
+            images,
+            shape,
+            "meta_spikeformer",
+            |s| self.check_input(s),
+            |rec, x| self.forward(rec, x, None),
+        )
     }
 }
