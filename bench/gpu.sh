@@ -3,8 +3,9 @@
 #   - the Vulkan loader: .gl/*.deb carried from here (see the device README) are unpacked;
 #   - the binary: target/release/spikescan carried from here (`cargo build --release -p
 #     spikescan-cli`; the GPU machine may have no Rust), else built in place;
-#   - runs `spikescan info`, `spikescan ops` (kernels against their references on this GPU)
-#     and `spikescan bench`, writing bench/out/gpu-*.{txt,jsonl}.
+#   - runs `spikescan info`, `spikescan ops` (kernels against their references on this GPU),
+#     `spikescan bench --kernels` (full shapes, ceilings measured in the same run) and the
+#     Mamba model benchmarks, writing bench/out/gpu-*.{txt,jsonl}.
 # Budget: well under 8 minutes. Record the output, with the device name, in bench/RESULTS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ fi
 export SPIKESCAN_BACKEND=vulkan
 "$bin" info --all 2>&1 | tee bench/out/gpu-info.txt
 timeout 120 "$bin" ops 2>&1 | tee bench/out/gpu-ops.txt
+timeout 180 "$bin" bench --kernels --reps 20 --json bench/out/gpu-kernels.jsonl 2>&1 | tee bench/out/gpu-kernels.txt
 for preset in mamba-130m mamba-1.4b; do
   timeout 240 "$bin" bench --mamba "$preset" --prompt-len 128 --decode-steps 64 --reps 5 \
     --json "bench/out/gpu-$preset.jsonl" 2>&1 | tee "bench/out/gpu-$preset.txt"

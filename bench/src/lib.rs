@@ -142,3 +142,279 @@ pub fn table(dev: &Device, records: &[Record]) -> String {
     }
     s
 }
+
+/// Kernel microbenchmarks at named shapes, timed with GPU timestamps where the adapter has
+/// them (wall clock after a wait otherwise), median of `reps` runs after a warm-up, inputs
+/// rotated between two copies. The first two records are this device's measured ceilings:
+/// a streaming elementwise kernel (bandwidth) and the largest dense GEMM (compute); every
+/// other record reports its fraction of them.
+pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
+    use spikescan_runtime::harness::Rng;
+    use spikescan_runtime::ops::{
+        batch_norm::{random_params, BatchNorm},
+        causal_conv1d::{causal_conv1d_into, ConvLayout},
+        elementwise::{unary_into, Unary},
+        lif::{lif_bits_into, Lif},
+        matmul::{gemm_into, Gemm},
+        rms_norm::rms_norm_into,
+        selective_scan::{selective_scan_into, ScanData, ScanLayout, ScanWeights},
+        spike_matmul::spike_linear_into,
+        ssa::{ssa_into, Ssa},
+    };
+    use spikescan_runtime::{DType, DeviceOptions, PackedSpikes, Recorder, Tensor};
+
+    let dev = Device::with_options(DeviceOptions {
+        profile: true,
+        ..DeviceOptions::from_env()
+    })?;
+    let mut rng = Rng::new(42);
+    let reps = reps.max(3);
+    // Runs `op` (which records one dispatch per call, alternating input copies) and returns
+    // the median time in µs of the dispatches named `name`.
+    let time = |name: &str,
+                op: &mut dyn FnMut(&mut Recorder, usize) -> spikescan_runtime::Result<()>|
+     -> Result<f64, Error> {
+        let mut rec = dev.recorder("bench");
+        op(&mut rec, 0)?; // warm-up (pipeline creation)
+        rec.submit()?;
+        dev.take_profile();
+        let mut rec = dev.recorder("bench");
+        for i in 0..reps {
+            op(&mut rec, i)?;
+        }
+        rec.submit()?;
+        let t: Vec<f64> = dev
+            .take_profile()
+            .into_iter()
+            .filter(|t| t.info.name == name)
+            .map(|t| t.micros)
+            .collect();
+        if t.is_empty() {
+            return Err(format!("no timing for {name}").into());
+        }
+        Ok(median(t))
+    };
+    let f32s = |rng: &mut Rng, shape: &[usize]| -> spikescan_runtime::Result<Tensor> {
+        let n: usize = shape.iter().product();
+        dev.tensor_f32(&rng.vec(n, -1.0, 1.0), shape)
+    };
+    let mut out = Vec::new();
+    let mut push =
+        |name: &str, params: String, us: f64, bytes: f64, flops: f64, ceil: (f64, f64)| {
+            let gbs = bytes / (us * 1e3);
+            let gfs = flops / (us * 1e3);
+            out.push(Record {
+                suite: "kernel",
+                name: name.to_string(),
+                params: params.clone(),
+                value: us,
+                unit: "µs",
+            });
+            out.push(Record {
+                suite: "kernel",
+                name: format!("{name} GB/s"),
+                params: params.clone(),
+                value: gbs,
+                unit: "GB/s",
+            });
+            if flops > 0.0 {
+                out.push(Record {
+                    suite: "kernel",
+                    name: format!("{name} GFLOP/s"),
+                    params: params.clone(),
+                    value: gfs,
+                    unit: "GFLOP/s",
+                });
+            }
+            if ceil.0 > 0.0 {
+                let frac = (gbs / ceil.0).max(if ceil.1 > 0.0 { gfs / ceil.1 } else { 0.0 });
+                out.push(Record {
+                    suite: "kernel",
+                    name: format!("{name} of ceiling"),
+                    params,
+                    value: frac,
+                    unit: "fraction",
+                });
+            }
+        };
+
+    // Ceilings.
+    let n = if quick { 1 << 22 } else { 1 << 25 };
+    let xs = [f32s(&mut rng, &[n])?, f32s(&mut rng, &[n])?];
+    let ys = [dev.alloc(&[n], DType::F32)?, dev.alloc(&[n], DType::F32)?];
+    let us = time("scale", &mut |rec, i| {
+        unary_into(
+            rec,
+            Unary::Affine {
+                alpha: 1.0,
+                beta: 0.0,
+            },
+            &xs[i % 2],
+            &ys[i % 2],
+        )
+    })?;
+    let bw = 8.0 * n as f64 / (us * 1e3);
+    push(
+        "copy (scale) — bandwidth ceiling",
+        format!("n={n}"),
+        us,
+        8.0 * n as f64,
+        0.0,
+        (0.0, 0.0),
+    );
+    let s = if quick { 512 } else { 4096 };
+    let (a, b) = (f32s(&mut rng, &[s, s])?, f32s(&mut rng, &[s, s])?);
+    let c = dev.alloc(&[s, s], DType::F32)?;
+    let g = Gemm::linear(s, s, s);
+    let us = time("matmul", &mut |rec, _| gemm_into(rec, &g, &a, &b, None, &c))?;
+    let gf = g.flops() as f64 / (us * 1e3);
+    push(
+        "dense GEMM f32 — compute ceiling",
+        format!("{s}^3"),
+        us,
+        12.0 * (s * s) as f64,
+        g.flops() as f64,
+        (0.0, 0.0),
+    );
+    let ceil = (bw, gf);
+
+    // LIF fused with BN: Spikformer-8-384 block activations, T = 4.
+    let (t, c_, nt) = (4usize, 384usize, 196usize);
+    let xs = [
+        f32s(&mut rng, &[t, 1, c_, nt])?,
+        f32s(&mut rng, &[t, 1, c_, nt])?,
+    ];
+    let bn = BatchNorm::new(&dev, &random_params(&mut rng, c_))?;
+    let sp = [
+        PackedSpikes::alloc(&dev, &[t, 1, c_, nt])?,
+        PackedSpikes::alloc(&dev, &[t, 1, c_, nt])?,
+    ];
+    let us = time("lif_bits", &mut |rec, i| {
+        lif_bits_into(rec, &xs[i % 2], &Lif::STANDARD, Some(&bn), &sp[i % 2])
+    })?;
+    push(
+        "lif+bn → bits",
+        format!("T={t} C={c_} N={nt}"),
+        us,
+        (4 * t * c_ * nt) as f64 + (t * c_ * nt) as f64 / 8.0,
+        (4 * t * c_ * nt) as f64,
+        ceil,
+    );
+
+    // Spike GEMM: fc1 of Spikformer-8-384 (C → 4C) on packed spikes.
+    let spikes: Vec<f32> = (0..t * c_ * nt)
+        .map(|_| if rng.unit() < 0.2 { 1.0 } else { 0.0 })
+        .collect();
+    let ps = PackedSpikes::from_host(&dev, &spikes, &[t, c_, nt])?;
+    let w = f32s(&mut rng, &[4 * c_, c_])?;
+    let y = dev.alloc(&[t, 4 * c_, nt], DType::F32)?;
+    let us = time("spike_linear", &mut |rec, _| {
+        spike_linear_into(rec, &ps, &w, None, &y)
+    })?;
+    push(
+        "spike GEMM (bits × f32)",
+        format!("T={t} K={c_} N={nt} Cout={}", 4 * c_),
+        us,
+        (4 * c_ * c_ + 4 * t * 4 * c_ * nt) as f64,
+        (2 * t * 4 * c_ * c_ * nt) as f64,
+        ceil,
+    );
+
+    // SSA on packed spikes, 8 heads.
+    let q = PackedSpikes::from_host(&dev, &spikes, &[t, 1, c_, nt])?;
+    let o = PackedSpikes::alloc(&dev, &[t, 1, c_, nt])?;
+    let us = time("ssa_attn", &mut |rec, _| {
+        ssa_into(rec, &q, &q, &q, &Ssa::official(8), &o)
+    })?;
+    let d = c_ / 8;
+    push(
+        "SSA attention (q·kᵀv + LIF)",
+        format!("T={t} C={c_} N={nt} heads=8"),
+        us,
+        (t * c_ * nt) as f64 / 2.0,
+        (2 * t * 8 * d * d * nt) as f64,
+        ceil,
+    );
+
+    // Mamba: RMSNorm, causal conv1d, selective scan at mamba-130m shapes.
+    let (bsz, l, dm, di, ns) = (
+        1usize,
+        if quick { 128 } else { 2048 },
+        768usize,
+        1536usize,
+        16usize,
+    );
+    let h = [
+        f32s(&mut rng, &[bsz * l, dm])?,
+        f32s(&mut rng, &[bsz * l, dm])?,
+    ];
+    let wn = f32s(&mut rng, &[dm])?;
+    let hn = dev.alloc(&[bsz * l, dm], DType::F32)?;
+    let us = time("rms_norm", &mut |rec, i| {
+        rms_norm_into(rec, &h[i % 2], &wn, 1e-5, &hn)
+    })?;
+    push(
+        "RMSNorm",
+        format!("rows={} d={dm}", bsz * l),
+        us,
+        (8 * bsz * l * dm) as f64,
+        (4 * bsz * l * dm) as f64,
+        ceil,
+    );
+    let xz = f32s(&mut rng, &[bsz, l, 2 * di])?;
+    let (cw, cb) = (f32s(&mut rng, &[di, 4])?, f32s(&mut rng, &[di])?);
+    let u = dev.alloc(&[bsz, l, di], DType::F32)?;
+    let cs = dev.alloc(&[bsz, di, 3], DType::F32)?;
+    let cl = ConvLayout {
+        batch: bsz,
+        len: l,
+        d: di,
+        k: 4,
+        x_stride: 2 * di,
+    };
+    let us = time("causal_conv1d", &mut |rec, _| {
+        causal_conv1d_into(rec, &cl, &xz, &cw, &cb, None, &u, &cs)
+    })?;
+    push(
+        "causal conv1d + SiLU",
+        format!("B={bsz} L={l} D={di}"),
+        us,
+        (8 * bsz * l * di) as f64,
+        (8 * bsz * l * di) as f64,
+        ceil,
+    );
+    let sl = ScanLayout::packed(bsz, l, di, ns);
+    let sd = ScanData::random(&mut rng, &sl);
+    let up = |v: &Vec<f32>, shape: &[usize]| dev.tensor_f32(v, shape);
+    let (su, sdt, sbc, sz) = (
+        up(&sd.u, &[bsz, l, di])?,
+        up(&sd.dt, &[bsz, l, di])?,
+        up(&sd.bc, &[bsz, l, 2 * ns])?,
+        up(&sd.z, &[bsz, l, di])?,
+    );
+    let (sa, sb, sk) = (
+        up(&sd.a, &[di, ns])?,
+        up(&sd.dt_bias, &[di])?,
+        up(&sd.d_skip, &[di])?,
+    );
+    let sy = dev.alloc(&[bsz, l, di], DType::F32)?;
+    let sh = dev.alloc(&[bsz, di, ns], DType::F32)?;
+    let sw = ScanWeights {
+        a: &sa,
+        dt_bias: &sb,
+        d_skip: &sk,
+    };
+    let us = time("selective_scan", &mut |rec, _| {
+        selective_scan_into(rec, &sl, &su, &sdt, &sbc, &sz, &sw, None, &sy, &sh)
+    })?;
+    // u, dt, z, y per channel and token; B, C per token.
+    push(
+        "selective scan",
+        format!("B={bsz} L={l} D={di} N={ns}"),
+        us,
+        (4 * bsz * l * (4 * di + 2 * ns)) as f64,
+        (7 * bsz * l * di * ns) as f64,
+        ceil,
+    );
+    Ok(out)
+}

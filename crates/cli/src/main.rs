@@ -94,13 +94,21 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Measure model throughput (random weights of official shapes): Mamba prompt and decode
-    /// tokens/s. Prints a table; --json writes one JSON record per line.
+    /// Measure kernels (--kernels: µs, GB/s, GFLOP/s and the fraction of this device's
+    /// measured bandwidth and GEMM ceilings, at shapes from the real models) and model
+    /// throughput (random weights of official shapes: Mamba prompt and decode tokens/s).
+    /// Prints a table; --json writes one JSON record per line.
     ///
-    /// Example: `spikescan bench --json bench/out/mamba.jsonl`
+    /// Examples: `spikescan bench --kernels --quick`, `spikescan bench --json bench/out/mamba.jsonl`
     Bench {
+        /// Run the kernel microbenchmarks (and skip the models unless --mamba is given).
+        #[arg(long)]
+        kernels: bool,
+        /// Smaller shapes (for a CPU-emulated device).
+        #[arg(long)]
+        quick: bool,
         /// Mamba presets to measure.
-        #[arg(long, default_values_t = ["mamba-130m".to_string()])]
+        #[arg(long)]
         mamba: Vec<String>,
         #[arg(long, default_value_t = 1)]
         batch: usize,
@@ -335,7 +343,10 @@ fn ops(filter: Option<String>, verbose: bool) -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench(
+    kernels: bool,
+    quick: bool,
     presets: &[String],
     batch: usize,
     prompt_len: usize,
@@ -345,6 +356,12 @@ fn bench(
 ) -> anyhow::Result<()> {
     let dev = Device::new()?;
     let mut records = Vec::new();
+    if kernels {
+        eprintln!("measuring kernels ...");
+        records.extend(
+            spikescan_bench::kernels(quick, reps).map_err(|e| anyhow::anyhow!("kernels: {e}"))?,
+        );
+    }
     for p in presets {
         eprintln!("measuring {p} ...");
         records.extend(
@@ -374,13 +391,32 @@ fn main() -> ExitCode {
         Command::Info { all, model: None } => info(all).map(|_| true),
         Command::Ops { filter, verbose } => ops(filter, verbose),
         Command::Bench {
+            kernels,
+            quick,
             mamba,
             batch,
             prompt_len,
             decode_steps,
             reps,
             json,
-        } => bench(&mamba, batch, prompt_len, decode_steps, reps, json).map(|_| true),
+        } => {
+            let presets = if mamba.is_empty() && !kernels {
+                vec!["mamba-130m".to_string()]
+            } else {
+                mamba
+            };
+            bench(
+                kernels,
+                quick,
+                &presets,
+                batch,
+                prompt_len,
+                decode_steps,
+                reps,
+                json,
+            )
+            .map(|_| true)
+        }
         Command::Generate {
             model,
             prompt,
