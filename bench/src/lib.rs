@@ -153,12 +153,16 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
     use spikescan_runtime::ops::{
         batch_norm::{random_params, BatchNorm},
         causal_conv1d::{causal_conv1d_into, ConvLayout},
+        conv::{conv2d_into, Conv2d},
         elementwise::{unary_into, Unary},
         lif::{lif_bits_into, Lif},
         matmul::{gemm_into, Gemm},
         rms_norm::rms_norm_into,
-        selective_scan::{selective_scan_into, ScanData, ScanLayout, ScanWeights},
-        spike_matmul::spike_linear_into,
+        sdsa::sdsa_into,
+        selective_scan::{
+            selective_scan_into, selective_state_update, ScanData, ScanLayout, ScanWeights,
+        },
+        spike_matmul::{spike_conv2d_into, spike_linear_into},
         ssa::{ssa_into, Ssa},
     };
     use spikescan_runtime::{DType, DeviceOptions, PackedSpikes, Recorder, Tensor};
@@ -336,6 +340,53 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
         ceil,
     );
 
+    // SDSA (Spike-driven Transformer V1) on the same spikes.
+    let us = time("sdsa", &mut |rec, _| {
+        sdsa_into(rec, &q, &q, &q, &Lif::ATTENTION, &o)
+    })?;
+    push(
+        "SDSA (popcount k·v, LIF, q AND)",
+        format!("T={t} C={c_} N={nt}"),
+        us,
+        (t * c_ * nt) as f64 / 2.0,
+        (2 * t * c_ * nt) as f64,
+        ceil,
+    );
+
+    // Convolutions: a dense 3x3 (Meta-SpikeFormer stage 2 width) and the same on packed spikes.
+    let (cc, hw) = (if quick { 64 } else { 256 }, if quick { 28 } else { 56 });
+    let cx = f32s(&mut rng, &[1, cc, hw, hw])?;
+    let cwt = f32s(&mut rng, &[cc, cc, 3, 3])?;
+    let cy = dev.alloc(&[1, cc, hw, hw], DType::F32)?;
+    let conv = Conv2d::new(1, 1);
+    let macs = (cc * cc * 9 * hw * hw) as f64;
+    let us = time("conv2d", &mut |rec, _| {
+        conv2d_into(rec, &cx, &cwt, None, &conv, &cy)
+    })?;
+    push(
+        "conv2d 3x3 f32",
+        format!("C={cc} H=W={hw}"),
+        us,
+        4.0 * (2 * cc * hw * hw + cc * cc * 9) as f64,
+        2.0 * macs,
+        ceil,
+    );
+    let cs: Vec<f32> = (0..cc * hw * hw)
+        .map(|_| if rng.unit() < 0.2 { 1.0 } else { 0.0 })
+        .collect();
+    let cps = PackedSpikes::from_host(&dev, &cs, &[1, cc, hw * hw])?;
+    let us = time("spike_conv2d", &mut |rec, _| {
+        spike_conv2d_into(rec, &cps, [hw, hw], &cwt, None, &conv, &cy)
+    })?;
+    push(
+        "spike conv2d 3x3 (bits × f32)",
+        format!("C={cc} H=W={hw}"),
+        us,
+        (cc * hw * hw) as f64 / 8.0 + 4.0 * (cc * hw * hw + cc * cc * 9) as f64,
+        2.0 * macs,
+        ceil,
+    );
+
     // Mamba: RMSNorm, causal conv1d, selective scan at mamba-130m shapes.
     let (bsz, l, dm, di, ns) = (
         1usize,
@@ -416,5 +467,30 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
         (7 * bsz * l * di * ns) as f64,
         ceil,
     );
+
+    // Decode: the in-place state update for one token per sequence (batch 1 and 8).
+    for b in [1usize, 8] {
+        let dl = ScanLayout::packed(b, 1, di, ns);
+        let dd = ScanData::random(&mut rng, &dl);
+        let (du, ddt, dbc, dz) = (
+            up(&dd.u, &[b, di])?,
+            up(&dd.dt, &[b, di])?,
+            up(&dd.bc, &[b, 2 * ns])?,
+            up(&dd.z, &[b, di])?,
+        );
+        let state = up(&dd.h0, &[b, di, ns])?;
+        let dy = dev.alloc(&[b, di], DType::F32)?;
+        let us = time("selective_state_update", &mut |rec, _| {
+            selective_state_update(rec, &dl, &du, &ddt, &dbc, &dz, &sw, &state, &dy)
+        })?;
+        push(
+            "decode state update",
+            format!("B={b} D={di} N={ns}"),
+            us,
+            (4 * b * (2 * di * ns + 4 * di)) as f64,
+            (7 * b * di * ns) as f64,
+            ceil,
+        );
+    }
     Ok(out)
 }
