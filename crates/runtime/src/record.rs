@@ -51,6 +51,9 @@ pub fn grid_1d(workgroups: u32) -> [u32; 3] {
 impl<'d> Recorder<'d> {
     /// Starts a recording.
     pub fn new(dev: &'d Device, label: &'static str) -> Self {
+        if let Ok(mut p) = dev.inner.pool.lock() {
+            p.open_recording();
+        }
         let timestamps = (dev.options().profile && dev.caps().timestamps).then(|| Timestamps {
             set: dev
                 .inner
@@ -408,6 +411,10 @@ impl Drop for Recorder<'_> {
         let chunks: Vec<wgpu::Buffer> = self.chunks.drain(..).map(|(b, _)| b).collect();
         if let Ok(mut c) = self.dev.inner.uniform_chunks.lock() {
             c.extend(chunks);
+        }
+        // After submit() (which ends by dropping the recorder) or an abandoned recording.
+        if let Ok(mut p) = self.dev.inner.pool.lock() {
+            p.close_recording();
         }
     }
 }

@@ -180,18 +180,17 @@ impl Device {
     }
 
     fn make_storage(&self, min_bytes: u64, what: &str, residency: Residency) -> Result<Storage> {
-        self.make_storage_from(min_bytes, what, residency, true)
+        self.make_storage_from(min_bytes, what, residency, false)
     }
 
-    /// `reuse`: whether a free pooled buffer may serve. Host uploads must not reuse one: a
-    /// recording not yet submitted may still read it, and `write_buffer` lands before that
-    /// recording runs.
+    /// `host_write`: the buffer is about to be written from the host, so the pool may only
+    /// hand out one that no pending recording reads (see `pool`).
     fn make_storage_from(
         &self,
         min_bytes: u64,
         what: &str,
         residency: Residency,
-        reuse: bool,
+        host_write: bool,
     ) -> Result<Storage> {
         self.check_buffer_size(min_bytes, what)?;
         let exact = min_bytes.max(16).div_ceil(16) * 16;
@@ -206,8 +205,14 @@ impl Device {
             }
             Residency::Owned => exact,
         };
-        if residency == Residency::Pooled && reuse {
-            if let Some(b) = self.inner.pool.lock().ok().and_then(|mut p| p.take(class)) {
+        if residency == Residency::Pooled {
+            if let Some(b) = self
+                .inner
+                .pool
+                .lock()
+                .ok()
+                .and_then(|mut p| p.take(class, host_write))
+            {
                 return Ok(Storage {
                     buffer: Some(b),
                     class,
@@ -268,8 +273,8 @@ impl Device {
         })
     }
 
-    /// Uploads raw little-endian bytes as a tensor (always into a fresh buffer, which joins
-    /// the pool on drop when `residency` is pooled).
+    /// Uploads raw little-endian bytes as a tensor (into a pooled buffer that no pending
+    /// recording reads, or a new one).
     pub fn upload(
         &self,
         shape: &[usize],
@@ -291,7 +296,7 @@ impl Device {
         }
         let what = format!("{} tensor {:?}", dtype.name(), shape);
         let t = Tensor {
-            storage: Arc::new(self.make_storage_from(expect as u64, &what, residency, false)?),
+            storage: Arc::new(self.make_storage_from(expect as u64, &what, residency, true)?),
             shape: shape.to_vec(),
             dtype,
         };

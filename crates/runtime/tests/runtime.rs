@@ -192,4 +192,19 @@ fn an_upload_never_overwrites_a_buffer_a_pending_recording_still_reads() {
     rec.submit().unwrap();
     assert_eq!(d.read_f32(&y).unwrap(), vec![1.0, 0.0, 3.0]);
     assert_eq!(d.read_f32(&other).unwrap(), vec![7.0; 3]);
+    // Once submitted, freed buffers serve uploads again: a decode loop does not grow the pool.
+    drop((y, other));
+    let settled = d.pooled_bytes();
+    for step in 0..20 {
+        let t = d.tensor_u32(&[step], &[1]).unwrap();
+        let mut rec = d.recorder("step");
+        let _ = elementwise::relu(&mut rec, &d.tensor_f32(&[step as f32], &[1]).unwrap()).unwrap();
+        rec.submit().unwrap();
+        drop(t);
+    }
+    assert!(
+        d.pooled_bytes() <= settled + 2 * 256,
+        "{} > {settled}",
+        d.pooled_bytes()
+    );
 }
