@@ -153,7 +153,7 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
     use spikescan_runtime::ops::{
         batch_norm::{random_params, BatchNorm},
         causal_conv1d::{causal_conv1d_into, ConvLayout},
-        conv::{conv2d_into, Conv2d},
+        conv::{conv2d_into, spike_conv2d_into, Conv2d},
         elementwise::{unary_into, Unary},
         lif::{lif_bits_into, Lif},
         matmul::{gemm_into, Gemm},
@@ -162,7 +162,7 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
         selective_scan::{
             selective_scan_into, selective_state_update, ScanData, ScanLayout, ScanWeights,
         },
-        spike_matmul::{spike_conv2d_into, spike_linear_into},
+        spike_matmul::spike_linear_into,
         ssa::{ssa_into, Ssa},
     };
     use spikescan_runtime::{DType, DeviceOptions, PackedSpikes, Recorder, Tensor};

@@ -11,12 +11,14 @@
 use serde_json::Value;
 use spikescan_loader::Checkpoint;
 use spikescan_runtime::ops::batch_norm::{BatchNorm, BatchNormParams};
-use spikescan_runtime::ops::conv::{conv2d, conv2d_pad_values_into, conv2d_shape, Conv2d};
+use spikescan_runtime::ops::conv::{
+    conv2d, conv2d_pad_values_into, conv2d_shape, spike_conv2d, Conv2d,
+};
 use spikescan_runtime::ops::elementwise::{add, scale};
 use spikescan_runtime::ops::lif::{lif, lif_bits_into, Lif};
 use spikescan_runtime::ops::matmul::{channel_linear, linear};
 use spikescan_runtime::ops::reduce::mean;
-use spikescan_runtime::ops::spike_matmul::{spike_conv2d, spike_linear};
+use spikescan_runtime::ops::spike_matmul::spike_linear;
 use spikescan_runtime::ops::ssa::{ssa, Ssa};
 use spikescan_runtime::{DType, Device, PackedSpikes, Recorder, Tensor};
 

@@ -10,12 +10,12 @@
 use serde_json::Value;
 use spikescan_loader::Checkpoint;
 use spikescan_runtime::ops::batch_norm::{BatchNorm, BatchNormParams};
-use spikescan_runtime::ops::conv::{conv2d, Conv2d};
+use spikescan_runtime::ops::conv::{conv2d, spike_conv2d, Conv2d};
 use spikescan_runtime::ops::lif::{lif_bits, lif_bits_into, lif_into, Lif};
 use spikescan_runtime::ops::matmul::{channel_linear, linear};
 use spikescan_runtime::ops::pool::{maxpool2d_bits, MaxPool2d};
 use spikescan_runtime::ops::reduce::mean;
-use spikescan_runtime::ops::spike_matmul::{spike_conv2d, spike_linear, unpack};
+use spikescan_runtime::ops::spike_matmul::{spike_linear, unpack};
 use spikescan_runtime::ops::ssa::{ssa, Ssa};
 use spikescan_runtime::{DType, Device, PackedSpikes, Recorder, Tensor};
 

@@ -1,6 +1,6 @@
 //! Convolutions (`shaders/conv.wgsl`): conv2d with stride, zero padding, dilation and groups
 //! (depthwise included), PyTorch weight layout `[Cout, Cin / groups, KH, KW]`; conv1d is the
-//! same kernel with H = 1.
+//! same kernel with H = 1; `spike_conv2d` takes packed binary spikes as its input.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -10,6 +10,7 @@ use crate::harness::{check_f32, output, Case};
 use crate::pipeline::{PipelineKey, Shader};
 use crate::profile::OpInfo;
 use crate::record::Recorder;
+use crate::spikes::PackedSpikes;
 use crate::tensor::{DType, Tensor};
 
 /// Hyper-parameters of a 2-D convolution, as `torch.nn.Conv2d`'s (index 0 = H, 1 = W).
@@ -302,6 +303,73 @@ pub fn conv1d(
     out.reshape(&[os[0], os[1], os[3]])
 }
 
+/// A 2-D convolution of packed spikes `[N, Cin, H * W]` (spatial size `hw`) with f32
+/// weights `[Cout, Cin / groups, KH, KW]`: f32 output `[N, Cout, OH, OW]`.
+pub fn spike_conv2d_into(
+    rec: &mut Recorder,
+    s: &PackedSpikes,
+    hw: [usize; 2],
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Conv2d,
+    out: &Tensor,
+) -> Result<()> {
+    let sh = s.shape();
+    if sh.len() != 3 || sh[2] != hw[0] * hw[1] {
+        return Err(shape_err(
+            "spike_conv2d",
+            format!("spikes {sh:?} must be [N, Cin, H * W] with H, W = {hw:?}"),
+        ));
+    }
+    let xs = [sh[0], sh[1], hw[0], hw[1]];
+    let (os, p) = checked_params("spike_conv2d", &xs, w, bias, c)?;
+    if out.shape() != os || out.dtype() != DType::F32 {
+        return Err(shape_err(
+            "spike_conv2d",
+            format!("output must be f32{os:?}, got {out:?}"),
+        ));
+    }
+    let key = PipelineKey::new(Shader::Conv, "spike_conv2d", 3, 1);
+    rec.dispatch(
+        &key,
+        &p,
+        &[s.words(), w, bias.unwrap_or(w)],
+        &[out],
+        grid_elems(out.numel()),
+        || OpInfo {
+            name: "spike_conv2d",
+            shape: format!(
+                "x={xs:?} w={:?} s={:?} p={:?}",
+                w.shape(),
+                c.stride,
+                c.padding
+            ),
+            bytes: s.words().bytes() + w.bytes() + out.bytes(),
+            flops: 2 * (out.numel() * w.shape()[1..].iter().product::<usize>()) as u64,
+        },
+    )
+}
+
+/// [`spike_conv2d_into`] into a new tensor.
+pub fn spike_conv2d(
+    rec: &mut Recorder,
+    s: &PackedSpikes,
+    hw: [usize; 2],
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Conv2d,
+) -> Result<Tensor> {
+    let sh = s.shape();
+    let os = conv2d_shape(
+        &[sh[0], *sh.get(1).unwrap_or(&0), hw[0], hw[1]],
+        w.shape(),
+        c,
+    )?;
+    let out = rec.device().alloc(&os, DType::F32)?;
+    spike_conv2d_into(rec, s, hw, w, bias, c, &out)?;
+    Ok(out)
+}
+
 /// f64 reference of conv2d.
 pub fn reference(
     x: &[f32],
@@ -502,6 +570,58 @@ pub fn cases() -> Vec<Case> {
                 )
             },
         ));
+    }
+    type ConvSpec = ([usize; 4], [usize; 4], Conv2d, bool);
+    let convs: Vec<ConvSpec> = vec![
+        ([1, 1, 1, 1], [1, 1, 1, 1], Conv2d::default(), false),
+        ([2, 4, 9, 7], [6, 4, 3, 3], Conv2d::new(1, 1), true),
+        ([1, 8, 14, 14], [16, 8, 3, 3], Conv2d::new(1, 1), false),
+        ([2, 3, 11, 13], [5, 3, 3, 3], Conv2d::new(2, 1), true),
+        (
+            [1, 6, 8, 8],
+            [6, 1, 3, 3],
+            Conv2d::new(1, 0).groups(6),
+            false,
+        ),
+    ];
+    for (xs, ws, c, bias) in convs {
+        v.push(
+            Case::new(
+                "spike_conv2d",
+                format!(
+                    "x={xs:?} w={ws:?} s={:?} p={:?} g={}",
+                    c.stride, c.padding, c.groups
+                ),
+                1e-11,
+                move |dev, rng| {
+                    let x: Vec<f32> = (0..xs.iter().product())
+                        .map(|_| if rng.unit() < 0.25 { 1.0 } else { 0.0 })
+                        .collect();
+                    let w = rng.vec(ws.iter().product(), -1.0, 1.0);
+                    let b = rng.vec(ws[0], -1.0, 1.0);
+                    let st = PackedSpikes::from_host(dev, &x, &[xs[0], xs[1], xs[2] * xs[3]])?;
+                    let (wt, bt) = (dev.weight_f32(&w, &ws)?, dev.weight_f32(&b, &[ws[0]])?);
+                    let out = output(dev, &conv2d_shape(&xs, &ws, &c)?, DType::F32)?;
+                    let mut rec = dev.recorder("test");
+                    spike_conv2d_into(
+                        &mut rec,
+                        &st,
+                        [xs[2], xs[3]],
+                        &wt,
+                        bias.then_some(&bt),
+                        &c,
+                        &out,
+                    )?;
+                    rec.submit()?;
+                    check_f32(
+                        dev,
+                        &out,
+                        &reference(&x, xs, &w, ws, bias.then_some(&b), &c),
+                    )
+                },
+            )
+            .dtype("bits×f32"),
+        );
     }
     v
 }

@@ -1,10 +1,10 @@
 //! Spike-input products (`shaders/spike_matmul.wgsl`): packed binary spikes times f32 weights
-//! over the channel axis (a 1x1 conv or a Linear on `[.., K, N]` maps), f32 accumulation;
+//! over the channel axis (a 1x1 conv or a Linear on `[.., K, N]` maps), f32 accumulation
+//! (the 3x3 and larger spike convolutions live with the other convolutions, `ops::conv`);
 //! and packing / unpacking between 0/1 maps and packed spikes.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::conv::{checked_params, conv2d_shape, reference as conv_reference, Conv2d};
 use super::{expect_dtype, grid_elems};
 use crate::error::{shape_err, Result};
 use crate::harness::{check_f32, check_u32, output, Case};
@@ -109,73 +109,6 @@ pub fn spike_linear(
     os[l - 2] = w.dim(0);
     let out = rec.device().alloc(&os, DType::F32)?;
     spike_linear_into(rec, s, w, bias, &out)?;
-    Ok(out)
-}
-
-/// A 2-D convolution of packed spikes `[N, Cin, H * W]` (spatial size `hw`) with f32
-/// weights `[Cout, Cin / groups, KH, KW]`: f32 output `[N, Cout, OH, OW]`.
-pub fn spike_conv2d_into(
-    rec: &mut Recorder,
-    s: &PackedSpikes,
-    hw: [usize; 2],
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    c: &Conv2d,
-    out: &Tensor,
-) -> Result<()> {
-    let sh = s.shape();
-    if sh.len() != 3 || sh[2] != hw[0] * hw[1] {
-        return Err(shape_err(
-            "spike_conv2d",
-            format!("spikes {sh:?} must be [N, Cin, H * W] with H, W = {hw:?}"),
-        ));
-    }
-    let xs = [sh[0], sh[1], hw[0], hw[1]];
-    let (os, p) = checked_params("spike_conv2d", &xs, w, bias, c)?;
-    if out.shape() != os || out.dtype() != DType::F32 {
-        return Err(shape_err(
-            "spike_conv2d",
-            format!("output must be f32{os:?}, got {out:?}"),
-        ));
-    }
-    let key = PipelineKey::new(Shader::SpikeMatmul, "spike_conv2d", 3, 1);
-    rec.dispatch(
-        &key,
-        &p,
-        &[s.words(), w, bias.unwrap_or(w)],
-        &[out],
-        grid_elems(out.numel()),
-        || OpInfo {
-            name: "spike_conv2d",
-            shape: format!(
-                "x={xs:?} w={:?} s={:?} p={:?}",
-                w.shape(),
-                c.stride,
-                c.padding
-            ),
-            bytes: s.words().bytes() + w.bytes() + out.bytes(),
-            flops: 2 * (out.numel() * w.shape()[1..].iter().product::<usize>()) as u64,
-        },
-    )
-}
-
-/// [`spike_conv2d_into`] into a new tensor.
-pub fn spike_conv2d(
-    rec: &mut Recorder,
-    s: &PackedSpikes,
-    hw: [usize; 2],
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    c: &Conv2d,
-) -> Result<Tensor> {
-    let sh = s.shape();
-    let os = conv2d_shape(
-        &[sh[0], *sh.get(1).unwrap_or(&0), hw[0], hw[1]],
-        w.shape(),
-        c,
-    )?;
-    let out = rec.device().alloc(&os, DType::F32)?;
-    spike_conv2d_into(rec, s, hw, w, bias, c, &out)?;
     Ok(out)
 }
 
@@ -329,58 +262,6 @@ pub fn cases() -> Vec<Case> {
                 .dtype("bits×f32"),
             );
         }
-    }
-    type ConvSpec = ([usize; 4], [usize; 4], Conv2d, bool);
-    let convs: Vec<ConvSpec> = vec![
-        ([1, 1, 1, 1], [1, 1, 1, 1], Conv2d::default(), false),
-        ([2, 4, 9, 7], [6, 4, 3, 3], Conv2d::new(1, 1), true),
-        ([1, 8, 14, 14], [16, 8, 3, 3], Conv2d::new(1, 1), false),
-        ([2, 3, 11, 13], [5, 3, 3, 3], Conv2d::new(2, 1), true),
-        (
-            [1, 6, 8, 8],
-            [6, 1, 3, 3],
-            Conv2d::new(1, 0).groups(6),
-            false,
-        ),
-    ];
-    for (xs, ws, c, bias) in convs {
-        v.push(
-            Case::new(
-                "spike_conv2d",
-                format!(
-                    "x={xs:?} w={ws:?} s={:?} p={:?} g={}",
-                    c.stride, c.padding, c.groups
-                ),
-                1e-11,
-                move |dev, rng| {
-                    let x: Vec<f32> = (0..xs.iter().product())
-                        .map(|_| if rng.unit() < 0.25 { 1.0 } else { 0.0 })
-                        .collect();
-                    let w = rng.vec(ws.iter().product(), -1.0, 1.0);
-                    let b = rng.vec(ws[0], -1.0, 1.0);
-                    let st = PackedSpikes::from_host(dev, &x, &[xs[0], xs[1], xs[2] * xs[3]])?;
-                    let (wt, bt) = (dev.weight_f32(&w, &ws)?, dev.weight_f32(&b, &[ws[0]])?);
-                    let out = output(dev, &conv2d_shape(&xs, &ws, &c)?, DType::F32)?;
-                    let mut rec = dev.recorder("test");
-                    spike_conv2d_into(
-                        &mut rec,
-                        &st,
-                        [xs[2], xs[3]],
-                        &wt,
-                        bias.then_some(&bt),
-                        &c,
-                        &out,
-                    )?;
-                    rec.submit()?;
-                    check_f32(
-                        dev,
-                        &out,
-                        &conv_reference(&x, xs, &w, ws, bias.then_some(&b), &c),
-                    )
-                },
-            )
-            .dtype("bits×f32"),
-        );
     }
     for (rows, n) in [(1usize, 1usize), (3, 31), (2, 32), (5, 33), (4, 200)] {
         v.push(
