@@ -98,3 +98,30 @@ fn lif_bits(ids: Ids) {
         bits[(t * rows + row) * p.words + w] = word;
     }
 }
+
+@group(0) @binding(1) var<storage, read> sx: array<f32>;
+@group(0) @binding(2) var<storage, read> salpha: array<f32>;
+@group(0) @binding(3) var<storage, read> sbeta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sv: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sout: array<f32>;
+
+// One time step of b * c * s neurons whose membranes persist in `sv` between calls
+// (streaming: each call is the next step).
+@compute @workgroup_size(256)
+fn lif_state(ids: Ids) {
+    let n = p.b * p.c * p.s;
+    let i = group_index(ids) * 256u + ids.lid;
+    if (i >= n) {
+        return;
+    }
+    let c = (i / p.s) % p.c;
+    var xv = sx[i];
+    if (p.has_bn != 0u) {
+        xv = xv * salpha[c] + sbeta[c];
+    }
+    let v = sv[i];
+    let h = v + (xv - v) / p.tau;
+    let spike = h >= p.v_th;
+    sv[i] = select(h, p.v_reset, spike);
+    sout[i] = select(0.0, 1.0, spike);
+}

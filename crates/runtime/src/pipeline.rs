@@ -51,6 +51,8 @@ shaders! {
     Sdsa => "sdsa.wgsl", [&[]];
     SelectiveScan => "selective_scan.wgsl", [&[]];
     CausalConv1d => "causal_conv1d.wgsl", [&[]];
+    Tokens => "tokens.wgsl", [&[]];
+    Lmu => "lmu.wgsl", [&[]];
 }
 
 /// Helper files that kernels pull in with `#include "lib/…"`.

@@ -285,6 +285,53 @@ pub fn lif_bits(
     Ok(out)
 }
 
+/// One time step of streaming neurons: `v [..]` holds their membranes between calls (zeros
+/// before the first step) and is updated in place; `out` gets this step's spikes (0/1) of
+/// `bn(x)`. `x`, `v` and `out` are `[B, C, ...]` (C the BatchNorm's channels).
+pub fn lif_step_into(
+    rec: &mut Recorder,
+    x: &Tensor,
+    lif: &Lif,
+    bn: Option<&BatchNorm>,
+    v: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    expect_dtype("lif", "x", x, DType::F32)?;
+    expect_dtype("lif", "v", v, DType::F32)?;
+    expect_dtype("lif", "out", out, DType::F32)?;
+    if v.numel() != x.numel() || out.numel() != x.numel() || x.rank() < 2 {
+        return Err(shape_err(
+            "lif",
+            format!(
+                "x {:?} ([B, C, ...]), membranes {:?} and out {:?} must have equal sizes",
+                x.shape(),
+                v.shape(),
+                out.shape()
+            ),
+        ));
+    }
+    let mut shape = vec![1];
+    shape.extend_from_slice(x.shape());
+    let l = Layout::of(&shape)?;
+    check_bn(&l, bn)?;
+    let p = params(&l, lif, bn.is_some(), false, false);
+    let key = PipelineKey::new(Shader::Lif, "lif_state", 3, 2);
+    let (a, b) = bn.map_or((x, x), |bn| (&bn.alpha, &bn.beta));
+    rec.dispatch(
+        &key,
+        &p,
+        &[x, a, b],
+        &[v, out],
+        grid_elems(l.per_step()),
+        || OpInfo {
+            name: "lif_step",
+            shape: format!("{:?}{}", x.shape(), if bn.is_some() { " +bn" } else { "" }),
+            bytes: 16 * x.numel() as u64,
+            flops: 4 * x.numel() as u64,
+        },
+    )
+}
+
 /// Host reference in the kernel's f32 arithmetic: spikes (plus residual).
 pub fn reference(
     x: &[f32],
@@ -420,6 +467,45 @@ pub fn cases() -> Vec<Case> {
                 .dtype("f32→bits"),
             );
         }
+    }
+    // Streaming: T calls of one step each reproduce the multi-step neuron.
+    for (t, shape) in [
+        (1usize, vec![1usize, 1]),
+        (6, vec![3, 7]),
+        (9, vec![2, 5, 3]),
+    ] {
+        v.push(Case::new(
+            "lif_step",
+            format!("T={t} x={shape:?} +bn"),
+            0.0,
+            move |dev, rng| {
+                let per: usize = shape.iter().product();
+                let mut full = vec![t];
+                full.extend_from_slice(&shape);
+                let l = Layout::of(&full)?;
+                let x = dyadic(rng, t * per, 48, 1.0 / 16.0);
+                let (a, b) = bn_dyadic(rng, l.c);
+                let bnt = BatchNorm {
+                    alpha: dev.weight_f32(&a, &[l.c])?,
+                    beta: dev.weight_f32(&b, &[l.c])?,
+                };
+                let vt = dev.tensor_f32(&vec![0.0; per], &shape)?;
+                let mut got = Vec::new();
+                for step in 0..t {
+                    let xt = dev.tensor_f32(&x[step * per..(step + 1) * per], &shape)?;
+                    let out = output(dev, &shape, DType::F32)?;
+                    let mut rec = dev.recorder("test");
+                    lif_step_into(&mut rec, &xt, &Lif::ATTENTION, Some(&bnt), &vt, &out)?;
+                    rec.submit()?;
+                    got.extend(dev.read_f32(&out)?);
+                }
+                let want = reference(&x, &l, &Lif::ATTENTION, Some((&a, &b)), None);
+                let out = output(dev, &[got.len()], DType::F32)?;
+                dev.write(&out, bytemuck::cast_slice(&got))?;
+                let c = check_f32(dev, &out, &crate::harness::f64s(&want))?;
+                Ok(if t > 1 { require_firing(c, &want) } else { c })
+            },
+        ));
     }
     v.push(Case::new(
         "lif",

@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod layer_norm;
 pub mod lif;
+pub mod lmu;
 pub mod matmul;
 pub mod pool;
 pub mod reduce;
@@ -17,6 +18,7 @@ pub mod select;
 pub mod selective_scan;
 pub mod spike_matmul;
 pub mod ssa;
+pub mod tokens;
 
 use crate::error::{shape_err, Result};
 use crate::harness::Case;
@@ -88,5 +90,7 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(sdsa::cases());
     v.extend(selective_scan::cases());
     v.extend(causal_conv1d::cases());
+    v.extend(tokens::cases());
+    v.extend(lmu::cases());
     v
 }
