@@ -303,7 +303,7 @@ fn serialize_raw(path: &Path, tensors: &[(String, Dtype, Vec<usize>, &[u8])]) ->
             .map_err(|e| corrupt(format!("{name}: {e}")))?;
         views.push((name.clone(), view));
     }
-    safetensors::serialize(views, &None).map_err(|e| corrupt(e.to_string()))
+    safetensors::serialize(views, None).map_err(|e| corrupt(e.to_string()))
 }
 
 fn save_raw(path: &Path, tensors: &[(String, Dtype, Vec<usize>, &[u8])]) -> Result<()> {
@@ -329,7 +329,7 @@ mod tests {
             .iter()
             .map(|(k, d, s, b)| (k.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
             .collect();
-        safetensors::serialize(views, &None).unwrap()
+        safetensors::serialize(views, None).unwrap()
     }
 
     fn f32_bytes(v: &[f32]) -> Vec<u8> {

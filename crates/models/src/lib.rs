@@ -2,6 +2,7 @@
 //! format: a directory with `model.safetensors` (the official state_dict, keys unchanged)
 //! and `config.json` (`"architecture"` plus the official constructor's keyword arguments).
 
+pub mod lmuformer;
 pub mod mamba;
 pub mod meta_spikeformer;
 pub mod spikformer;
@@ -15,6 +16,7 @@ use spikescan_loader::{Checkpoint, LoadError};
 use spikescan_runtime::{Device, RuntimeError};
 use thiserror::Error;
 
+pub use lmuformer::{LmuSnapshot, LmuStream, Lmuformer, LmuformerConfig};
 pub use mamba::{Mamba, MambaConfig, MambaState, Sampling};
 pub use meta_spikeformer::{MetaSpikeformer, MetaSpikeformerConfig};
 pub use spikformer::{Spikformer, SpikformerConfig};
@@ -43,7 +45,13 @@ pub enum ModelError {
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Architectures this build runs.
-pub const ARCHITECTURES: &[&str] = &["spikformer", "meta_spikeformer", "mamba"];
+pub const ARCHITECTURES: &[&str] = &[
+    "spikformer",
+    "meta_spikeformer",
+    "lmuformer",
+    "spiking_lmuformer",
+    "mamba",
+];
 
 /// config.json of a named preset (used when a model directory has none and is named so).
 pub fn preset(name: &str) -> Option<Value> {
@@ -73,7 +81,15 @@ pub fn preset(name: &str) -> Option<Value> {
             "pad_vocab_size_multiple": 8, "tie_embeddings": true
         })
     };
+    let lmu = |arch: &str| {
+        serde_json::json!({
+            "architecture": arch, "embed_dims": 256, "num_heads": 16, "mlp_ratios": 4,
+            "in_channels": 128, "num_classes": 35, "depths": 1, "seq_len": 128, "theta": 128
+        })
+    };
     Some(match name {
+        "lmuformer-gsc" => lmu("lmuformer"),
+        "spiking-lmuformer-gsc" => lmu("spiking_lmuformer"),
         "mamba-130m" => mamba(768, 24),
         "mamba-370m" => mamba(1024, 48),
         "mamba-790m" => mamba(1536, 48),
@@ -258,10 +274,26 @@ pub(crate) fn cfg_usize(
     }
 }
 
+/// A BatchNorm's four tensors under `prefix` (eps 1e-5, PyTorch's default).
+pub(crate) fn bn_params(
+    ck: &Checkpoint,
+    prefix: &str,
+    c: usize,
+) -> Result<spikescan_runtime::ops::batch_norm::BatchNormParams> {
+    Ok(spikescan_runtime::ops::batch_norm::BatchNormParams {
+        weight: ck.f32(&format!("{prefix}.weight"), &[c])?,
+        bias: ck.f32(&format!("{prefix}.bias"), &[c])?,
+        running_mean: ck.f32(&format!("{prefix}.running_mean"), &[c])?,
+        running_var: ck.f32(&format!("{prefix}.running_var"), &[c])?,
+        eps: 1e-5,
+    })
+}
+
 /// A loaded model of any supported architecture.
 pub enum Model {
     Spikformer(Spikformer),
     MetaSpikeformer(MetaSpikeformer),
+    Lmuformer(Lmuformer),
     Mamba(Mamba),
 }
 
@@ -281,6 +313,7 @@ impl Model {
         match self {
             Model::Spikformer(_) => "spikformer",
             Model::MetaSpikeformer(_) => "meta_spikeformer",
+            Model::Lmuformer(m) => m.architecture(),
             Model::Mamba(_) => "mamba",
         }
     }
@@ -288,7 +321,7 @@ impl Model {
     /// Input and output facts of an image classifier (None for a language model).
     pub fn image_spec(&self) -> Option<ImageSpec> {
         Some(match self {
-            Model::Mamba(_) => return None,
+            Model::Mamba(_) | Model::Lmuformer(_) => return None,
             Model::Spikformer(m) => {
                 let c = &m.config;
                 ImageSpec {
@@ -319,13 +352,15 @@ impl Model {
         match self {
             Model::Spikformer(m) => m.check_input(shape),
             Model::MetaSpikeformer(m) => m.check_input(shape),
+            Model::Lmuformer(m) => m.check_input(shape),
             Model::Mamba(_) => Err(ModelError::Input(
                 "a Mamba model takes token ids, not images".into(),
             )),
         }
     }
 
-    /// Records a forward pass of images `[B, C, H, W]`; logits `[B, classes]`.
+    /// Records a forward pass of images `[B, C, H, W]` (or, for an LMUFormer, features
+    /// `[B, frames, mel]`); logits `[B, classes]`.
     pub fn forward(
         &self,
         rec: &mut spikescan_runtime::Recorder,
@@ -335,6 +370,7 @@ impl Model {
         match self {
             Model::Spikformer(m) => m.forward(rec, x, taps),
             Model::MetaSpikeformer(m) => m.forward(rec, x, taps),
+            Model::Lmuformer(m) => m.forward(rec, x, false, taps),
             Model::Mamba(_) => Err(ModelError::Input(
                 "a Mamba model takes token ids, not images".into(),
             )),
@@ -347,6 +383,8 @@ impl Model {
         match self {
             Model::Spikformer(m) => (m.config.lif_layers(h, w), m.config.first_layer_macs(h, w)),
             Model::MetaSpikeformer(m) => m.config.synaptic_costs(h, w),
+            // Per frame: the `h x w` arguments do not apply.
+            Model::Lmuformer(m) => m.config.synaptic_costs(),
             Model::Mamba(_) => (Vec::new(), 0),
         }
     }
@@ -361,6 +399,8 @@ impl Model {
         match md.architecture()? {
             "spikformer" => Ok(Model::Spikformer(Spikformer::load(dev, md)?)),
             "meta_spikeformer" => Ok(Model::MetaSpikeformer(MetaSpikeformer::load(dev, md)?)),
+            "lmuformer" => Ok(Model::Lmuformer(Lmuformer::load(dev, md, false)?)),
+            "spiking_lmuformer" => Ok(Model::Lmuformer(Lmuformer::load(dev, md, true)?)),
             "mamba" => Ok(Model::Mamba(Mamba::load(dev, md)?)),
             other => Err(ModelError::UnknownArchitecture {
                 path: md.path.join("config.json"),

@@ -9,7 +9,6 @@
 //! is their average.
 
 use serde_json::Value;
-use spikescan_loader::Checkpoint;
 use spikescan_runtime::ops::batch_norm::{BatchNorm, BatchNormParams};
 use spikescan_runtime::ops::conv::{
     conv2d, conv2d_pad_values_into, conv2d_shape, spike_conv2d, Conv2d,
@@ -23,7 +22,7 @@ use spikescan_runtime::ops::ssa::{ssa, Ssa};
 use spikescan_runtime::{DType, Device, PackedSpikes, Recorder, Tensor};
 
 use crate::taps::{Tap, Taps};
-use crate::{cfg_usize, ModelDir, ModelError, Result};
+use crate::{bn_params, cfg_usize, ModelDir, ModelError, Result};
 
 /// config.json of a Meta-SpikeFormer.
 #[derive(Clone, Debug, PartialEq)]
@@ -252,16 +251,6 @@ impl MetaSpikeformerConfig {
         }
         v
     }
-}
-
-fn bn_params(ck: &Checkpoint, prefix: &str, c: usize) -> Result<BatchNormParams> {
-    Ok(BatchNormParams {
-        weight: ck.f32(&format!("{prefix}.weight"), &[c])?,
-        bias: ck.f32(&format!("{prefix}.bias"), &[c])?,
-        running_mean: ck.f32(&format!("{prefix}.running_mean"), &[c])?,
-        running_var: ck.f32(&format!("{prefix}.running_var"), &[c])?,
-        eps: 1e-5,
-    })
 }
 
 /// A convolution with the BatchNorms after it folded in.

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 use spikescan_loader::Checkpoint;
-use spikescan_runtime::ops::batch_norm::{BatchNorm, BatchNormParams};
+use spikescan_runtime::ops::batch_norm::BatchNorm;
 use spikescan_runtime::ops::conv::{conv2d, spike_conv2d, Conv2d};
 use spikescan_runtime::ops::lif::{lif_bits, lif_bits_into, lif_into, Lif};
 use spikescan_runtime::ops::matmul::{channel_linear, linear};
@@ -20,7 +20,7 @@ use spikescan_runtime::ops::ssa::{ssa, Ssa};
 use spikescan_runtime::{DType, Device, PackedSpikes, Recorder, Tensor};
 
 use crate::taps::{Tap, Taps};
-use crate::{cfg_usize, ModelDir, ModelError, Result};
+use crate::{bn_params, cfg_usize, ModelDir, ModelError, Result};
 
 /// Which official code the checkpoint comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,14 +277,7 @@ pub struct Spikformer {
 }
 
 fn load_bn(dev: &Device, ck: &Checkpoint, prefix: &str, c: usize) -> Result<BatchNorm> {
-    let p = BatchNormParams {
-        weight: ck.f32(&format!("{prefix}.weight"), &[c])?,
-        bias: ck.f32(&format!("{prefix}.bias"), &[c])?,
-        running_mean: ck.f32(&format!("{prefix}.running_mean"), &[c])?,
-        running_var: ck.f32(&format!("{prefix}.running_var"), &[c])?,
-        eps: 1e-5,
-    };
-    Ok(BatchNorm::new(dev, &p)?)
+    Ok(BatchNorm::new(dev, &bn_params(ck, prefix, c)?)?)
 }
 
 impl Spikformer {

@@ -321,6 +321,11 @@ impl Device {
         Ok(())
     }
 
+    /// Overwrites the start of an f32 tensor's buffer with `data`.
+    pub fn write_f32(&self, t: &Tensor, data: &[f32]) -> Result<()> {
+        self.write(t, bytemuck::cast_slice(data))
+    }
+
     /// A pooled f32 activation from host data.
     pub fn tensor_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         self.upload(

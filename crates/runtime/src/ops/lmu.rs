@@ -68,7 +68,8 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 impl LmuMatrices {
     /// `a [M, M]` (Ā), `b [M]` (B̄), `h [M, h_cols]` (H[:, k] = Ā^k B̄), row-major.
     pub fn new(dev: &Device, a: &[f32], b: &[f32], h: &[f32], m: usize) -> Result<Self> {
-        if m == 0 || a.len() != m * m || b.len() != m || h.is_empty() || h.len() % m != 0 {
+        if m == 0 || a.len() != m * m || b.len() != m || h.is_empty() || !h.len().is_multiple_of(m)
+        {
             return Err(shape_err(
                 "lmu",
                 format!(

@@ -1,0 +1,281 @@
+//! LMUFormer and Spiking LMUFormer against the PyTorch reference of the official architecture
+//! (fixtures from tools/reference/make_lmu_fixtures.py): whole-clip logits (mean and
+//! `all_seq`), every LIF layer's spikes free-running and teacher-forced per unit, the LMU
+//! memory against the reference's FFT convolution, and streaming against the whole clip.
+
+mod common;
+
+use common::{agreement, argmax_rows, device, fixture, rel_l2};
+use spikescan::loader::Checkpoint;
+use spikescan::models::lmuformer::LOOKAHEAD;
+use spikescan::models::taps::Taps;
+use spikescan::models::{Lmuformer, Model};
+use spikescan::ops::lmu::{memory_chunked_into, memory_step_into};
+use spikescan::{DType, Device, Tensor};
+
+fn load(dev: &Device, name: &str) -> Lmuformer {
+    match Model::load(dev, fixture(name)).unwrap() {
+        Model::Lmuformer(m) => m,
+        _ => panic!("{name} is not an LMUFormer"),
+    }
+}
+
+fn io(name: &str) -> Checkpoint {
+    Checkpoint::open(fixture(name).join("io.safetensors")).unwrap()
+}
+
+fn upload(dev: &Device, io: &Checkpoint, key: &str) -> Tensor {
+    dev.tensor_f32(&io.f32_any(key).unwrap(), io.shape(key).unwrap())
+        .unwrap()
+}
+
+/// Whole clip: logits and the per-frame (`all_seq`) logits, free-running spikes.
+fn whole_clip(name: &str, min_agreement: f64) {
+    let dev = device();
+    let m = load(&dev, name);
+    let io = io(name);
+    let k = m.config.num_classes;
+    let x = upload(&dev, &io, "input");
+    let mut taps = Taps::default();
+    let mut rec = dev.recorder("test");
+    let logits = m.forward(&mut rec, &x, false, Some(&mut taps)).unwrap();
+    rec.submit().unwrap();
+    let got = dev.read_f32(&logits).unwrap();
+    let want = io.f32_any("logits").unwrap();
+    let err = rel_l2(&got, &want);
+    eprintln!("{name}: logits relative L2 {err:.3e}");
+    assert!(err <= 1e-3, "{name}: logits relative L2 {err:.3e}");
+    assert_eq!(argmax_rows(&got, k), argmax_rows(&want, k), "{name}: top-1");
+
+    let shape = io.shape("input").unwrap().to_vec();
+    let all = m
+        .run(&dev, &io.f32_any("input").unwrap(), &shape, true)
+        .unwrap();
+    let want_all = io.f32_any("logits_all").unwrap();
+    let err = rel_l2(&all, &want_all);
+    eprintln!("{name}: all_seq logits relative L2 {err:.3e}");
+    assert!(err <= 1e-3, "{name}: all_seq relative L2 {err:.3e}");
+    let (a, b) = (argmax_rows(&all, k), argmax_rows(&want_all, k));
+    let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    assert!(
+        same as f64 >= 0.99 * a.len() as f64,
+        "{name}: per-frame top-1 {same}/{}",
+        a.len()
+    );
+
+    let spikes = taps.read(&dev).unwrap();
+    assert_eq!(
+        spikes.len(),
+        io.keys().filter(|k| k.starts_with("spikes.")).count(),
+        "every LIF layer is compared"
+    );
+    for (layer, s) in &spikes {
+        let a = agreement(s, &io.f32_any(&format!("spikes.{layer}")).unwrap());
+        eprintln!("{name}: {layer:<28} free-running agreement {a:.5}");
+        assert!(a >= min_agreement, "{name}: {layer} agreement {a}");
+    }
+}
+
+#[test]
+fn lmuformer_matches_pytorch_whole_clip() {
+    whole_clip("lmuformer-small", 1.0);
+}
+
+#[test]
+fn spiking_lmuformer_matches_pytorch_whole_clip() {
+    whole_clip("spiking-lmuformer-small", 0.999);
+}
+
+/// Each unit (embedding, LMU, MLP, head) fed the reference's own input.
+#[test]
+fn spiking_lmuformer_units_agree_teacher_forced() {
+    let name = "spiking-lmuformer-small";
+    let dev = device();
+    let m = load(&dev, name);
+    let io = io(name);
+    let mut taps = Taps::default();
+    let mut rec = dev.recorder("test");
+    m.embed(&mut rec, &upload(&dev, &io, "input"), Some(&mut taps))
+        .unwrap();
+    m.attn(
+        &mut rec,
+        0,
+        &upload(&dev, &io, "stream.block.0.attn"),
+        Some(&mut taps),
+    )
+    .unwrap();
+    m.mlp(
+        &mut rec,
+        0,
+        &upload(&dev, &io, "stream.block.0.mlp"),
+        Some(&mut taps),
+    )
+    .unwrap();
+    m.head(
+        &mut rec,
+        &upload(&dev, &io, "stream.head"),
+        false,
+        Some(&mut taps),
+    )
+    .unwrap();
+    rec.submit().unwrap();
+    let spikes = taps.read(&dev).unwrap();
+    assert_eq!(spikes.len(), 11);
+    let mut worst = 1.0f64;
+    for (layer, s) in &spikes {
+        let want = io.f32_any(&format!("spikes.{layer}")).unwrap();
+        let rate = want.iter().sum::<f32>() / want.len() as f32;
+        assert!(rate > 0.0 && rate < 1.0, "{layer} fires at {rate}");
+        let a = agreement(s, &want);
+        worst = worst.min(a);
+        eprintln!("{name} (teacher-forced): {layer:<28} rate {rate:.3} agreement {a:.5}");
+        assert!(a >= 0.999, "{name}: {layer} teacher-forced agreement {a}");
+    }
+    eprintln!("{name}: worst teacher-forced agreement {worst:.5}");
+}
+
+/// The LMU memory of the reference's `u`: Toeplitz product, chunked form and the streaming
+/// recurrence against PyTorch's FFT convolution.
+#[test]
+fn lmu_memory_matches_the_reference_fft() {
+    let dev = device();
+    for name in ["lmuformer-small", "spiking-lmuformer-small"] {
+        let md = spikescan::models::ModelDir::open(fixture(name)).unwrap();
+        let io = io(name);
+        let key = "block.0.attn.lmu";
+        let u = io.f32_any(&format!("memory.{key}.u")).unwrap();
+        let want = io.f32_any(&format!("memory.{key}.m")).unwrap();
+        let (n, b) = (io.shape(&format!("memory.{key}.u")).unwrap()[0], 2);
+        let m = io.shape(&format!("memory.{key}.m")).unwrap()[2];
+        let ck = &md.checkpoint;
+        let mats = spikescan::ops::lmu::LmuMatrices::new(
+            &dev,
+            &ck.f32(&format!("{key}.A"), &[m, m]).unwrap(),
+            &ck.f32(&format!("{key}.B"), &[m, 1]).unwrap(),
+            &ck.f32(&format!("{key}.H"), &[m, n]).unwrap(),
+            m,
+        )
+        .unwrap();
+        let ut = dev.tensor_f32(&u, &[n, b]).unwrap();
+        for chunk in [n, 32, 7] {
+            let out = dev.alloc(&[n, b, m], DType::F32).unwrap();
+            let mut rec = dev.recorder("test");
+            memory_chunked_into(&mut rec, &mats, &ut, n, b, chunk, &out).unwrap();
+            rec.submit().unwrap();
+            let err = rel_l2(&dev.read_f32(&out).unwrap(), &want);
+            eprintln!("{name}: memory (chunk {chunk}) vs PyTorch FFT: relative L2 {err:.3e}");
+            assert!(err <= 1e-5, "{name}: chunk {chunk}: {err:.3e}");
+        }
+        let mut state = dev.tensor_f32(&vec![0.0; b * m], &[b, m]).unwrap();
+        let mut got = Vec::new();
+        for t in 0..n {
+            let ut = dev.tensor_f32(&u[t * b..(t + 1) * b], &[b]).unwrap();
+            let next = dev.alloc(&[b, m], DType::F32).unwrap();
+            let mut rec = dev.recorder("test");
+            memory_step_into(&mut rec, &mats, &ut, &state, &next).unwrap();
+            rec.submit().unwrap();
+            got.extend(dev.read_f32(&next).unwrap());
+            state = next;
+        }
+        let err = rel_l2(&got, &want);
+        eprintln!("{name}: memory (recurrence) vs PyTorch FFT: relative L2 {err:.3e}");
+        assert!(err <= 1e-5, "{name}: recurrence {err:.3e}");
+    }
+}
+
+/// Streams both clips of the fixture frame by frame; returns `[B, N, classes]`.
+fn stream_clip(dev: &Device, m: &Lmuformer, x: &[f32], b: usize, n: usize) -> Vec<f32> {
+    let c = m.config.in_channels;
+    let k = m.config.num_classes;
+    let mut s = m.stream(dev, b).unwrap();
+    let mut frames = Vec::new();
+    for t in 0..n {
+        let frame: Vec<f32> = (0..b)
+            .flat_map(|i| x[(i * n + t) * c..(i * n + t + 1) * c].to_vec())
+            .collect();
+        let out = s.push(&frame).unwrap();
+        assert_eq!(out.is_some(), t >= LOOKAHEAD, "frame {t}");
+        frames.extend(out);
+    }
+    frames.extend(s.finish().unwrap());
+    assert_eq!(frames.len(), n);
+    let mut v = vec![0.0; b * n * k];
+    for (t, f) in frames.iter().enumerate() {
+        for i in 0..b {
+            v[(i * n + t) * k..(i * n + t + 1) * k].copy_from_slice(&f[i * k..(i + 1) * k]);
+        }
+    }
+    v
+}
+
+/// Streaming reproduces the whole clip's per-frame (`all_seq`) prediction for every frame,
+/// the last five included (through `finish`).
+#[test]
+fn streaming_matches_the_whole_clip_all_seq() {
+    let dev = device();
+    for (name, max_rel) in [("lmuformer-small", 1e-5), ("spiking-lmuformer-small", 1e-4)] {
+        let m = load(&dev, name);
+        let io = io(name);
+        let shape = io.shape("input").unwrap().to_vec();
+        let (b, n, k) = (shape[0], shape[1], m.config.num_classes);
+        let x = io.f32_any("input").unwrap();
+        let whole = m.run(&dev, &x, &shape, true).unwrap();
+        let streamed = stream_clip(&dev, &m, &x, b, n);
+        let err = rel_l2(&streamed, &whole);
+        let (a, w) = (argmax_rows(&streamed, k), argmax_rows(&whole, k));
+        let same = a.iter().zip(&w).filter(|(x, y)| x == y).count();
+        eprintln!(
+            "{name}: streamed vs whole-clip all_seq: relative L2 {err:.3e}, top-1 equal on {same}/{} frames",
+            a.len()
+        );
+        assert!(err <= max_rel, "{name}: {err:.3e}");
+        assert_eq!(same, a.len(), "{name}: per-frame top-1");
+    }
+}
+
+/// A snapshot taken mid-clip and restored replays the rest identically.
+#[test]
+fn stream_snapshot_restore_replays_exactly() {
+    let dev = device();
+    let m = load(&dev, "spiking-lmuformer-small");
+    let io = io("spiking-lmuformer-small");
+    let c = m.config.in_channels;
+    let x = io.f32_any("input").unwrap();
+    let frame = |t: usize| x[t * c..(t + 1) * c].to_vec();
+    let mut s = m.stream(&dev, 1).unwrap();
+    for t in 0..40 {
+        s.push(&frame(t)).unwrap();
+    }
+    let snap = s.snapshot().unwrap();
+    let run = |s: &mut spikescan::models::LmuStream| -> Vec<f32> {
+        let mut v = Vec::new();
+        for t in 40..60 {
+            v.extend(s.push(&frame(t)).unwrap().unwrap());
+        }
+        v.extend(s.finish().unwrap().concat());
+        v
+    };
+    let first = run(&mut s);
+    assert!(
+        s.push(&frame(0)).is_err(),
+        "a finished stream refuses frames"
+    );
+    s.restore(&snap).unwrap();
+    assert_eq!(s.position(), (40, 40 - LOOKAHEAD));
+    let second = run(&mut s);
+    assert_eq!(first, second);
+    // Wrong frame size: an error naming the expected shape.
+    let mut s = m.stream(&dev, 1).unwrap();
+    let err = s.push(&[0.0; 3]).unwrap_err().to_string();
+    assert!(err.contains(&format!("[1, {c}]")), "{err}");
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let dev = device();
+    let m = load(&dev, "lmuformer-small");
+    let c = m.config.in_channels;
+    let err = m.run(&dev, &vec![0.0; 2 * 5 * (c + 1)], &[2, 5, c + 1], false);
+    assert!(err.unwrap_err().to_string().contains("frames x mel"));
+    assert!(m.run(&dev, &[0.0; 3], &[1, 1, c], false).is_err());
+}
