@@ -279,3 +279,44 @@ fn bad_inputs_are_errors() {
     assert!(err.unwrap_err().to_string().contains("frames x mel"));
     assert!(m.run(&dev, &[0.0; 3], &[1, 1, c], false).is_err());
 }
+
+/// The fbank front end against torchaudio's Kaldi fbank on a synthetic WAV.
+#[test]
+fn fbank_matches_torchaudio_kaldi() {
+    use spikescan::models::audio::{fbank, read_wav, wav_to_features};
+    let wav = fixture("audio/chirp.wav");
+    let want = Checkpoint::open(fixture("audio/chirp.fbank.safetensors")).unwrap();
+    let (samples, rate) = read_wav(&wav).unwrap();
+    assert_eq!(rate, 16000);
+    let mean = samples.iter().map(|&v| v as f64).sum::<f64>() / samples.len() as f64;
+    let centred: Vec<f32> = samples.iter().map(|&v| (v as f64 - mean) as f32).collect();
+    let got = fbank(&centred, rate, 128);
+    let raw = want.f32_any("fbank").unwrap();
+    assert_eq!(got.len(), raw.len(), "frames x bins");
+    let err = rel_l2(&got, &raw);
+    let max = got
+        .iter()
+        .zip(&raw)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("fbank vs torchaudio: relative L2 {err:.3e}, max abs {max:.3e}");
+    assert!(err <= 1e-4, "fbank relative L2 {err:.3e}");
+    let x = wav_to_features(&wav, 128, 128).unwrap();
+    let err = rel_l2(&x, &want.f32_any("input").unwrap());
+    eprintln!("model input (padded, normalised) vs reference: relative L2 {err:.3e}");
+    assert!(err <= 1e-4, "features relative L2 {err:.3e}");
+}
+
+#[test]
+fn wav_with_the_wrong_sample_rate_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("spikescan-wav-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("8k.wav");
+    let s: Vec<f32> = (0..8000).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
+    std::fs::write(&path, spikescan::models::audio::wav_bytes(&s, 8000)).unwrap();
+    let err = spikescan::models::audio::wav_to_features(&path, 128, 128)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("8000 Hz") && err.contains("16000"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

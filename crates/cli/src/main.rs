@@ -2,6 +2,7 @@
 
 mod generate;
 mod run;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,7 +38,8 @@ enum Command {
     },
     /// Run a model directory on an input: a safetensors file with tensor `input` (f32
     /// [B, C, H, W], already normalised) or a PNG/JPEG image (resized, center-cropped and
-    /// normalised as the official evaluation). Writes `logits` to --output, or prints the
+    /// normalised as the official evaluation); for an LMUFormer, `input` [B, frames, mel] or
+    /// a 16 kHz WAV (Kaldi fbank, 128 frames); for Mamba, token ids `input_ids` [B, L]. Writes `logits` to --output, or prints the
     /// top classes (with names from labels.txt in the model directory).
     ///
     /// Examples: `spikescan run --model models/spikformer --input cat.png`,
@@ -46,7 +48,7 @@ enum Command {
         /// Model directory: model.safetensors + config.json (or a preset name as directory name).
         #[arg(long)]
         model: PathBuf,
-        /// Input file (.safetensors, .png, .jpg).
+        /// Input file (.safetensors, .png, .jpg, .wav).
         #[arg(long)]
         input: PathBuf,
         /// Where to write the logits (safetensors, tensor `logits`).
@@ -61,6 +63,27 @@ enum Command {
         /// How many classes to print without --output.
         #[arg(long, default_value_t = 5)]
         top: usize,
+        /// LMUFormer: write the running prediction of every frame, logits [B, frames,
+        /// classes] (the official test_mode 'all_seq').
+        #[arg(long)]
+        all_seq: bool,
+    },
+    /// Stream a clip through an LMUFormer frame by frame (10 ms each), printing the running
+    /// top-1 as each frame's prediction becomes available (5 frames behind the input: the
+    /// look-ahead of the embedding's k=3 convolutions), then the final class and the
+    /// per-frame latency.
+    ///
+    /// Example: `spikescan stream --model models/lmuformer-digits --input clip.wav`
+    Stream {
+        /// LMUFormer model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// A 16 kHz mono WAV, or a safetensors file with `input` [1, frames, mel].
+        #[arg(long)]
+        input: PathBuf,
+        /// Print only the final line.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Generate text with a Mamba model, streamed as it is produced: the prompt runs through
     /// the parallel scan, then one token per step from the GPU-resident state. Temperature 0
@@ -451,6 +474,7 @@ fn main() -> ExitCode {
             stats,
             verbose,
             top,
+            all_seq,
         } => run::run(run::RunArgs {
             model,
             input,
@@ -458,6 +482,17 @@ fn main() -> ExitCode {
             stats,
             verbose,
             top,
+            all_seq,
+        })
+        .map(|_| true),
+        Command::Stream {
+            model,
+            input,
+            quiet,
+        } => stream::stream(stream::StreamArgs {
+            model,
+            input,
+            quiet,
         })
         .map(|_| true),
     };

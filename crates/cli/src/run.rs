@@ -15,6 +15,7 @@ pub struct RunArgs {
     pub stats: bool,
     pub verbose: bool,
     pub top: usize,
+    pub all_seq: bool,
 }
 
 fn is_image(p: &Path) -> bool {
@@ -61,7 +62,101 @@ fn read_images(args: &RunArgs, model: &Model) -> anyhow::Result<(Vec<f32>, Vec<u
     Ok((ck.f32_any("input")?, shape))
 }
 
-fn labels(dir: &Path) -> Option<Vec<String>> {
+fn is_wav(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+}
+
+/// Features for an LMUFormer: a 16 kHz WAV (fbank, `[1, seq_len, mel]`) or a safetensors
+/// `input` `[B, frames, mel]`.
+pub fn read_features(
+    path: &Path,
+    m: &spikescan::models::Lmuformer,
+) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
+    let c = &m.config;
+    if is_wav(path) {
+        if !path.exists() {
+            bail!("input file {} does not exist", path.display());
+        }
+        let x = spikescan::models::audio::wav_to_features(path, c.seq_len, c.in_channels)?;
+        return Ok((x, vec![1, c.seq_len, c.in_channels]));
+    }
+    let ck = open_input(path)?;
+    let shape = ck.shape("input").map(|s| s.to_vec()).ok_or_else(|| {
+        missing(
+            path,
+            &ck,
+            "input",
+            "give normalised fbank features as f32 [B, frames, mel] under 'input', or a 16 kHz WAV file",
+        )
+    })?;
+    Ok((ck.f32_any("input")?, shape))
+}
+
+/// Prints the top classes of each row of `logits` (`k` wide).
+fn print_top(logits: &[f32], k: usize, top: usize, names: Option<&[String]>, what: &str) {
+    for (i, row) in logits.chunks(k).enumerate() {
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&a, &c| row[c].total_cmp(&row[a]));
+        println!("{what} {i}:");
+        for &j in order.iter().take(top.min(k)) {
+            let name = names
+                .and_then(|n| n.get(j))
+                .map(String::as_str)
+                .unwrap_or("");
+            println!("  {j:>5} {:>10.4}  {name}", row[j]);
+        }
+    }
+}
+
+/// LMUFormer: features → logits `[B, classes]` (or `[B, frames, classes]` with --all-seq).
+fn run_sequence_model(
+    args: &RunArgs,
+    dev: &Device,
+    model: &Model,
+    m: &spikescan::models::Lmuformer,
+) -> anyhow::Result<()> {
+    let (data, shape) = read_features(&args.input, m)?;
+    m.check_input(&shape)?;
+    if data.len() != shape.iter().product::<usize>() {
+        bail!(
+            "{}: 'input' holds {} values, not {:?}",
+            args.input.display(),
+            data.len(),
+            shape
+        );
+    }
+    let (b, n, k) = (shape[0], shape[1], m.config.num_classes);
+    let x = dev.tensor_f32(&data, &shape)?;
+    let mut taps = Taps::default();
+    let mut rec = dev.recorder("run");
+    let out = m.forward(&mut rec, &x, false, args.stats.then_some(&mut taps))?;
+    rec.submit()?;
+    let logits = dev.read_f32(&out)?;
+    if let Some(path) = &args.output {
+        let tensor = if args.all_seq {
+            (
+                "logits".to_string(),
+                vec![b, n, k],
+                m.run(dev, &data, &shape, true)?,
+            )
+        } else {
+            ("logits".to_string(), vec![b, k], logits.clone())
+        };
+        spikescan::loader::save_f32(path, &[tensor.clone()])?;
+        eprintln!("wrote logits {:?} to {}", tensor.1, path.display());
+    } else {
+        let names = labels(&args.model);
+        print_top(&logits, k, args.top, names.as_deref(), "clip");
+    }
+    if args.stats {
+        print_stats(dev, model, &taps, &shape, n)?;
+    }
+    Ok(())
+}
+
+pub fn labels(dir: &Path) -> Option<Vec<String>> {
     std::fs::read_to_string(dir.join("labels.txt"))
         .ok()
         .map(|t| t.lines().map(str::to_string).collect())
@@ -88,6 +183,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Model::Mamba(m) = &model {
         return run_language_model(&args, &dev, m);
     }
+    if let Model::Lmuformer(m) = &model {
+        return run_sequence_model(&args, &dev, &model, m);
+    }
+    if args.all_seq {
+        bail!("--all-seq applies to LMUFormer models only");
+    }
     let spec = model.image_spec().context("not an image model")?;
     let (data, shape) = read_images(&args, &model)?;
     model.check_input(&shape)?;
@@ -111,19 +212,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("wrote logits [{b}, {k}] to {}", out.display());
     } else {
         let names = labels(&args.model);
-        for (i, row) in logits.chunks(k).enumerate() {
-            let mut order: Vec<usize> = (0..k).collect();
-            order.sort_by(|&a, &c| row[c].total_cmp(&row[a]));
-            println!("sample {i}:");
-            for &j in order.iter().take(args.top.min(k)) {
-                let name = names
-                    .as_ref()
-                    .and_then(|n| n.get(j))
-                    .map(String::as_str)
-                    .unwrap_or("");
-                println!("  {j:>5} {:>10.4}  {name}", row[j]);
-            }
-        }
+        print_top(&logits, k, args.top, names.as_deref(), "sample");
     }
     if args.stats {
         print_stats(&dev, &model, &taps, &shape, spec.t)?;
@@ -196,7 +285,13 @@ fn print_stats(
     t: usize,
 ) -> anyhow::Result<()> {
     let spikes = taps.read(dev)?;
-    let (fed, first) = model.synaptic_costs(shape[2], shape[3]);
+    // Image models: costs per time step (t of them); LMUFormer: per frame (t = frames).
+    let (fed, first) = if shape.len() == 4 {
+        model.synaptic_costs(shape[2], shape[3])
+    } else {
+        let (fed, first) = model.synaptic_costs(0, 0);
+        (fed, first * t as u64)
+    };
     let t = t as f64;
     println!(
         "{:<30} {:>12} {:>16}",

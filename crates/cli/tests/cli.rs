@@ -359,3 +359,90 @@ fn info_describes_a_model_directory() {
     assert_eq!(code, 2);
     assert!(err.contains("/no/such/model"), "{err}");
 }
+
+#[test]
+fn lmuformer_runs_on_a_wav_and_streams_it() {
+    let wav = fixture("audio/chirp.wav");
+    let (model, wav) = (
+        fixture("lmuformer-small"),
+        wav.to_str().unwrap().to_string(),
+    );
+    let m = model.to_str().unwrap();
+    let out = tmp("lmu").join("all-seq.safetensors");
+    let (code, _, err) = spikescan(
+        &[
+            "run",
+            "--model",
+            m,
+            "--input",
+            &wav,
+            "--all-seq",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ck = spikescan::loader::Checkpoint::open(&out).unwrap();
+    assert_eq!(ck.shape("logits").unwrap(), &[1, 128, 10]);
+    // The clip's mean prediction is the running mean's last frame.
+    let (code, stdout, err) = spikescan(&["run", "--model", m, "--input", &wav, "--top", "1"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let all = ck.f32_any("logits").unwrap();
+    let last = &all[127 * 10..];
+    let best = (0..10)
+        .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+        .unwrap();
+    assert!(stdout.contains(&format!("  {best:>5} ")), "{stdout}");
+
+    let (code, stdout, err) = spikescan(&["stream", "--model", m, "--input", &wav], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("frame ")).count(),
+        128
+    );
+    let final_line = stdout.lines().last().unwrap();
+    assert!(
+        final_line.contains(&format!("(class {best})")) && final_line.contains("after 128 frames"),
+        "{final_line}"
+    );
+    std::fs::remove_file(out).ok();
+}
+
+#[test]
+fn lmuformer_input_errors_name_the_problem() {
+    let m = fixture("lmuformer-small");
+    let m = m.to_str().unwrap();
+    let wav8k = tmp("lmu-errors").join("8k.wav");
+    let s: Vec<f32> = (0..8000).map(|i| (i as f32 * 0.01).sin() * 0.3).collect();
+    std::fs::write(&wav8k, spikescan::models::audio::wav_bytes(&s, 8000)).unwrap();
+    let (code, _, err) = spikescan(
+        &["run", "--model", m, "--input", wav8k.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("8k.wav") && err.contains("8000 Hz") && err.contains("16000"),
+        "{err}"
+    );
+    let (code, _, err) = spikescan(&["stream", "--model", m, "--input", "/no/such.wav"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("/no/such.wav") && err.contains("does not exist"),
+        "{err}"
+    );
+    let spk = fixture("spikformer-cifar-exact");
+    let (code, _, err) = spikescan(
+        &[
+            "stream",
+            "--model",
+            spk.to_str().unwrap(),
+            "--input",
+            wav8k.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("runs LMUFormer models"), "{err}");
+    std::fs::remove_file(wav8k).ok();
+}

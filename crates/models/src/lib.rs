@@ -2,6 +2,7 @@
 //! format: a directory with `model.safetensors` (the official state_dict, keys unchanged)
 //! and `config.json` (`"architecture"` plus the official constructor's keyword arguments).
 
+pub mod audio;
 pub mod lmuformer;
 pub mod mamba;
 pub mod meta_spikeformer;
