@@ -144,7 +144,7 @@ fn run_sequence_model(
         } else {
             ("logits".to_string(), vec![b, k], logits.clone())
         };
-        spikescan::loader::save_f32(path, &[tensor.clone()])?;
+        spikescan::loader::save_f32(path, std::slice::from_ref(&tensor))?;
         eprintln!("wrote logits {:?} to {}", tensor.1, path.display());
     } else {
         let names = labels(&args.model);
