@@ -48,25 +48,21 @@ fn convert_and_compare(pth: &str, fixture: &str, extra: &[&str]) {
     let (ok, log) = python(&args);
     assert!(ok, "convert.py failed:\n{log}");
     let dev = Device::with_options(DeviceOptions::from_env()).unwrap();
-    let model = Model::load(&dev, &out).unwrap();
-    let io = Checkpoint::open(
-        root()
-            .join("tests/fixtures")
-            .join(fixture)
-            .join("io.safetensors"),
-    )
-    .unwrap();
+    let dir = root().join("tests/fixtures").join(fixture);
+    let io = Checkpoint::open(dir.join("io.safetensors")).unwrap();
     let x = dev
         .tensor_f32(&io.f32_any("input").unwrap(), io.shape("input").unwrap())
         .unwrap();
-    let mut rec = dev.recorder("convert");
-    let y = model.forward(&mut rec, &x, None).unwrap();
-    rec.submit().unwrap();
-    assert_eq!(
-        dev.read_f32(&y).unwrap(),
-        io.f32_any("logits").unwrap(),
-        "{pth}: logits after conversion"
-    );
+    let logits = |path: &Path| {
+        let model = Model::load(&dev, path).unwrap();
+        let mut rec = dev.recorder("convert");
+        let y = model.forward(&mut rec, &x, None).unwrap();
+        rec.submit().unwrap();
+        dev.read_f32(&y).unwrap()
+    };
+    // The converted directory runs exactly as the fixture's own model directory.
+    assert_eq!(logits(&out), logits(&dir), "{pth}: logits after conversion");
+    std::fs::remove_dir_all(&out).ok();
 }
 
 #[test]
@@ -75,6 +71,16 @@ fn an_official_meta_spikeformer_pth_converts_to_identical_logits() {
     convert_and_compare(
         "tests/fixtures/meta-spikeformer-exact-t1.pth",
         "meta-spikeformer-exact-t1",
+        &[],
+    );
+}
+
+#[test]
+fn an_lmuformer_pth_with_complex_buffers_converts_to_identical_logits() {
+    // The "module."-prefixed state dict at the top level, fft_H (complex64) included.
+    convert_and_compare(
+        "tests/fixtures/spiking-lmuformer-small.pth",
+        "spiking-lmuformer-small",
         &[],
     );
 }

@@ -320,3 +320,18 @@ fn wav_with_the_wrong_sample_rate_is_an_error() {
     assert!(err.contains("8000 Hz") && err.contains("16000"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// fft_H (complex64) loads with the checkpoint, is left unused, and reading it as a weight is
+/// an error naming its dtype.
+#[test]
+fn complex_fft_h_is_loaded_and_ignored() {
+    let dev = device();
+    let md = spikescan::models::ModelDir::open(fixture("spiking-lmuformer-small")).unwrap();
+    let key = "block.0.attn.lmu.fft_H";
+    assert_eq!(md.checkpoint.dtype(key).as_deref(), Some("C64"));
+    Model::from_dir(&dev, &md).unwrap();
+    let unused = md.checkpoint.unused_keys();
+    assert!(unused.iter().any(|k| k == key), "{unused:?}");
+    let err = md.checkpoint.f32_any(key).unwrap_err().to_string();
+    assert!(err.contains(key) && err.contains("C64"), "{err}");
+}

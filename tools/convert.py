@@ -48,11 +48,20 @@ for _name, _e in [("meta-spikeformer-8-384", [96, 192, 384, 480]), ("meta-spikef
                       "patch_size": 16, "in_channels": 3, "num_classes": 1000, "embed_dim": _e, "num_heads": 8,
                       "mlp_ratios": 4, "depths": 8}
 
+for _name, _arch in [("lmuformer-gsc", "lmuformer"), ("spiking-lmuformer-gsc", "spiking_lmuformer")]:
+    PRESETS[_name] = {"architecture": _arch, "embed_dims": 256, "num_heads": 16, "mlp_ratios": 4, "in_channels": 128,
+                      "num_classes": 35, "depths": 1, "seq_len": 128, "theta": 128}
+for _name, (_d, _n) in [("mamba-130m", (768, 24)), ("mamba-370m", (1024, 48)), ("mamba-790m", (1536, 48)),
+                        ("mamba-1.4b", (2048, 48))]:
+    PRESETS[_name] = {"d_model": _d, "n_layer": _n, "vocab_size": 50277, "ssm_cfg": {}, "rms_norm": True,
+                      "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 8,
+                      "tie_embeddings": True}
+
 # torch storage class name -> numpy dtype ("bfloat16" is kept as raw uint16 bits).
 STORAGES = {
     "FloatStorage": np.float32, "HalfStorage": np.float16, "BFloat16Storage": "bfloat16", "DoubleStorage": np.float64,
     "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
-    "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "ByteStorage": np.uint8, "BoolStorage": np.bool_, "ComplexFloatStorage": np.complex64,
 }
 
 
@@ -185,7 +194,8 @@ def strip_prefix(sd, path):
 
 SAFETENSORS_DTYPE = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64",
                      np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.int16): "I16",
-                     np.dtype(np.int8): "I8", np.dtype(np.uint8): "U8", np.dtype(np.bool_): "BOOL"}
+                     np.dtype(np.int8): "I8", np.dtype(np.uint8): "U8", np.dtype(np.bool_): "BOOL",
+                     np.dtype(np.complex64): "C64"}
 
 
 def write_safetensors(path, tensors, force_f32):
