@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use serde_json::json;
-use spikescan_models::{preset, random_weights, Mamba, MambaConfig, ModelDir, Sampling};
+use spikescan_models::lmuformer::{random_checkpoint, LmuformerConfig};
+use spikescan_models::{preset, random_weights, Lmuformer, Mamba, MambaConfig, ModelDir, Sampling};
 use spikescan_runtime::Device;
 
 /// One measurement.
@@ -127,16 +128,161 @@ pub fn mamba(
     ])
 }
 
+/// LMUFormer (`lmuformer-gsc` or `spiking-lmuformer-gsc`): load, cold start (first clip,
+/// pipelines compiled), whole-clip clips/s at each batch size, and the per-frame latency of a
+/// streaming session (one stream; each frame one submit and one readback of its logits).
+pub fn lmuformer(
+    dev: &Device,
+    name: &str,
+    batches: &[usize],
+    frames: usize,
+    reps: usize,
+) -> Result<Vec<Record>, Error> {
+    let cfg_json = preset(name).ok_or_else(|| format!("unknown preset {name}"))?;
+    let spiking = cfg_json["architecture"] == "spiking_lmuformer";
+    let cfg = LmuformerConfig::from_json(&cfg_json, std::path::Path::new(name), spiking)?;
+    let t0 = Instant::now();
+    let md = ModelDir::in_memory(name, cfg_json, &random_checkpoint(&cfg, 1))?;
+    let m = Lmuformer::load(dev, &md, spiking)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let (n, c) = (cfg.seq_len, cfg.in_channels);
+    let clip = |b: usize| -> Vec<f32> {
+        (0..b * n * c)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.3)
+            .collect()
+    };
+    let run = |b: usize| -> Result<f64, Error> {
+        let x = clip(b);
+        let t1 = Instant::now();
+        m.run(dev, &x, &[b, n, c], false)?;
+        Ok(t1.elapsed().as_secs_f64())
+    };
+    let cold = run(1)?;
+    let mut out = vec![
+        Record {
+            suite: "model",
+            name: format!("{name} load"),
+            params: "random weights, f32".into(),
+            value: load_s,
+            unit: "s",
+        },
+        Record {
+            suite: "model",
+            name: format!("{name} cold start"),
+            params: format!("B=1 N={n}"),
+            value: cold,
+            unit: "s",
+        },
+    ];
+    for &b in batches {
+        let t = median((0..reps.max(1)).map(|_| run(b)).collect::<Result<_, _>>()?);
+        out.push(Record {
+            suite: "model",
+            name: format!("{name} whole clip"),
+            params: format!("B={b} N={n}"),
+            value: b as f64 / t,
+            unit: "clips/s",
+        });
+    }
+    let x = clip(1);
+    let mut s = m.stream(dev, 1)?;
+    let mut lat = Vec::new();
+    for t in 0..frames.max(LOOKAHEAD_FRAMES + 2) {
+        let f = t % n;
+        let t1 = Instant::now();
+        s.push(&x[f * c..(f + 1) * c])?;
+        if t > LOOKAHEAD_FRAMES {
+            lat.push(t1.elapsed().as_secs_f64());
+        }
+    }
+    out.push(Record {
+        suite: "model",
+        name: format!("{name} streaming frame"),
+        params: "S=1 (submit + logits read back)".into(),
+        value: median(lat) * 1e3,
+        unit: "ms",
+    });
+    Ok(out)
+}
+
+/// An image classifier preset (`spikformer-8-384`, `meta-spikeformer-8-512`, …) at `t` time
+/// steps: load, cold start (first batch, pipelines compiled) and images/s per batch size.
+pub fn vision(
+    dev: &Device,
+    name: &str,
+    t: usize,
+    batches: &[usize],
+    reps: usize,
+) -> Result<Vec<Record>, Error> {
+    use spikescan_models::{MetaSpikeformerConfig, Model, SpikformerConfig};
+    let mut cfg = preset(name).ok_or_else(|| format!("unknown preset {name}"))?;
+    cfg["T"] = json!(t);
+    let path = std::path::Path::new(name);
+    let shapes = match cfg["architecture"].as_str() {
+        Some("spikformer") => SpikformerConfig::from_json(&cfg, path)?.weight_shapes(),
+        Some("meta_spikeformer") => MetaSpikeformerConfig::from_json(&cfg, path)?.weight_shapes(),
+        _ => return Err(format!("{name} is not an image classifier preset").into()),
+    };
+    let t0 = Instant::now();
+    let md = ModelDir::in_memory(name, cfg, &random_weights(&shapes, 1))?;
+    let m = Model::from_dir(dev, &md)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let spec = m.image_spec().ok_or("not an image model")?;
+    let run = |b: usize| -> Result<f64, Error> {
+        let shape = [b, spec.in_channels, spec.height, spec.width];
+        let x: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let xt = dev.tensor_f32(&x, &shape)?;
+        let t1 = Instant::now();
+        let mut rec = dev.recorder("bench vision");
+        let y = m.forward(&mut rec, &xt, None)?;
+        rec.submit()?;
+        dev.read_f32(&y)?;
+        Ok(t1.elapsed().as_secs_f64())
+    };
+    let cold = run(1)?;
+    let mut out = vec![
+        Record {
+            suite: "model",
+            name: format!("{name} load"),
+            params: "random weights, f32".into(),
+            value: load_s,
+            unit: "s",
+        },
+        Record {
+            suite: "model",
+            name: format!("{name} cold start"),
+            params: format!("B=1 T={t} {}px", spec.height),
+            value: cold,
+            unit: "s",
+        },
+    ];
+    for &b in batches {
+        let secs = median((0..reps.max(1)).map(|_| run(b)).collect::<Result<_, _>>()?);
+        out.push(Record {
+            suite: "model",
+            name: format!("{name} images/s"),
+            params: format!("B={b} T={t} {}px", spec.height),
+            value: b as f64 / secs,
+            unit: "images/s",
+        });
+    }
+    Ok(out)
+}
+
+const LOOKAHEAD_FRAMES: usize = spikescan_models::lmuformer::LOOKAHEAD;
+
 /// Prints records as a table.
 pub fn table(dev: &Device, records: &[Record]) -> String {
     let mut s = format!("device: {}\n", dev.describe());
     s.push_str(&format!(
-        "{:<34} {:<26} {:>14} {}\n",
+        "{:<40} {:<32} {:>14} {}\n",
         "benchmark", "params", "value", "unit"
     ));
     for r in records {
         s.push_str(&format!(
-            "{:<34} {:<26} {:>14.3} {}\n",
+            "{:<40} {:<32} {:>14.3} {}\n",
             r.name, r.params, r.value, r.unit
         ));
     }
@@ -156,6 +302,7 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
         conv::{conv2d_into, spike_conv2d_into, Conv2d},
         elementwise::{unary_into, Unary},
         lif::{lif_bits_into, Lif},
+        lmu::{memory_chunked_into, memory_step_into, test_matrices, LmuMatrices},
         matmul::{gemm_into, Gemm},
         rms_norm::rms_norm_into,
         sdsa::sdsa_into,
@@ -489,6 +636,83 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
             us,
             (4 * b * (2 * di * ns + 4 * di)) as f64,
             (7 * b * di * ns) as f64,
+            ceil,
+        );
+    }
+    // LMU memory: the spiking LMUFormer's (M = 512, θ = 128) over a whole clip (Toeplitz,
+    // N = 128, batch 8), a long sequence in chunks, and the streaming step (1 and 8 streams).
+    let mm = if quick { 256 } else { 512 };
+    let (la, lb, lh) = test_matrices(mm, 128.0, 128);
+    let mats = LmuMatrices::new(&dev, &la, &lb, &lh, mm)?;
+    for (ln, lbatch, chunk) in [
+        (128usize, if quick { 1 } else { 8 }, 128usize),
+        (if quick { 512 } else { 2048 }, 1, 32),
+    ] {
+        let lu = [
+            f32s(&mut rng, &[ln, lbatch])?,
+            f32s(&mut rng, &[ln, lbatch])?,
+        ];
+        let lm = dev.alloc(&[ln, lbatch, mm], DType::F32)?;
+        let us = time("lmu_toeplitz", &mut |rec, i| {
+            memory_chunked_into(rec, &mats, &lu[i % 2], ln, lbatch, chunk, &lm)
+        })?;
+        let c = chunk.min(ln);
+        let name = if chunk >= ln {
+            "LMU memory (Toeplitz)"
+        } else {
+            "LMU memory, chunk-local part"
+        };
+        push(
+            name,
+            format!("N={ln} B={lbatch} M={mm} chunk={c}"),
+            us,
+            4.0 * (ln * lbatch * mm + c * mm) as f64,
+            (ln * lbatch * mm * (c + 1)) as f64,
+            ceil,
+        );
+        if chunk < ln {
+            for (kname, label) in [
+                ("lmu_carry", "LMU memory, Ā^C carry"),
+                ("lmu_free", "LMU memory, free response"),
+            ] {
+                let us = time(kname, &mut |rec, i| {
+                    memory_chunked_into(rec, &mats, &lu[i % 2], ln, lbatch, chunk, &lm)
+                })?;
+                let chunks = ln.div_ceil(c);
+                let (bytes, flops) = if kname == "lmu_carry" {
+                    (
+                        4.0 * (mm * mm + 2 * chunks * lbatch * mm) as f64,
+                        2.0 * (chunks * lbatch * mm * mm) as f64,
+                    )
+                } else {
+                    (
+                        4.0 * (c * mm * mm + 2 * ln * lbatch * mm) as f64,
+                        2.0 * ((ln - c) * lbatch * mm * mm) as f64,
+                    )
+                };
+                push(
+                    label,
+                    format!("N={ln} B={lbatch} M={mm} chunk={c}"),
+                    us,
+                    bytes,
+                    flops,
+                    ceil,
+                );
+            }
+        }
+    }
+    for s in [1usize, 8] {
+        let su = f32s(&mut rng, &[s])?;
+        let ms = [f32s(&mut rng, &[s, mm])?, dev.alloc(&[s, mm], DType::F32)?];
+        let us = time("lmu_step", &mut |rec, i| {
+            memory_step_into(rec, &mats, &su, &ms[i % 2], &ms[(i + 1) % 2])
+        })?;
+        push(
+            "LMU memory step (streaming GEMV)",
+            format!("S={s} M={mm}"),
+            us,
+            4.0 * (mm * mm + 2 * s * mm) as f64,
+            2.0 * (s * mm * mm) as f64,
             ceil,
         );
     }

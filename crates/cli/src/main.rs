@@ -22,6 +22,49 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Run the kernel microbenchmarks.
+    #[arg(long)]
+    kernels: bool,
+    /// Smaller kernel shapes (for a CPU-emulated device).
+    #[arg(long)]
+    quick: bool,
+    /// Mamba presets to measure (mamba-130m when nothing else is asked for).
+    #[arg(long)]
+    mamba: Vec<String>,
+    /// Mamba batch size.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    #[arg(long, default_value_t = 128)]
+    prompt_len: usize,
+    #[arg(long, default_value_t = 16)]
+    decode_steps: usize,
+    /// LMUFormer presets (lmuformer-gsc, spiking-lmuformer-gsc).
+    #[arg(long)]
+    lmuformer: Vec<String>,
+    /// LMUFormer whole-clip batch sizes.
+    #[arg(long, default_values_t = [1usize, 32])]
+    clip_batch: Vec<usize>,
+    /// Frames to stream for the per-frame latency.
+    #[arg(long, default_value_t = 64)]
+    frames: usize,
+    /// Image classifier presets (spikformer-8-384, meta-spikeformer-8-512, ...).
+    #[arg(long)]
+    vision: Vec<String>,
+    /// Time steps for --vision.
+    #[arg(long, default_value_t = 4)]
+    t: usize,
+    /// Image batch sizes for --vision.
+    #[arg(long, default_values_t = [1usize])]
+    image_batch: Vec<usize>,
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Also write JSON lines here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print the adapter, backend, driver, enabled features and limits.
@@ -119,32 +162,15 @@ enum Command {
     },
     /// Measure kernels (--kernels: µs, GB/s, GFLOP/s and the fraction of this device's
     /// measured bandwidth and GEMM ceilings, at shapes from the real models) and model
-    /// throughput (random weights of official shapes: Mamba prompt and decode tokens/s).
-    /// Prints a table; --json writes one JSON record per line.
+    /// throughput with random weights of official shapes: Mamba prompt and decode tokens/s
+    /// (--mamba), LMUFormer clips/s and streaming latency (--lmuformer), image classifiers'
+    /// images/s (--vision). Cold start (pipeline creation) is reported separately. Prints a
+    /// table; --json writes one JSON record per line, each with the adapter and driver.
     ///
-    /// Examples: `spikescan bench --kernels --quick`, `spikescan bench --json bench/out/mamba.jsonl`
-    Bench {
-        /// Run the kernel microbenchmarks (and skip the models unless --mamba is given).
-        #[arg(long)]
-        kernels: bool,
-        /// Smaller shapes (for a CPU-emulated device).
-        #[arg(long)]
-        quick: bool,
-        /// Mamba presets to measure.
-        #[arg(long)]
-        mamba: Vec<String>,
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        #[arg(long, default_value_t = 128)]
-        prompt_len: usize,
-        #[arg(long, default_value_t = 16)]
-        decode_steps: usize,
-        #[arg(long, default_value_t = 3)]
-        reps: usize,
-        /// Also write JSON lines here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
+    /// Examples: `spikescan bench --kernels --quick`,
+    /// `spikescan bench --mamba mamba-130m --lmuformer spiking-lmuformer-gsc --json out.jsonl`,
+    /// `spikescan bench --vision spikformer-8-384 --t 4 --image-batch 1 --image-batch 32`
+    Bench(BenchArgs),
     /// Run every kernel against its CPU reference on small shapes and print the op × dtype ×
     /// feature support matrix of this adapter (the plain twins run on a second device
     /// opened with f16 and subgroups off).
@@ -366,34 +392,50 @@ fn ops(filter: Option<String>, verbose: bool) -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bench(
-    kernels: bool,
-    quick: bool,
-    presets: &[String],
-    batch: usize,
-    prompt_len: usize,
-    decode_steps: usize,
-    reps: usize,
-    json: Option<PathBuf>,
-) -> anyhow::Result<()> {
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let dev = Device::new()?;
     let mut records = Vec::new();
-    if kernels {
+    let mamba = if a.mamba.is_empty() && !a.kernels && a.lmuformer.is_empty() && a.vision.is_empty()
+    {
+        vec!["mamba-130m".to_string()]
+    } else {
+        a.mamba.clone()
+    };
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |e: Box<dyn std::error::Error>| anyhow::anyhow!("{what}: {e}")
+    };
+    if a.kernels {
         eprintln!("measuring kernels ...");
-        records.extend(
-            spikescan_bench::kernels(quick, reps).map_err(|e| anyhow::anyhow!("kernels: {e}"))?,
-        );
+        records.extend(spikescan_bench::kernels(a.quick, a.reps).map_err(err("kernels"))?);
     }
-    for p in presets {
+    for p in &mamba {
         eprintln!("measuring {p} ...");
         records.extend(
-            spikescan_bench::mamba(&dev, p, batch, prompt_len, decode_steps, reps.max(1))
-                .map_err(|e| anyhow::anyhow!("{p}: {e}"))?,
+            spikescan_bench::mamba(
+                &dev,
+                p,
+                a.batch,
+                a.prompt_len,
+                a.decode_steps,
+                a.reps.max(1),
+            )
+            .map_err(err(p))?,
         );
     }
+    for p in &a.lmuformer {
+        eprintln!("measuring {p} ...");
+        records.extend(
+            spikescan_bench::lmuformer(&dev, p, &a.clip_batch, a.frames, a.reps).map_err(err(p))?,
+        );
+    }
+    for p in &a.vision {
+        eprintln!("measuring {p} (T={}) ...", a.t);
+        records
+            .extend(spikescan_bench::vision(&dev, p, a.t, &a.image_batch, a.reps).map_err(err(p))?);
+    }
     print!("{}", spikescan_bench::table(&dev, &records));
-    if let Some(path) = json {
+    if let Some(path) = a.json {
         let lines: Vec<String> = records.iter().map(|r| r.json(&dev).to_string()).collect();
         std::fs::write(&path, lines.join("\n") + "\n")?;
         eprintln!("wrote {}", path.display());
@@ -413,33 +455,7 @@ fn main() -> ExitCode {
         }
         Command::Info { all, model: None } => info(all).map(|_| true),
         Command::Ops { filter, verbose } => ops(filter, verbose),
-        Command::Bench {
-            kernels,
-            quick,
-            mamba,
-            batch,
-            prompt_len,
-            decode_steps,
-            reps,
-            json,
-        } => {
-            let presets = if mamba.is_empty() && !kernels {
-                vec!["mamba-130m".to_string()]
-            } else {
-                mamba
-            };
-            bench(
-                kernels,
-                quick,
-                &presets,
-                batch,
-                prompt_len,
-                decode_steps,
-                reps,
-                json,
-            )
-            .map(|_| true)
-        }
+        Command::Bench(args) => bench(args).map(|_| true),
         Command::Generate {
             model,
             prompt,

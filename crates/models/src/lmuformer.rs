@@ -1061,3 +1061,28 @@ impl<'m> LmuStream<'m> {
         Ok(())
     }
 }
+
+/// Random weights of `config`'s shapes (as [`crate::random_weights`]) with the real LMU
+/// matrices (A, B from the ZOH-discretised Legendre system of θ = `theta`, H = Ā^k B̄), for
+/// benchmarks and tests at official shapes without the official checkpoints.
+pub fn random_checkpoint(
+    config: &LmuformerConfig,
+    seed: u64,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut w = crate::random_weights(&config.weight_shapes(), seed);
+    let (a, b, h) = spikescan_runtime::ops::lmu::test_matrices(
+        config.memory(),
+        config.theta as f64,
+        config.seq_len,
+    );
+    for (k, _, data) in w.iter_mut() {
+        if k.ends_with(".lmu.A") {
+            *data = a.clone();
+        } else if k.ends_with(".lmu.B") {
+            *data = b.clone();
+        } else if k.ends_with(".lmu.H") {
+            *data = h.clone();
+        }
+    }
+    w
+}
