@@ -143,9 +143,9 @@ class Conv1d4EBMs(nn.Module):
 
 
 class LMU(nn.Module):
-    def __init__(self, dim):
+    def __init__(self, dim, seq_len=128, theta=128):
         super().__init__()
-        self.lmu = LMUCell(dim, dim, dim)
+        self.lmu = LMUCell(dim, dim, dim, seq_len, theta)
         self.proj_conv = nn.Conv1d(dim, dim, 1)
         self.proj_bn = nn.BatchNorm1d(dim)
 
@@ -155,9 +155,9 @@ class LMU(nn.Module):
 
 
 class SLMUMs(nn.Module):
-    def __init__(self, dim):
+    def __init__(self, dim, seq_len=128, theta=128):
         super().__init__()
-        self.lmu = LMUCell(dim, dim, 2 * dim, spiking=True)
+        self.lmu = LMUCell(dim, dim, 2 * dim, seq_len, theta, spiking=True)
         self.prev_bn = nn.BatchNorm1d(dim)
         self.prev_lif = lif(0.5)
         self.proj_conv = nn.Conv1d(dim, dim, 1)
@@ -200,9 +200,9 @@ class ConvFFNMs(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, mlp_ratio, spiking):
+    def __init__(self, dim, mlp_ratio, spiking, seq_len=128, theta=128):
         super().__init__()
-        self.attn = SLMUMs(dim) if spiking else LMU(dim)
+        self.attn = SLMUMs(dim, seq_len, theta) if spiking else LMU(dim, seq_len, theta)
         hidden = int(dim * mlp_ratio)
         self.mlp = ConvFFNMs(dim, hidden) if spiking else ConvFFN(dim, hidden)
 
@@ -219,11 +219,11 @@ class LMUFormer(nn.Module):
     """`spiking=False`: lmu_rnn_conv1d; `spiking=True`: slmu_rnn_ms_conv1d."""
 
     def __init__(self, in_channels=128, embed_dims=256, mlp_ratios=4, depths=1, num_classes=35,
-                 spiking=False):
+                 spiking=False, seq_len=128, theta=128):
         super().__init__()
         self.spiking = spiking
         self.patch_embed = Conv1d4EBMs(in_channels, embed_dims) if spiking else Tokenizer(in_channels, embed_dims)
-        self.block = nn.ModuleList([Block(embed_dims, mlp_ratios, spiking) for _ in range(depths)])
+        self.block = nn.ModuleList([Block(embed_dims, mlp_ratios, spiking, seq_len, theta) for _ in range(depths)])
         if spiking:
             self.head_bn = nn.BatchNorm1d(embed_dims)
             self.head_lif = lif()

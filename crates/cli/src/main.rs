@@ -1,5 +1,6 @@
 //! The `spikescan` command-line tool.
 
+mod demo;
 mod generate;
 mod run;
 mod stream;
@@ -67,6 +68,16 @@ struct BenchArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run every bundled model (models/): predictions on its examples, accuracy (or loss) on
+    /// its held-out set next to its model card's, a streamed LMUFormer clip and a streamed
+    /// Mamba generation, then a one-line speed summary.
+    ///
+    /// Example: `spikescan demo`, `spikescan demo --models path/to/models`
+    Demo {
+        /// Directory of model directories.
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+    },
     /// Print the adapter, backend, driver, enabled features and limits.
     ///
     /// Example: `spikescan info`, `spikescan info --all`, `SPIKESCAN_ADAPTER=1 spikescan info`
@@ -456,6 +467,7 @@ fn main() -> ExitCode {
         Command::Info { all, model: None } => info(all).map(|_| true),
         Command::Ops { filter, verbose } => ops(filter, verbose),
         Command::Bench(args) => bench(args).map(|_| true),
+        Command::Demo { models } => demo::demo(&models).map(|_| true),
         Command::Generate {
             model,
             prompt,

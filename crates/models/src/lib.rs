@@ -3,6 +3,7 @@
 //! and `config.json` (`"architecture"` plus the official constructor's keyword arguments).
 
 pub mod audio;
+pub mod eval;
 pub mod lmuformer;
 pub mod mamba;
 pub mod meta_spikeformer;

@@ -31,7 +31,11 @@ pub fn preprocess(img: &image::RgbImage, size_h: usize, size_w: usize, crop_pct:
         ((w * scale).round() as u32).max(size_w as u32),
         ((h * scale).round() as u32).max(size_h as u32),
     );
-    let resized = image::imageops::resize(img, nw, nh, FilterType::CatmullRom);
+    let resized = if (nw, nh) == (img.width(), img.height()) {
+        img.clone()
+    } else {
+        image::imageops::resize(img, nw, nh, FilterType::CatmullRom)
+    };
     let (x0, y0) = ((nw as usize - size_w) / 2, (nh as usize - size_h) / 2);
     let mut out = vec![0.0f32; 3 * size_h * size_w];
     for y in 0..size_h {
