@@ -24,10 +24,10 @@ fi
 export SPIKESCAN_BACKEND=vulkan
 "$bin" info --all 2>&1 | tee bench/out/gpu-info.txt
 timeout 120 "$bin" ops 2>&1 | tee bench/out/gpu-ops.txt
-timeout 180 "$bin" bench --kernels --reps 20 --json bench/out/gpu-kernels.jsonl 2>&1 | tee bench/out/gpu-kernels.txt
+timeout 180 "$bin" bench --kernels --reps 20 --out bench/out/gpu-kernels.jsonl 2>&1 | tee bench/out/gpu-kernels.txt
 for preset in mamba-130m mamba-1.4b; do
   timeout 240 "$bin" bench --mamba "$preset" --prompt-len 128 --decode-steps 64 --reps 5 \
-    --json "bench/out/gpu-$preset.jsonl" 2>&1 | tee "bench/out/gpu-$preset.txt"
+    --out "bench/out/gpu-$preset.jsonl" 2>&1 | tee "bench/out/gpu-$preset.txt"
 done
 SPIKESCAN_PROFILE=1 timeout 60 "$bin" run --model tests/fixtures/meta-spikeformer-exact-t4-kd \
   --input tests/fixtures/meta-spikeformer-exact-t4-kd/io.safetensors 2> bench/out/gpu-profile.txt >/dev/null

@@ -44,8 +44,10 @@ pub fn demo(models: &Path) -> anyhow::Result<()> {
     let mut speed = Vec::new();
     for dir in &dirs {
         let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let pb = crate::ui::spinner(format!("loading {name}"));
         let md = ModelDir::open(dir)?;
         let model = Model::from_dir(&dev, &md)?;
+        crate::ui::done(pb);
         println!("\n== {name} ({}) ==", model.architecture());
         let labels = crate::run::labels(dir);
         let label = |j: usize| {

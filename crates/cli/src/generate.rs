@@ -18,8 +18,11 @@ pub struct GenerateArgs {
 
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let dev = Device::new()?;
+    let pb = crate::ui::spinner(format!("loading {}", args.model.display()));
     let md = ModelDir::open(&args.model)?;
-    let Model::Mamba(m) = Model::from_dir(&dev, &md)? else {
+    let loaded = Model::from_dir(&dev, &md)?;
+    crate::ui::done(pb);
+    let Model::Mamba(m) = loaded else {
         bail!(
             "{} is not a language model (generate runs Mamba models)",
             args.model.display()
@@ -65,13 +68,17 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     let mut printed = String::new();
     let mut generated: Vec<u32> = Vec::new();
-    if let Some(text) = &args.prompt {
+    let json = crate::ui::json();
+    if let (Some(text), false) = (&args.prompt, json) {
         print!("{text}");
         let _ = stdout.flush();
     }
     let t0 = std::time::Instant::now();
     let out = m.generate(&dev, &prompt, args.max_new_tokens, &args.sampling, |t| {
         generated.push(t);
+        if json {
+            return;
+        }
         match &tokenizer {
             // Decode everything generated so far and print what is new (a token may complete
             // a character only together with the next one).
@@ -87,19 +94,33 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         }
         let _ = stdout.flush();
     })?;
-    println!();
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!(
+    if json {
+        let text = tokenizer
+            .as_ref()
+            .and_then(|t| t.decode(&generated, false).ok());
+        crate::ui::emit(serde_json::json!({
+            "prompt_tokens": prompt.len(), "tokens": out, "generated_text": text,
+            "seconds": secs, "device": dev.describe(),
+        }));
+    } else {
+        println!();
+    }
+    crate::ui::note(format!(
         "{} prompt + {} new tokens in {secs:.2} s ({:.1} tokens/s) on {}",
         prompt.len(),
         out.len() - prompt.len(),
         (out.len() - prompt.len()) as f64 / secs.max(1e-9),
         dev.describe()
-    );
+    ));
     if let Some(path) = &args.output {
         let ids: Vec<i64> = out.iter().map(|&t| t as i64).collect();
         spikescan::loader::save_i64(path, "tokens", &[1, ids.len()], &ids)?;
-        eprintln!("wrote tokens [1, {}] to {}", ids.len(), path.display());
+        crate::ui::note(format!(
+            "wrote tokens [1, {}] to {}",
+            ids.len(),
+            path.display()
+        ));
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ mod demo;
 mod generate;
 mod run;
 mod stream;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,13 +13,25 @@ use clap::{Parser, Subcommand};
 use spikescan::runtime::harness::{run_cases, Feature};
 use spikescan::{Device, DeviceOptions};
 
+const EXIT_CODES: &str =
+    "Exit codes: 0 success; 1 a check failed (`ops`: a kernel disagrees with its \
+reference); 2 an error (bad arguments, a missing or malformed model, input or checkpoint, no GPU \
+adapter, a GPU error) — the message on stderr names the file, key or argument at fault.";
+
 #[derive(Parser)]
 #[command(
     name = "spikescan",
     version,
-    about = "Spiking transformers and state-space models on any GPU"
+    about = "Spiking transformers and state-space models on any GPU",
+    after_help = EXIT_CODES
 )]
 struct Cli {
+    /// No notes or progress on stderr (errors still print).
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Machine-readable stdout: one JSON object per line.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,9 +74,9 @@ struct BenchArgs {
     image_batch: Vec<usize>,
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Also write JSON lines here.
+    /// Also write the records as JSON lines to this file.
     #[arg(long)]
-    json: Option<PathBuf>,
+    out: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -176,10 +189,11 @@ enum Command {
     /// throughput with random weights of official shapes: Mamba prompt and decode tokens/s
     /// (--mamba), LMUFormer clips/s and streaming latency (--lmuformer), image classifiers'
     /// images/s (--vision). Cold start (pipeline creation) is reported separately. Prints a
-    /// table; --json writes one JSON record per line, each with the adapter and driver.
+    /// table (or, with --json, one JSON record per line on stdout); --out also writes the
+    /// records to a file. Every record names the adapter, backend and driver.
     ///
     /// Examples: `spikescan bench --kernels --quick`,
-    /// `spikescan bench --mamba mamba-130m --lmuformer spiking-lmuformer-gsc --json out.jsonl`,
+    /// `spikescan bench --mamba mamba-130m --lmuformer spiking-lmuformer-gsc --out out.jsonl`,
     /// `spikescan bench --vision spikformer-8-384 --t 4 --image-batch 1 --image-batch 32`
     Bench(BenchArgs),
     /// Run every kernel against its CPU reference on small shapes and print the op × dtype ×
@@ -214,8 +228,17 @@ fn model_info(dir: &std::path::Path) -> anyhow::Result<()> {
         .filter(|k| !unused.iter().any(|u| u == k))
         .map(|k| ck.shape(k).map_or(0, |s| s.iter().product::<usize>()))
         .sum();
-    println!("model        {}", dir.display());
     let _ = &model;
+    if ui::json() {
+        ui::emit(serde_json::json!({
+            "model": dir.display().to_string(), "architecture": arch,
+            "parameters": ck.parameter_count(), "parameters_used": used_params,
+            "dtypes": dtypes, "gpu_weight_bytes": used_params * 4,
+            "load_seconds": before.elapsed().as_secs_f64(), "unused_keys": unused,
+        }));
+        return Ok(());
+    }
+    println!("model        {}", dir.display());
     println!("architecture {arch}");
     println!(
         "parameters   {} in the checkpoint, {} used by the model",
@@ -258,6 +281,24 @@ fn info(all: bool) -> anyhow::Result<()> {
     }
     let dev = Device::with_options(opts)?;
     let a = dev.adapter();
+    if ui::json() {
+        let l = dev.limits();
+        let c = dev.caps();
+        let features: Vec<String> = dev
+            .adapter_features()
+            .iter_names()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        ui::emit(serde_json::json!({
+            "adapter": a.name, "index": a.index, "type": a.device_type, "backend": a.backend,
+            "driver": format!("{} {}", a.driver, a.driver_info),
+            "f16": c.f16, "subgroups": c.subgroups, "timestamps": c.timestamps,
+            "features": features,
+            "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+            "max_buffer_size": l.max_buffer_size,
+        }));
+        return Ok(());
+    }
     println!("adapter   {} (index {})", a.name, a.index);
     println!("type      {}", a.device_type);
     println!("backend   {}", a.backend);
@@ -416,12 +457,15 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         let what = what.to_string();
         move |e: Box<dyn std::error::Error>| anyhow::anyhow!("{what}: {e}")
     };
+    let steps = a.kernels as u64 + (mamba.len() + a.lmuformer.len() + a.vision.len()) as u64;
+    let pb = ui::bar(steps, "");
     if a.kernels {
-        eprintln!("measuring kernels ...");
+        pb.set_message("kernels");
         records.extend(spikescan_bench::kernels(a.quick, a.reps).map_err(err("kernels"))?);
+        pb.inc(1);
     }
     for p in &mamba {
-        eprintln!("measuring {p} ...");
+        pb.set_message(p.clone());
         records.extend(
             spikescan_bench::mamba(
                 &dev,
@@ -433,29 +477,40 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             )
             .map_err(err(p))?,
         );
+        pb.inc(1);
     }
     for p in &a.lmuformer {
-        eprintln!("measuring {p} ...");
+        pb.set_message(p.clone());
         records.extend(
             spikescan_bench::lmuformer(&dev, p, &a.clip_batch, a.frames, a.reps).map_err(err(p))?,
         );
+        pb.inc(1);
     }
     for p in &a.vision {
-        eprintln!("measuring {p} (T={}) ...", a.t);
+        pb.set_message(format!("{p} (T={})", a.t));
         records
             .extend(spikescan_bench::vision(&dev, p, a.t, &a.image_batch, a.reps).map_err(err(p))?);
+        pb.inc(1);
     }
-    print!("{}", spikescan_bench::table(&dev, &records));
-    if let Some(path) = a.json {
+    ui::done(pb);
+    if ui::json() {
+        for r in &records {
+            ui::emit(r.json(&dev));
+        }
+    } else {
+        print!("{}", spikescan_bench::table(&dev, &records));
+    }
+    if let Some(path) = a.out {
         let lines: Vec<String> = records.iter().map(|r| r.json(&dev).to_string()).collect();
         std::fs::write(&path, lines.join("\n") + "\n")?;
-        eprintln!("wrote {}", path.display());
+        ui::note(format!("wrote {}", path.display()));
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    ui::set(cli.quiet, cli.json);
     let result = match cli.command {
         Command::Info {
             all,

@@ -99,13 +99,24 @@ fn print_top(logits: &[f32], k: usize, top: usize, names: Option<&[String]>, wha
     for (i, row) in logits.chunks(k).enumerate() {
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by(|&a, &c| row[c].total_cmp(&row[a]));
-        println!("{what} {i}:");
-        for &j in order.iter().take(top.min(k)) {
-            let name = names
+        let name = |j: usize| {
+            names
                 .and_then(|n| n.get(j))
                 .map(String::as_str)
-                .unwrap_or("");
-            println!("  {j:>5} {:>10.4}  {name}", row[j]);
+                .unwrap_or("")
+        };
+        if crate::ui::json() {
+            let best: Vec<_> = order
+                .iter()
+                .take(top.min(k))
+                .map(|&j| serde_json::json!({"class": j, "label": name(j), "logit": row[j]}))
+                .collect();
+            crate::ui::emit(serde_json::json!({ what: i, "top": best }));
+            continue;
+        }
+        println!("{what} {i}:");
+        for &j in order.iter().take(top.min(k)) {
+            println!("  {j:>5} {:>10.4}  {}", row[j], name(j));
         }
     }
 }
@@ -145,7 +156,7 @@ fn run_sequence_model(
             ("logits".to_string(), vec![b, k], logits.clone())
         };
         spikescan::loader::save_f32(path, std::slice::from_ref(&tensor))?;
-        eprintln!("wrote logits {:?} to {}", tensor.1, path.display());
+        crate::ui::note(format!("wrote logits {:?} to {}", tensor.1, path.display()));
     } else {
         let names = labels(&args.model);
         print_top(&logits, k, args.top, names.as_deref(), "clip");
@@ -164,8 +175,10 @@ pub fn labels(dir: &Path) -> Option<Vec<String>> {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let dev = Device::new()?;
+    let pb = crate::ui::spinner(format!("loading {}", args.model.display()));
     let md = ModelDir::open(&args.model)?;
     let model = Model::from_dir(&dev, &md)?;
+    crate::ui::done(pb);
     if args.verbose {
         eprintln!(
             "{}: {} on {}",
@@ -209,7 +222,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let (b, k) = (shape[0], spec.num_classes);
     if let Some(out) = &args.output {
         spikescan::loader::save_f32(out, &[("logits".into(), vec![b, k], logits.clone())])?;
-        eprintln!("wrote logits [{b}, {k}] to {}", out.display());
+        crate::ui::note(format!("wrote logits [{b}, {k}] to {}", out.display()));
     } else {
         let names = labels(&args.model);
         print_top(&logits, k, args.top, names.as_deref(), "sample");
@@ -257,12 +270,12 @@ fn run_language_model(
                 out,
                 &[("logits".into(), vec![shape[0], shape[1], v], logits)],
             )?;
-            eprintln!(
+            crate::ui::note(format!(
                 "wrote logits [{}, {}, {v}] to {}",
                 shape[0],
                 shape[1],
                 out.display()
-            );
+            ));
         }
         None => {
             for (b, row) in logits.chunks(shape[1] * v).enumerate() {
@@ -270,7 +283,13 @@ fn run_language_model(
                 let best = (0..m.config.vocab_size)
                     .max_by(|&a, &c| last[a].total_cmp(&last[c]))
                     .unwrap_or(0);
-                println!("sequence {b}: next token {best} (logit {:.4})", last[best]);
+                if crate::ui::json() {
+                    crate::ui::emit(
+                        serde_json::json!({"sequence": b, "next_token": best, "logit": last[best]}),
+                    );
+                } else {
+                    println!("sequence {b}: next token {best} (logit {:.4})", last[best]);
+                }
             }
         }
     }
@@ -293,20 +312,33 @@ fn print_stats(
         (fed, first * t as u64)
     };
     let t = t as f64;
-    println!(
-        "{:<30} {:>12} {:>16}",
-        "LIF layer", "firing rate", "SOPs/sample (M)"
-    );
+    let json = crate::ui::json();
+    if !json {
+        println!(
+            "{:<30} {:>12} {:>16}",
+            "LIF layer", "firing rate", "SOPs/sample (M)"
+        );
+    }
     let mut sops = 0.0;
     for (name, s) in &spikes {
         let rate = s.iter().map(|&v| v as f64).sum::<f64>() / s.len().max(1) as f64;
         let macs = fed.iter().find(|(n, _)| n == name).map_or(0, |(_, m)| *m) as f64;
         let sop = rate * t * macs;
         sops += sop;
-        println!("{name:<30} {rate:>12.4} {:>16.3}", sop / 1e6);
+        if json {
+            crate::ui::emit(serde_json::json!({"layer": name, "firing_rate": rate, "sops": sop}));
+        } else {
+            println!("{name:<30} {rate:>12.4} {:>16.3}", sop / 1e6);
+        }
     }
     let first = first as f64;
     let energy_mj = (4.6 * first + 0.9 * sops) * 1e-9;
+    if json {
+        crate::ui::emit(serde_json::json!({
+            "first_layer_macs": first, "sops": sops, "energy_mj": energy_mj
+        }));
+        return Ok(());
+    }
     println!(
         "first layer (dense): {:.3} M MACs x 4.6 pJ; spiking layers: {:.3} M SOPs x 0.9 pJ",
         first / 1e6,

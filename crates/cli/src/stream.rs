@@ -16,7 +16,9 @@ pub struct StreamArgs {
 
 pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     let dev = Device::new()?;
+    let pb = crate::ui::spinner(format!("loading {}", args.model.display()));
     let model = Model::load(&dev, &args.model)?;
+    crate::ui::done(pb);
     let Model::Lmuformer(m) = &model else {
         bail!(
             "{} is a {} model; `spikescan stream` runs LMUFormer models",
@@ -47,16 +49,24 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
             .unwrap_or(0)
     };
     let mut session = m.stream(&dev, 1)?;
-    println!(
-        "streaming {n} frames ({} ms each); predictions lag {LOOKAHEAD} frames (the embedding's look-ahead)",
-        10
-    );
+    let json = crate::ui::json();
+    let quiet = args.quiet || json;
+    if !quiet {
+        println!(
+            "streaming {n} frames ({} ms each); predictions lag {LOOKAHEAD} frames (the embedding's look-ahead)",
+            10
+        );
+    }
     let mut frame = 0;
     let mut last = Vec::new();
     let mut latencies = Vec::new();
     let show = |row: &[f32], frame: usize| {
         let j = top1(row);
-        if !args.quiet {
+        if json {
+            crate::ui::emit(
+                serde_json::json!({"frame": frame, "top1": j, "label": label(j), "logit": row[j]}),
+            );
+        } else if !quiet {
             println!(
                 "frame {frame:>4}  top-1 {j:>3}  {:<16} logit {:.3}",
                 label(j),
@@ -84,6 +94,14 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     }
     let j = top1(&last);
     latencies.sort_by(f64::total_cmp);
+    if json {
+        crate::ui::emit(serde_json::json!({
+            "final": j, "label": label(j), "frames": frame,
+            "median_frame_latency_ms": latencies[latencies.len() / 2],
+            "device": dev.describe(),
+        }));
+        return Ok(());
+    }
     println!(
         "final: {} (class {j}) after {frame} frames; per-frame latency median {:.2} ms on {}",
         label(j),

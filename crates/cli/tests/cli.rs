@@ -446,3 +446,39 @@ fn lmuformer_input_errors_name_the_problem() {
     assert!(err.contains("runs LMUFormer models"), "{err}");
     std::fs::remove_file(wav8k).ok();
 }
+
+#[test]
+fn json_and_quiet_serve_scripts() {
+    let m = fixture("lmuformer-small");
+    let wav = fixture("audio/chirp.wav");
+    let (m, wav) = (m.to_str().unwrap(), wav.to_str().unwrap());
+    let (code, out, err) = spikescan(&["--json", "stream", "--model", m, "--input", wav], &[]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 129, "128 frames and the final line");
+    assert_eq!(lines[128]["frames"], 128);
+    let (code, out, err) = spikescan(&["--json", "info"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    let o = tmp("quiet").join("logits.safetensors");
+    let (code, out, err) = spikescan(
+        &[
+            "run",
+            "--quiet",
+            "--model",
+            m,
+            "--input",
+            wav,
+            "--output",
+            o.to_str().unwrap(),
+        ],
+        &[("XDG_RUNTIME_DIR", "/tmp")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty() && !err.contains("wrote"), "{out}\n{err}");
+    assert!(o.exists());
+}
