@@ -23,6 +23,11 @@ fn devices_are_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Device>();
     assert_send_sync::<spikescan::Tensor>();
+    // Loaded models are shared read-only between threads; sessions and states move to one.
+    assert_send_sync::<spikescan::models::Model>();
+    fn assert_send<T: Send>() {}
+    assert_send::<spikescan::models::LmuStream<'static>>();
+    assert_send::<spikescan::models::MambaState>();
     let dev = Device::with_options(DeviceOptions::from_env()).unwrap();
     let handles: Vec<_> = (0..4)
         .map(|i| {
