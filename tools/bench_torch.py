@@ -105,7 +105,7 @@ def kernels(b, quick):
     b.kernel("dense GEMM f32 — compute ceiling", f"{s}^3", lambda: a @ w.T)
     t, c, nt = 4, 384, 196
     xl = rnd(t, 1, c, nt)
-    bn = torch.nn.BatchNorm2d(c).to(dev).eval()
+    bn = torch.nn.BatchNorm1d(c).to(dev).eval()
     b.kernel("lif+bn → bits", f"T={t} C={c} N={nt}",
              lambda: lif_multistep(bn(xl.flatten(0, 1)).reshape(t, 1, c, nt)))
     spikes = (torch.rand(t, c, nt, generator=g) < 0.2).float().to(dev)

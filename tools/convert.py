@@ -198,9 +198,20 @@ SAFETENSORS_DTYPE = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", n
                      np.dtype(np.complex64): "C64"}
 
 
-def write_safetensors(path, tensors, force_f32):
+def progress(i, n, what, quiet):
+    """A one-line progress bar on stderr when it is a terminal."""
+    if quiet or not sys.stderr.isatty() or n == 0:
+        return
+    done = int(30 * i / n)
+    end = "\n" if i == n else ""
+    print(f"\r[{'#' * done}{'.' * (30 - done)}] {i}/{n} {what}", end=end, file=sys.stderr, flush=True)
+
+
+def write_safetensors(path, tensors, force_f32, quiet=False):
     header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
+    names = sorted(tensors)
+    for i, name in enumerate(names):
+        progress(i + 1, len(names), "tensors", quiet)
         v = tensors[name]
         if isinstance(v, BF16):
             arr, dt = (v.bits.astype(np.uint32) << 16).view(np.float32), "F32"
@@ -242,6 +253,7 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (JSON value)")
     ap.add_argument("--dtype", choices=["keep", "f32"], default="keep")
     ap.add_argument("--allow-unsafe-pickle", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress or summary (errors still print)")
     args = ap.parse_args(argv)
     try:
         cfg = dict(PRESETS[args.preset]) if args.preset else {}
@@ -260,11 +272,12 @@ def main(argv=None):
         sd = strip_prefix(find_state_dict(load_checkpoint(args.checkpoint, args.allow_unsafe_pickle), args.checkpoint),
                           args.checkpoint)
         os.makedirs(args.out_dir, exist_ok=True)
-        write_safetensors(os.path.join(args.out_dir, "model.safetensors"), sd, args.dtype == "f32")
+        write_safetensors(os.path.join(args.out_dir, "model.safetensors"), sd, args.dtype == "f32", args.quiet)
         with open(os.path.join(args.out_dir, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
             f.write("\n")
-        print(f"wrote {len(sd)} tensors and config.json ({cfg['architecture']}) to {args.out_dir}")
+        if not args.quiet:
+            print(f"wrote {len(sd)} tensors and config.json ({cfg['architecture']}) to {args.out_dir}")
         return 0
     except (ConvertError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError) as e:
         print(f"convert: {e}", file=sys.stderr)

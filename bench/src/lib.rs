@@ -428,6 +428,21 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
         (0.0, 0.0),
     );
     let ceil = (bw, gf);
+    if dev.caps().f16 {
+        // The same GEMM with f16 weights (f32 activations and accumulation).
+        let wh = dev.weight_f16(&rng.vec(s * s, -1.0, 1.0), &[s, s])?;
+        let us = time("matmul", &mut |rec, _| {
+            gemm_into(rec, &g, &a, &wh, None, &c)
+        })?;
+        push(
+            "dense GEMM, f16 weights",
+            format!("{s}^3"),
+            us,
+            10.0 * (s * s) as f64,
+            g.flops() as f64,
+            ceil,
+        );
+    }
 
     // LIF fused with BN: Spikformer-8-384 block activations, T = 4.
     let (t, c_, nt) = (4usize, 384usize, 196usize);
@@ -535,8 +550,9 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
     );
 
     // Mamba: RMSNorm, causal conv1d, selective scan at mamba-130m shapes.
+    // (The full run uses batch 8: the selective-scan target shape, B=8 L=2048 D=1536 N=16.)
     let (bsz, l, dm, di, ns) = (
-        1usize,
+        if quick { 1usize } else { 8 },
         if quick { 128 } else { 2048 },
         768usize,
         1536usize,
