@@ -158,22 +158,7 @@ pub fn lmuformer(
         Ok(t1.elapsed().as_secs_f64())
     };
     let cold = run(1)?;
-    let mut out = vec![
-        Record {
-            suite: "model",
-            name: format!("{name} load"),
-            params: "random weights, f32".into(),
-            value: load_s,
-            unit: "s",
-        },
-        Record {
-            suite: "model",
-            name: format!("{name} cold start"),
-            params: format!("B=1 N={n}"),
-            value: cold,
-            unit: "s",
-        },
-    ];
+    let mut out = start_records(name, load_s, cold, format!("B=1 N={n}"));
     for &b in batches {
         let t = median((0..reps.max(1)).map(|_| run(b)).collect::<Result<_, _>>()?);
         out.push(Record {
@@ -242,22 +227,7 @@ pub fn vision(
         Ok(t1.elapsed().as_secs_f64())
     };
     let cold = run(1)?;
-    let mut out = vec![
-        Record {
-            suite: "model",
-            name: format!("{name} load"),
-            params: "random weights, f32".into(),
-            value: load_s,
-            unit: "s",
-        },
-        Record {
-            suite: "model",
-            name: format!("{name} cold start"),
-            params: format!("B=1 T={t} {}px", spec.height),
-            value: cold,
-            unit: "s",
-        },
-    ];
+    let mut out = start_records(name, load_s, cold, format!("B=1 T={t} {}px", spec.height));
     for &b in batches {
         let secs = median((0..reps.max(1)).map(|_| run(b)).collect::<Result<_, _>>()?);
         out.push(Record {
@@ -269,6 +239,26 @@ pub fn vision(
         });
     }
     Ok(out)
+}
+
+/// The load time and the cold start (first run, pipelines compiled) of a model.
+fn start_records(name: &str, load_s: f64, cold_s: f64, params: String) -> Vec<Record> {
+    vec![
+        Record {
+            suite: "model",
+            name: format!("{name} load"),
+            params: "random weights, f32".into(),
+            value: load_s,
+            unit: "s",
+        },
+        Record {
+            suite: "model",
+            name: format!("{name} cold start"),
+            params,
+            value: cold_s,
+            unit: "s",
+        },
+    ]
 }
 
 const LOOKAHEAD_FRAMES: usize = spikescan_models::lmuformer::LOOKAHEAD;

@@ -129,15 +129,7 @@ fn run_sequence_model(
     m: &spikescan::models::Lmuformer,
 ) -> anyhow::Result<()> {
     let (data, shape) = read_features(&args.input, m)?;
-    m.check_input(&shape)?;
-    if data.len() != shape.iter().product::<usize>() {
-        bail!(
-            "{}: 'input' holds {} values, not {:?}",
-            args.input.display(),
-            data.len(),
-            shape
-        );
-    }
+    check_len(args, model, &data, &shape)?;
     let (b, n, k) = (shape[0], shape[1], m.config.num_classes);
     let x = dev.tensor_f32(&data, &shape)?;
     let mut taps = Taps::default();
@@ -163,6 +155,20 @@ fn run_sequence_model(
     }
     if args.stats {
         print_stats(dev, model, &taps, &shape, n)?;
+    }
+    Ok(())
+}
+
+/// The input's shape suits the model and its data fills it.
+fn check_len(args: &RunArgs, model: &Model, data: &[f32], shape: &[usize]) -> anyhow::Result<()> {
+    model.check_input(shape)?;
+    if data.len() != shape.iter().product::<usize>() {
+        bail!(
+            "{}: 'input' holds {} values, not {:?}",
+            args.input.display(),
+            data.len(),
+            shape
+        );
     }
     Ok(())
 }
@@ -204,15 +210,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let spec = model.image_spec().context("not an image model")?;
     let (data, shape) = read_images(&args, &model)?;
-    model.check_input(&shape)?;
-    if data.len() != shape.iter().product::<usize>() {
-        bail!(
-            "{}: 'input' holds {} values, not {:?}",
-            args.input.display(),
-            data.len(),
-            shape
-        );
-    }
+    check_len(&args, &model, &data, &shape)?;
     let x = dev.tensor_f32(&data, &shape)?;
     let mut taps = Taps::default();
     let mut rec = dev.recorder("run");
