@@ -103,11 +103,12 @@ def kernels(b, quick):
     s = 512 if quick else 4096
     a, w = rnd(s, s), rnd(s, s)
     b.kernel("dense GEMM f32 — compute ceiling", f"{s}^3", lambda: a @ w.T)
+    for t, c, nt in ((1, 384, 196), (4, 384, 196), (1, 512, 196), (4, 512, 196)):
+        xl = rnd(t, 1, c, nt)
+        bn = torch.nn.BatchNorm1d(c).to(dev).eval()
+        b.kernel("lif+bn → bits", f"T={t} C={c} N={nt}",
+                 lambda: lif_multistep(bn(xl.flatten(0, 1)).reshape(t, 1, c, nt)))
     t, c, nt = 4, 384, 196
-    xl = rnd(t, 1, c, nt)
-    bn = torch.nn.BatchNorm1d(c).to(dev).eval()
-    b.kernel("lif+bn → bits", f"T={t} C={c} N={nt}",
-             lambda: lif_multistep(bn(xl.flatten(0, 1)).reshape(t, 1, c, nt)))
     spikes = (torch.rand(t, c, nt, generator=g) < 0.2).float().to(dev)
     w1 = rnd(4 * c, c)
     b.kernel("spike GEMM (bits × f32)", f"T={t} K={c} N={nt} Cout={4 * c}", lambda: w1 @ spikes)
@@ -129,40 +130,42 @@ def kernels(b, quick):
     b.kernel("conv2d 3x3 f32", f"C={cc} H=W={hw}", lambda: F.conv2d(cx, cw, padding=1))
     cs = (torch.rand(1, cc, hw, hw, generator=g) < 0.2).float().to(dev)
     b.kernel("spike conv2d 3x3 (bits × f32)", f"C={cc} H=W={hw}", lambda: F.conv2d(cs, cw, padding=1))
-    bsz, length, dm, di, ns = 1, 128 if quick else 2048, 768, 1536, 16
-    h, wn = rnd(bsz * length, dm), rnd(dm)
-    b.kernel("RMSNorm", f"rows={bsz * length} d={dm}",
-             lambda: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5) * wn)
-    xz, cwt, cb = rnd(bsz, 2 * di, length), rnd(di, 1, 4), rnd(di)
-    b.kernel("causal conv1d + SiLU", f"B={bsz} L={length} D={di}",
-             lambda: F.silu(F.conv1d(xz[:, :di], cwt, cb, padding=3, groups=di)[..., :length]))
-    u, dt, z = rnd(bsz, di, length), rnd(bsz, di, length), rnd(bsz, di, length)
-    bm, cm = rnd(bsz, ns, length), rnd(bsz, ns, length)
-    am = -torch.arange(1, ns + 1, device=dev).float().repeat(di, 1)
-    dsk, dtb = rnd(di), rnd(di) - 3
+    ns = 16
+    shapes = [(1, 128, 768, 1536)] if quick else [(1, 2048, 768, 1536), (8, 2048, 768, 1536), (1, 2048, 2048, 4096)]
+    for bsz, length, dm, di in shapes:
+        h, wn = rnd(bsz * length, dm), rnd(dm)
+        b.kernel("RMSNorm", f"rows={bsz * length} d={dm}",
+                 lambda: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5) * wn)
+        xz, cwt, cb = rnd(bsz, 2 * di, length), rnd(di, 1, 4), rnd(di)
+        b.kernel("causal conv1d + SiLU", f"B={bsz} L={length} D={di}",
+                 lambda: F.silu(F.conv1d(xz[:, :di], cwt, cb, padding=3, groups=di)[..., :length]))
+        u, dt, z = rnd(bsz, di, length), rnd(bsz, di, length), rnd(bsz, di, length)
+        bm, cm = rnd(bsz, ns, length), rnd(bsz, ns, length)
+        am = -torch.arange(1, ns + 1, device=dev).float().repeat(di, 1)
+        dsk, dtb = rnd(di), rnd(di) - 3
 
-    def scan():
-        # mamba_ssm's selective_scan_ref: the sequential reference (what runs without its CUDA kernel).
-        d = F.softplus(dt + dtb[:, None])
-        da = torch.exp(torch.einsum("bdl,dn->bdln", d, am))
-        dbu = torch.einsum("bdl,bnl,bdl->bdln", d, bm, u)
-        st = torch.zeros(bsz, di, ns, device=dev)
-        ys = []
-        for i in range(length):
-            st = da[:, :, i] * st + dbu[:, :, i]
-            ys.append(torch.einsum("bdn,bn->bd", st, cm[:, :, i]))
-        y = torch.stack(ys, dim=2) + u * dsk[:, None]
-        return y * F.silu(z)
-    b.kernel("selective scan", f"B={bsz} L={length} D={di} N={ns}", scan)
-    for bb in (1, 8):
-        st = rnd(bb, di, ns)
-        du, ddt, dz, dbb, dcc = rnd(bb, di), rnd(bb, di), rnd(bb, di), rnd(bb, ns), rnd(bb, ns)
+        def scan():
+            # mamba_ssm's selective_scan_ref: the sequential reference (what runs without its CUDA kernel).
+            d = F.softplus(dt + dtb[:, None])
+            da = torch.exp(torch.einsum("bdl,dn->bdln", d, am))
+            dbu = torch.einsum("bdl,bnl,bdl->bdln", d, bm, u)
+            st = torch.zeros(bsz, di, ns, device=dev)
+            ys = []
+            for i in range(length):
+                st = da[:, :, i] * st + dbu[:, :, i]
+                ys.append(torch.einsum("bdn,bn->bd", st, cm[:, :, i]))
+            y = torch.stack(ys, dim=2) + u * dsk[:, None]
+            return y * F.silu(z)
+        b.kernel("selective scan", f"B={bsz} L={length} D={di} N={ns}", scan)
+        for bb in ((1, 8) if bsz == 1 else ()):
+            st = rnd(bb, di, ns)
+            du, ddt, dz, dbb, dcc = rnd(bb, di), rnd(bb, di), rnd(bb, di), rnd(bb, ns), rnd(bb, ns)
 
-        def update():
-            d = F.softplus(ddt + dtb)
-            st.mul_(torch.exp(d[..., None] * am)).add_(d[..., None] * dbb[:, None] * du[..., None])
-            return ((st * dcc[:, None]).sum(-1) + du * dsk) * F.silu(dz)
-        b.kernel("decode state update", f"B={bb} D={di} N={ns}", update)
+            def update():
+                d = F.softplus(ddt + dtb)
+                st.mul_(torch.exp(d[..., None] * am)).add_(d[..., None] * dbb[:, None] * du[..., None])
+                return ((st * dcc[:, None]).sum(-1) + du * dsk) * F.silu(dz)
+            b.kernel("decode state update", f"B={bb} D={di} N={ns}", update)
     from lmuformer import legendre_zoh
     mm = 256 if quick else 512
     la, lb = legendre_zoh(mm, 128)

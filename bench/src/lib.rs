@@ -434,28 +434,36 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
         );
     }
 
-    // LIF fused with BN: Spikformer-8-384 block activations, T = 4.
+    // LIF fused with BN: Spikformer-8-384 block activations (C=384, 14x14 tokens) and
+    // Meta-SpikeFormer-8-512's stage 3 (C=512, 14x14), at T = 1 and 4.
+    for (t, c_, nt) in [
+        (1usize, 384usize, 196usize),
+        (4, 384, 196),
+        (1, 512, 196),
+        (4, 512, 196),
+    ] {
+        let xs = [
+            f32s(&mut rng, &[t, 1, c_, nt])?,
+            f32s(&mut rng, &[t, 1, c_, nt])?,
+        ];
+        let bn = BatchNorm::new(&dev, &random_params(&mut rng, c_))?;
+        let sp = [
+            PackedSpikes::alloc(&dev, &[t, 1, c_, nt])?,
+            PackedSpikes::alloc(&dev, &[t, 1, c_, nt])?,
+        ];
+        let us = time("lif_bits", &mut |rec, i| {
+            lif_bits_into(rec, &xs[i % 2], &Lif::STANDARD, Some(&bn), &sp[i % 2])
+        })?;
+        push(
+            "lif+bn → bits",
+            format!("T={t} C={c_} N={nt}"),
+            us,
+            (4 * t * c_ * nt) as f64 + (t * c_ * nt) as f64 / 8.0,
+            (4 * t * c_ * nt) as f64,
+            ceil,
+        );
+    }
     let (t, c_, nt) = (4usize, 384usize, 196usize);
-    let xs = [
-        f32s(&mut rng, &[t, 1, c_, nt])?,
-        f32s(&mut rng, &[t, 1, c_, nt])?,
-    ];
-    let bn = BatchNorm::new(&dev, &random_params(&mut rng, c_))?;
-    let sp = [
-        PackedSpikes::alloc(&dev, &[t, 1, c_, nt])?,
-        PackedSpikes::alloc(&dev, &[t, 1, c_, nt])?,
-    ];
-    let us = time("lif_bits", &mut |rec, i| {
-        lif_bits_into(rec, &xs[i % 2], &Lif::STANDARD, Some(&bn), &sp[i % 2])
-    })?;
-    push(
-        "lif+bn → bits",
-        format!("T={t} C={c_} N={nt}"),
-        us,
-        (4 * t * c_ * nt) as f64 + (t * c_ * nt) as f64 / 8.0,
-        (4 * t * c_ * nt) as f64,
-        ceil,
-    );
 
     // Spike GEMM: fc1 of Spikformer-8-384 (C → 4C) on packed spikes.
     let spikes: Vec<f32> = (0..t * c_ * nt)
@@ -539,111 +547,118 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
         ceil,
     );
 
-    // Mamba: RMSNorm, causal conv1d, selective scan at mamba-130m shapes.
-    // (The full run uses batch 8: the selective-scan target shape, B=8 L=2048 D=1536 N=16.)
-    let (bsz, l, dm, di, ns) = (
-        if quick { 1usize } else { 8 },
-        if quick { 128 } else { 2048 },
-        768usize,
-        1536usize,
-        16usize,
-    );
-    let h = [
-        f32s(&mut rng, &[bsz * l, dm])?,
-        f32s(&mut rng, &[bsz * l, dm])?,
-    ];
-    let wn = f32s(&mut rng, &[dm])?;
-    let hn = dev.alloc(&[bsz * l, dm], DType::F32)?;
-    let us = time("rms_norm", &mut |rec, i| {
-        rms_norm_into(rec, &h[i % 2], &wn, 1e-5, &hn)
-    })?;
-    push(
-        "RMSNorm",
-        format!("rows={} d={dm}", bsz * l),
-        us,
-        (8 * bsz * l * dm) as f64,
-        (4 * bsz * l * dm) as f64,
-        ceil,
-    );
-    let xz = f32s(&mut rng, &[bsz, l, 2 * di])?;
-    let (cw, cb) = (f32s(&mut rng, &[di, 4])?, f32s(&mut rng, &[di])?);
-    let u = dev.alloc(&[bsz, l, di], DType::F32)?;
-    let cs = dev.alloc(&[bsz, di, 3], DType::F32)?;
-    let cl = ConvLayout {
-        batch: bsz,
-        len: l,
-        d: di,
-        k: 4,
-        x_stride: 2 * di,
+    // Mamba: RMSNorm, causal conv1d, selective scan and the decode update at mamba-130m
+    // (d_model 768, d_inner 1536) and mamba-1.4b (2048, 4096) shapes; the full run includes
+    // the selective-scan target shape B=8 L=2048 D=1536 N=16.
+    let ns = 16usize;
+    let shapes: &[(usize, usize, usize, usize)] = if quick {
+        &[(1, 128, 768, 1536)]
+    } else {
+        &[
+            (1, 2048, 768, 1536),
+            (8, 2048, 768, 1536),
+            (1, 2048, 2048, 4096),
+        ]
     };
-    let us = time("causal_conv1d", &mut |rec, _| {
-        causal_conv1d_into(rec, &cl, &xz, &cw, &cb, None, &u, &cs)
-    })?;
-    push(
-        "causal conv1d + SiLU",
-        format!("B={bsz} L={l} D={di}"),
-        us,
-        (8 * bsz * l * di) as f64,
-        (8 * bsz * l * di) as f64,
-        ceil,
-    );
-    let sl = ScanLayout::packed(bsz, l, di, ns);
-    let sd = ScanData::random(&mut rng, &sl);
-    let up = |v: &Vec<f32>, shape: &[usize]| dev.tensor_f32(v, shape);
-    let (su, sdt, sbc, sz) = (
-        up(&sd.u, &[bsz, l, di])?,
-        up(&sd.dt, &[bsz, l, di])?,
-        up(&sd.bc, &[bsz, l, 2 * ns])?,
-        up(&sd.z, &[bsz, l, di])?,
-    );
-    let (sa, sb, sk) = (
-        up(&sd.a, &[di, ns])?,
-        up(&sd.dt_bias, &[di])?,
-        up(&sd.d_skip, &[di])?,
-    );
-    let sy = dev.alloc(&[bsz, l, di], DType::F32)?;
-    let sh = dev.alloc(&[bsz, di, ns], DType::F32)?;
-    let sw = ScanWeights {
-        a: &sa,
-        dt_bias: &sb,
-        d_skip: &sk,
-    };
-    let us = time("selective_scan", &mut |rec, _| {
-        selective_scan_into(rec, &sl, &su, &sdt, &sbc, &sz, &sw, None, &sy, &sh)
-    })?;
-    // u, dt, z, y per channel and token; B, C per token.
-    push(
-        "selective scan",
-        format!("B={bsz} L={l} D={di} N={ns}"),
-        us,
-        (4 * bsz * l * (4 * di + 2 * ns)) as f64,
-        (7 * bsz * l * di * ns) as f64,
-        ceil,
-    );
-
-    // Decode: the in-place state update for one token per sequence (batch 1 and 8).
-    for b in [1usize, 8] {
-        let dl = ScanLayout::packed(b, 1, di, ns);
-        let dd = ScanData::random(&mut rng, &dl);
-        let (du, ddt, dbc, dz) = (
-            up(&dd.u, &[b, di])?,
-            up(&dd.dt, &[b, di])?,
-            up(&dd.bc, &[b, 2 * ns])?,
-            up(&dd.z, &[b, di])?,
-        );
-        let state = up(&dd.h0, &[b, di, ns])?;
-        let dy = dev.alloc(&[b, di], DType::F32)?;
-        let us = time("selective_state_update", &mut |rec, _| {
-            selective_state_update(rec, &dl, &du, &ddt, &dbc, &dz, &sw, &state, &dy)
+    for &(bsz, l, dm, di) in shapes {
+        let h = [
+            f32s(&mut rng, &[bsz * l, dm])?,
+            f32s(&mut rng, &[bsz * l, dm])?,
+        ];
+        let wn = f32s(&mut rng, &[dm])?;
+        let hn = dev.alloc(&[bsz * l, dm], DType::F32)?;
+        let us = time("rms_norm", &mut |rec, i| {
+            rms_norm_into(rec, &h[i % 2], &wn, 1e-5, &hn)
         })?;
         push(
-            "decode state update",
-            format!("B={b} D={di} N={ns}"),
+            "RMSNorm",
+            format!("rows={} d={dm}", bsz * l),
             us,
-            (4 * b * (2 * di * ns + 4 * di)) as f64,
-            (7 * b * di * ns) as f64,
+            (8 * bsz * l * dm) as f64,
+            (4 * bsz * l * dm) as f64,
             ceil,
         );
+        let xz = f32s(&mut rng, &[bsz, l, 2 * di])?;
+        let (cw, cb) = (f32s(&mut rng, &[di, 4])?, f32s(&mut rng, &[di])?);
+        let u = dev.alloc(&[bsz, l, di], DType::F32)?;
+        let cs = dev.alloc(&[bsz, di, 3], DType::F32)?;
+        let cl = ConvLayout {
+            batch: bsz,
+            len: l,
+            d: di,
+            k: 4,
+            x_stride: 2 * di,
+        };
+        let us = time("causal_conv1d", &mut |rec, _| {
+            causal_conv1d_into(rec, &cl, &xz, &cw, &cb, None, &u, &cs)
+        })?;
+        push(
+            "causal conv1d + SiLU",
+            format!("B={bsz} L={l} D={di}"),
+            us,
+            (8 * bsz * l * di) as f64,
+            (8 * bsz * l * di) as f64,
+            ceil,
+        );
+        let sl = ScanLayout::packed(bsz, l, di, ns);
+        let sd = ScanData::random(&mut rng, &sl);
+        let up = |v: &Vec<f32>, shape: &[usize]| dev.tensor_f32(v, shape);
+        let (su, sdt, sbc, sz) = (
+            up(&sd.u, &[bsz, l, di])?,
+            up(&sd.dt, &[bsz, l, di])?,
+            up(&sd.bc, &[bsz, l, 2 * ns])?,
+            up(&sd.z, &[bsz, l, di])?,
+        );
+        let (sa, sb, sk) = (
+            up(&sd.a, &[di, ns])?,
+            up(&sd.dt_bias, &[di])?,
+            up(&sd.d_skip, &[di])?,
+        );
+        let sy = dev.alloc(&[bsz, l, di], DType::F32)?;
+        let sh = dev.alloc(&[bsz, di, ns], DType::F32)?;
+        let sw = ScanWeights {
+            a: &sa,
+            dt_bias: &sb,
+            d_skip: &sk,
+        };
+        let us = time("selective_scan", &mut |rec, _| {
+            selective_scan_into(rec, &sl, &su, &sdt, &sbc, &sz, &sw, None, &sy, &sh)
+        })?;
+        // u, dt, z, y per channel and token; B, C per token.
+        push(
+            "selective scan",
+            format!("B={bsz} L={l} D={di} N={ns}"),
+            us,
+            (4 * bsz * l * (4 * di + 2 * ns)) as f64,
+            (7 * bsz * l * di * ns) as f64,
+            ceil,
+        );
+
+        // Decode: the in-place state update for one token per sequence (batch 1 and 8).
+        // (Once per d_inner: with the batch-1 prompt shape.)
+        for b in if bsz == 1 { vec![1usize, 8] } else { Vec::new() } {
+            let dl = ScanLayout::packed(b, 1, di, ns);
+            let dd = ScanData::random(&mut rng, &dl);
+            let (du, ddt, dbc, dz) = (
+                up(&dd.u, &[b, di])?,
+                up(&dd.dt, &[b, di])?,
+                up(&dd.bc, &[b, 2 * ns])?,
+                up(&dd.z, &[b, di])?,
+            );
+            let state = up(&dd.h0, &[b, di, ns])?;
+            let dy = dev.alloc(&[b, di], DType::F32)?;
+            let us = time("selective_state_update", &mut |rec, _| {
+                selective_state_update(rec, &dl, &du, &ddt, &dbc, &dz, &sw, &state, &dy)
+            })?;
+            push(
+                "decode state update",
+                format!("B={b} D={di} N={ns}"),
+                us,
+                (4 * b * (2 * di * ns + 4 * di)) as f64,
+                (7 * b * di * ns) as f64,
+                ceil,
+            );
+        }
     }
     // LMU memory: the spiking LMUFormer's (M = 512, θ = 128) over a whole clip (Toeplitz,
     // N = 128, batch 8), a long sequence in chunks, and the streaming step (1 and 8 streams).
