@@ -280,8 +280,9 @@ pub fn table(dev: &Device, records: &[Record]) -> String {
 }
 
 /// Kernel microbenchmarks at named shapes, timed with GPU timestamps where the adapter has
-/// them (wall clock after a wait otherwise), median of `reps` runs after a warm-up, inputs
-/// rotated between two copies. The first two records are this device's measured ceilings:
+/// them (wall clock after a wait otherwise), median of `reps` runs after a warm-up; the
+/// bandwidth-bound kernels (LIF, RMSNorm, the decode update) rotate through enough input
+/// copies to pass 128 MiB, so no timed run reads cached data (two copies with `quick`). The first two records are this device's measured ceilings:
 /// a streaming elementwise kernel (bandwidth) and the largest dense GEMM (compute); every
 /// other record reports its fraction of them.
 pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
@@ -310,6 +311,15 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
     })?;
     let mut rng = Rng::new(42);
     let reps = reps.max(3);
+    // Copies of a kernel's inputs to rotate through so that no timed run finds its data in
+    // the cache: enough to pass 128 MiB (at most one per run); two with --quick.
+    let copies = |bytes: usize| {
+        if quick {
+            2
+        } else {
+            ((128usize << 20) / bytes.max(1)).clamp(2, reps)
+        }
+    };
     // Runs `op` (which records one dispatch per call, alternating input copies) and returns
     // the median time in µs of the dispatches named `name`.
     let time = |name: &str,
@@ -321,7 +331,7 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
         dev.take_profile();
         let mut rec = dev.recorder("bench");
         for i in 0..reps {
-            op(&mut rec, i)?;
+            op(&mut rec, i + 1)?; // (the warm-up used copy 0)
         }
         rec.submit()?;
         let t: Vec<f64> = dev
@@ -442,17 +452,16 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
         (1, 512, 196),
         (4, 512, 196),
     ] {
-        let xs = [
-            f32s(&mut rng, &[t, 1, c_, nt])?,
-            f32s(&mut rng, &[t, 1, c_, nt])?,
-        ];
+        let k = copies(4 * t * c_ * nt);
+        let xs = (0..k)
+            .map(|_| f32s(&mut rng, &[t, 1, c_, nt]))
+            .collect::<spikescan_runtime::Result<Vec<_>>>()?;
         let bn = BatchNorm::new(&dev, &random_params(&mut rng, c_))?;
-        let sp = [
-            PackedSpikes::alloc(&dev, &[t, 1, c_, nt])?,
-            PackedSpikes::alloc(&dev, &[t, 1, c_, nt])?,
-        ];
+        let sp = (0..k)
+            .map(|_| PackedSpikes::alloc(&dev, &[t, 1, c_, nt]))
+            .collect::<spikescan_runtime::Result<Vec<_>>>()?;
         let us = time("lif_bits", &mut |rec, i| {
-            lif_bits_into(rec, &xs[i % 2], &Lif::STANDARD, Some(&bn), &sp[i % 2])
+            lif_bits_into(rec, &xs[i % k], &Lif::STANDARD, Some(&bn), &sp[i % k])
         })?;
         push(
             "lif+bn → bits",
@@ -561,14 +570,14 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
         ]
     };
     for &(bsz, l, dm, di) in shapes {
-        let h = [
-            f32s(&mut rng, &[bsz * l, dm])?,
-            f32s(&mut rng, &[bsz * l, dm])?,
-        ];
+        let k = copies(4 * bsz * l * dm);
+        let h = (0..k)
+            .map(|_| f32s(&mut rng, &[bsz * l, dm]))
+            .collect::<spikescan_runtime::Result<Vec<_>>>()?;
         let wn = f32s(&mut rng, &[dm])?;
         let hn = dev.alloc(&[bsz * l, dm], DType::F32)?;
         let us = time("rms_norm", &mut |rec, i| {
-            rms_norm_into(rec, &h[i % 2], &wn, 1e-5, &hn)
+            rms_norm_into(rec, &h[i % k], &wn, 1e-5, &hn)
         })?;
         push(
             "RMSNorm",
@@ -636,7 +645,11 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
 
         // Decode: the in-place state update for one token per sequence (batch 1 and 8).
         // (Once per d_inner: with the batch-1 prompt shape.)
-        for b in if bsz == 1 { vec![1usize, 8] } else { Vec::new() } {
+        for b in if bsz == 1 {
+            vec![1usize, 8]
+        } else {
+            Vec::new()
+        } {
             let dl = ScanLayout::packed(b, 1, di, ns);
             let dd = ScanData::random(&mut rng, &dl);
             let (du, ddt, dbc, dz) = (
@@ -645,10 +658,13 @@ pub fn kernels(quick: bool, reps: usize) -> Result<Vec<Record>, Error> {
                 up(&dd.bc, &[b, 2 * ns])?,
                 up(&dd.z, &[b, di])?,
             );
-            let state = up(&dd.h0, &[b, di, ns])?;
+            let k = copies(4 * b * di * ns);
+            let states = (0..k)
+                .map(|_| up(&dd.h0, &[b, di, ns]))
+                .collect::<spikescan_runtime::Result<Vec<_>>>()?;
             let dy = dev.alloc(&[b, di], DType::F32)?;
-            let us = time("selective_state_update", &mut |rec, _| {
-                selective_state_update(rec, &dl, &du, &ddt, &dbc, &dz, &sw, &state, &dy)
+            let us = time("selective_state_update", &mut |rec, i| {
+                selective_state_update(rec, &dl, &du, &ddt, &dbc, &dz, &sw, &states[i % k], &dy)
             })?;
             push(
                 "decode state update",
