@@ -327,8 +327,18 @@ fn load_bn(dev: &Device, ck: &Checkpoint, prefix: &str, c: usize) -> Result<Batc
     Ok(BatchNorm::new(dev, &bn_params(ck, prefix, c)?)?)
 }
 
-fn lif_of(rec: &mut Recorder, x: &Tensor, l: &Lif, bn: Option<&BatchNorm>) -> Result<Tensor> {
-    Ok(lif(rec, x, l, bn, None)?)
+/// Spikes of `bn(x)` through a LIF over the token axis, recorded in `taps` under `name`.
+fn fire(
+    rec: &mut Recorder,
+    x: &Tensor,
+    l: &Lif,
+    bn: &BatchNorm,
+    taps: &mut Option<&mut Taps>,
+    name: impl Into<String>,
+) -> Result<Tensor> {
+    let s = lif(rec, x, l, Some(bn), None)?;
+    tap(taps, name, &s);
+    Ok(s)
 }
 
 fn tap(taps: &mut Option<&mut Taps>, name: impl Into<String>, t: &Tensor) {
@@ -510,9 +520,15 @@ impl Lmuformer {
                 let mut y = convs[0].apply(rec, x, &l)?;
                 l = TokenLayout::token_major(n, b, c);
                 for i in 0..3 {
-                    let s = lif_of(rec, &y, &Lif::STANDARD, Some(&bns[i]))?;
                     let sfx = if i == 0 { String::new() } else { i.to_string() };
-                    tap(&mut taps, format!("patch_embed.proj_lif{sfx}"), &s);
+                    let s = fire(
+                        rec,
+                        &y,
+                        &Lif::STANDARD,
+                        &bns[i],
+                        &mut taps,
+                        format!("patch_embed.proj_lif{sfx}"),
+                    )?;
                     y = convs[i + 1].apply(rec, &s, &l)?;
                 }
                 y
@@ -520,11 +536,14 @@ impl Lmuformer {
         };
         let r = match &self.embed {
             Embed::Plain(_) => a.clone(),
-            Embed::Spiking { bns, .. } => {
-                let s = lif_of(rec, &a, &Lif::STANDARD, Some(&bns[3]))?;
-                tap(&mut taps, "patch_embed.proj_lif3", &s);
-                s
-            }
+            Embed::Spiking { bns, .. } => fire(
+                rec,
+                &a,
+                &Lif::STANDARD,
+                &bns[3],
+                &mut taps,
+                "patch_embed.proj_lif3",
+            )?,
         };
         let r = self.rpe.apply(rec, &r, &l)?;
         Ok(add(rec, &a, &r)?)
@@ -544,40 +563,52 @@ impl Lmuformer {
         let m = cell.mats.m;
         let name = format!("block.{i}.attn");
         let s = match &blk.prev_bn {
-            Some(bn) => {
-                let s = lif_of(rec, x, &Lif::ATTENTION, Some(bn))?;
-                tap(&mut taps, format!("{name}.prev_lif"), &s);
-                s
-            }
+            Some(bn) => fire(
+                rec,
+                x,
+                &Lif::ATTENTION,
+                bn,
+                &mut taps,
+                format!("{name}.prev_lif"),
+            )?,
             None => x.clone(),
         };
         let wu = cell.w_u.apply(rec, &s)?; // [N, B, 1]
         let u = match &cell.bn_u {
-            Some(bn) => {
-                let u = lif_of(rec, &wu, &Lif::STANDARD, Some(bn))?;
-                tap(&mut taps, format!("{name}.lmu.f_u"), &u);
-                u
-            }
+            Some(bn) => fire(
+                rec,
+                &wu,
+                &Lif::STANDARD,
+                bn,
+                &mut taps,
+                format!("{name}.lmu.f_u"),
+            )?,
             None => unary(rec, Unary::Relu, &wu)?,
         };
         let mem = rec.device().alloc(&[n, b, m], DType::F32)?;
         memory_into(rec, &cell.mats, &u, n, b, &mem)?;
         let mem = match &cell.bn_m {
-            Some(bn) => {
-                let ms = lif_of(rec, &mem, &Lif::STANDARD, Some(bn))?;
-                tap(&mut taps, format!("{name}.lmu.f_m"), &ms);
-                ms
-            }
+            Some(bn) => fire(
+                rec,
+                &mem,
+                &Lif::STANDARD,
+                bn,
+                &mut taps,
+                format!("{name}.lmu.f_m"),
+            )?,
             None => mem,
         };
         let cat = concat(rec, &mem, &s, n * b)?;
         let h = cell.w_h.apply(rec, &cat.reshape(&[n, b, m + c])?)?;
         let h = match &cell.bn_h {
-            Some(bn) => {
-                let hs = lif_of(rec, &h, &Lif::STANDARD, Some(bn))?;
-                tap(&mut taps, format!("{name}.lmu.f_h"), &hs);
-                hs
-            }
+            Some(bn) => fire(
+                rec,
+                &h,
+                &Lif::STANDARD,
+                bn,
+                &mut taps,
+                format!("{name}.lmu.f_h"),
+            )?,
             None => unary(rec, Unary::Relu, &h)?,
         };
         let a = blk.proj.apply(rec, &h)?;
@@ -596,11 +627,23 @@ impl Lmuformer {
         let name = format!("block.{i}.mlp");
         let y = match (&blk.fc1_bn, &blk.fc2_bn) {
             (Some(bn1), Some(bn2)) => {
-                let s1 = lif_of(rec, x, &Lif::STANDARD, Some(bn1))?;
-                tap(&mut taps, format!("{name}.fc1_lif"), &s1);
+                let s1 = fire(
+                    rec,
+                    x,
+                    &Lif::STANDARD,
+                    bn1,
+                    &mut taps,
+                    format!("{name}.fc1_lif"),
+                )?;
                 let y = blk.fc1.apply(rec, &s1)?;
-                let s2 = lif_of(rec, &y, &Lif::STANDARD, Some(bn2))?;
-                tap(&mut taps, format!("{name}.fc2_lif"), &s2);
+                let s2 = fire(
+                    rec,
+                    &y,
+                    &Lif::STANDARD,
+                    bn2,
+                    &mut taps,
+                    format!("{name}.fc2_lif"),
+                )?;
                 blk.fc2.apply(rec, &s2)?
             }
             _ => {
@@ -624,11 +667,7 @@ impl Lmuformer {
     ) -> Result<Tensor> {
         let (n, b, c) = (x.dim(0), x.dim(1), x.dim(2));
         let z = match &self.head_bn {
-            Some(bn) => {
-                let s = lif_of(rec, x, &Lif::STANDARD, Some(bn))?;
-                tap(&mut taps, "head_lif", &s);
-                s
-            }
+            Some(bn) => fire(rec, x, &Lif::STANDARD, bn, &mut taps, "head_lif")?,
             None => x.clone(),
         };
         let mean = rec.device().alloc(&[n, b, c], DType::F32)?;
