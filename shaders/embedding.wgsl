@@ -1,5 +1,7 @@
-// Embedding gather: out[r, :] = table[ids[r], :]. Ids are checked against the vocabulary at
-// the boundary (loader/CLI); an id out of range here yields a zero row, never a stray read.
+// Embedding gather: out[r, :] = table[ids[r] - first, :] for the ids this table holds
+// (rows first .. first + vocab: one block of a table split across bindings); other rows are
+// left alone, except that ids >= zero_from get a zero row. Ids are checked against the
+// vocabulary at the boundary (loader/CLI); an id out of range never reads out of bounds.
 #ifdef F16
 enable f16;
 #endif
@@ -16,7 +18,11 @@ struct Params {
     rows: u32,
     dim: u32,
     vocab: u32,
-    _pad: u32,
+    first: u32,
+    zero_from: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,9 +39,9 @@ fn gather_rows(ids: Ids) {
     let r = i / p.dim;
     let c = i % p.dim;
     let t = token_ids[r];
-    var v = 0.0;
-    if (t < p.vocab) {
-        v = f32(table[t * p.dim + c]);
+    if (t >= p.first && t - p.first < p.vocab) {
+        out[i] = f32(table[(t - p.first) * p.dim + c]);
+    } else if (t >= p.zero_from) {
+        out[i] = 0.0;
     }
-    out[i] = v;
 }

@@ -1,5 +1,6 @@
 // Matrix products with weights in PyTorch's [out, in] layout (or any strides):
 //   out[b, m, n] = sum_k x[b, m, k] * w[b, n, k] + bias[n]
+// (output rows may be strided: a column block of a wider matrix)
 // `matmul`: 64x64 output tiles, 16-deep k tiles in workgroup memory, 4x4 outputs per invocation.
 // `gemv`: one output row per 64 invocations, for a single activation row (decode, heads).
 // F16: weights stored as f16, products accumulated in f32.
@@ -30,6 +31,11 @@ struct Params {
     has_bias: u32,
     // Elements of x before its first row.
     x_offset: u32,
+    // Output row r (of batch * m) starts at out_offset + r * out_stride.
+    out_stride: u32,
+    out_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -104,7 +110,7 @@ fn matmul(ids: Ids) {
                 } else if (p.has_bias == 2u) {
                     v += bias[gm];
                 }
-                out[(b * p.m + gm) * p.n + gn] = v;
+                out[p.out_offset + (b * p.m + gm) * p.out_stride + gn] = v;
             }
         }
     }
@@ -147,6 +153,6 @@ fn gemv(ids: Ids) {
         } else if (p.has_bias == 2u) {
             v += bias[mi];
         }
-        out[row * p.n + n] = v;
+        out[p.out_offset + row * p.out_stride + n] = v;
     }
 }

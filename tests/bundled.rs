@@ -78,3 +78,43 @@ fn bundled_language_model_matches_its_model_card() {
         "The with statement"
     );
 }
+
+/// On a device whose storage bindings are smaller than the vocabulary matrix (as WebGPU's
+/// default, many mobile GPUs and lavapipe are for mamba-1.4b), the embedding and the tied head
+/// are split into row blocks: the same f32 logits, bit for bit, and the same generation.
+#[test]
+fn mamba_splits_its_vocabulary_matrix_over_a_small_binding_limit() {
+    use spikescan::models::Sampling;
+    use spikescan::{Device, DeviceOptions};
+    let name = "mamba-pydoc";
+    let md = ModelDir::open(dir(name)).unwrap();
+    let load = |dev: &Device| match Model::from_dir(dev, &md).unwrap() {
+        Model::Mamba(m) => m,
+        _ => panic!("{name} is not a Mamba model"),
+    };
+    let whole_dev = device();
+    let whole = load(&whole_dev);
+    // The table is 1024 x 128 f32 = 512 KiB; every other buffer here is under 384 KiB.
+    let small_dev = Device::with_options(DeviceOptions {
+        max_binding: Some(384 << 10),
+        ..DeviceOptions::from_env()
+    })
+    .unwrap();
+    let split = load(&small_dev);
+    assert_eq!(whole.vocab_blocks(), 1);
+    assert_eq!(split.vocab_blocks(), 2, "768 rows, then 256");
+    let set = Heldout::open(&dir(name)).unwrap();
+    let prompt: Vec<u32> = set.input[..48].iter().map(|&v| v as u32).collect();
+    let a = whole.logits(&whole_dev, &prompt, 2).unwrap();
+    let b = split.logits(&small_dev, &prompt, 2).unwrap();
+    assert_eq!(a.len(), 48 * 1024);
+    assert!(a == b, "split logits differ from the whole matrix's");
+    let s = Sampling::default();
+    let ga = whole
+        .generate(&whole_dev, &prompt[..8], 12, &s, |_| {})
+        .unwrap();
+    let gb = split
+        .generate(&small_dev, &prompt[..8], 12, &s, |_| {})
+        .unwrap();
+    assert_eq!(ga, gb);
+}

@@ -11,13 +11,13 @@
 use serde_json::Value;
 use spikescan_loader::Checkpoint;
 use spikescan_runtime::ops::causal_conv1d::{causal_conv1d_into, causal_conv1d_step, ConvLayout};
-use spikescan_runtime::ops::embedding::embedding;
 use spikescan_runtime::ops::matmul::{gemm_into, linear, Gemm};
 use spikescan_runtime::ops::rms_norm::{add_rms_norm, rms_norm};
 use spikescan_runtime::ops::select::topk_prefix_into;
 use spikescan_runtime::ops::selective_scan::{
     selective_scan_into, selective_state_update, ScanLayout, ScanWeights,
 };
+use spikescan_runtime::ops::vocab::RowBlocks;
 use spikescan_runtime::{DType, Device, Recorder, Residency, Tensor};
 
 use crate::{ModelDir, ModelError, Result};
@@ -297,10 +297,10 @@ impl Default for Sampling {
 /// A loaded Mamba language model.
 pub struct Mamba {
     pub config: MambaConfig,
-    embedding: Tensor,
+    embedding: RowBlocks,
     layers: Vec<Layer>,
     norm_f: Tensor,
-    lm_head: Tensor,
+    lm_head: RowBlocks,
 }
 
 fn bias_or_zero(dev: &Device, ck: &Checkpoint, key: &str, n: usize) -> Result<Tensor> {
@@ -344,17 +344,11 @@ impl Mamba {
         let w = |key: &str, shape: &[usize]| -> Result<Tensor> {
             Ok(dev.weight_f32(&ck.f32(key, shape)?, shape)?)
         };
-        // A vocabulary-sized matrix may exceed one storage binding (128 MiB on many
-        // adapters: mamba-130m's is 147 MiB in f32). Then it is stored in f16 where the adapter
-        // has shader-f16 (products still accumulate in f32); otherwise the limit is the error.
-        let big = |key: &str| -> Result<Tensor> {
-            let v = ck.f32(key, &[rows, dm])?;
-            let bytes = (rows * dm * 4) as u64;
-            if bytes > dev.limits().max_storage_buffer_binding_size && dev.caps().f16 {
-                Ok(dev.weight_f16(&v, &[rows, dm])?)
-            } else {
-                Ok(dev.weight_f32(&v, &[rows, dm])?)
-            }
+        // A vocabulary-sized matrix may exceed one storage binding (128 MiB on many adapters:
+        // mamba-130m's is 147 MiB and mamba-1.4b's 412 MB in f32): it is kept in f32, split
+        // into row blocks that each fit.
+        let big = |key: &str| -> Result<RowBlocks> {
+            Ok(RowBlocks::new(dev, &ck.f32(key, &[rows, dm])?, rows, dm)?)
         };
         let embedding = big(emb_key)?;
         let mut layers = Vec::new();
@@ -399,6 +393,12 @@ impl Mamba {
             norm_f,
             lm_head,
         })
+    }
+
+    /// How many storage bindings the embedding table takes (more than one where it exceeds
+    /// the device's binding limit).
+    pub fn vocab_blocks(&self) -> usize {
+        self.embedding.blocks()
     }
 
     /// A fresh (zero) state for `batch` sequences.
@@ -468,6 +468,8 @@ impl Mamba {
             w_strides: [0, r, 1],
             bias_on_rows: false,
             x_offset: 0,
+            out_row_stride: d,
+            out_offset: 0,
         }
     }
 
@@ -512,7 +514,7 @@ impl Mamba {
         }
         let (dm, d, n, r) = (c.d_model, c.d_inner, c.d_state, c.dt_rank);
         let dev = rec.device();
-        let mut hidden = embedding(rec, ids, &self.embedding)?.reshape(&[b * l, dm])?;
+        let mut hidden = self.embedding.gather(rec, ids)?.reshape(&[b * l, dm])?;
         let mut residual: Option<Tensor> = None;
         for (i, ly) in self.layers.iter().enumerate() {
             let normed = Self::pre_norm(rec, &hidden, &mut residual, &ly.norm, c.eps)?;
@@ -578,7 +580,7 @@ impl Mamba {
         )?;
         let v = c.vocab_padded;
         if all {
-            Ok(Self::proj(rec, &normed, &self.lm_head, None)?.reshape(&[b, l, v])?)
+            Ok(self.lm_head.head(rec, &normed)?.reshape(&[b, l, v])?)
         } else {
             let out = dev.alloc(&[b, v], DType::F32)?;
             // The last position of each sequence: rows l - 1, 2l - 1, ...
@@ -591,8 +593,10 @@ impl Mamba {
                 w_strides: [0, dm, 1],
                 bias_on_rows: false,
                 x_offset: (l - 1) * dm,
+                out_row_stride: v,
+                out_offset: 0,
             };
-            gemm_into(rec, &g, &normed, &self.lm_head, None, &out)?;
+            self.lm_head.head_into(rec, &g, &normed, &out)?;
             Ok(out)
         }
     }
@@ -610,7 +614,7 @@ impl Mamba {
         }
         let (d, n, r) = (c.d_inner, c.d_state, c.dt_rank);
         let dev = rec.device();
-        let mut hidden = embedding(rec, &ids.reshape(&[b])?, &self.embedding)?;
+        let mut hidden = self.embedding.gather(rec, &ids.reshape(&[b])?)?;
         let mut residual: Option<Tensor> = None;
         for (i, ly) in self.layers.iter().enumerate() {
             let normed = Self::pre_norm(rec, &hidden, &mut residual, &ly.norm, c.eps)?;
@@ -645,7 +649,7 @@ impl Mamba {
             &self.norm_f,
             c.eps,
         )?;
-        Self::proj(rec, &normed, &self.lm_head, None)
+        Ok(self.lm_head.head(rec, &normed)?)
     }
 
     /// Logits `[B, L, V]` of a batch of prompts (`ids` row-major `[B, L]`), from fresh states.

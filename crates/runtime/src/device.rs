@@ -30,6 +30,9 @@ pub struct DeviceOptions {
     pub profile: bool,
     /// Longest wait for the GPU before giving up with [`RuntimeError::Timeout`].
     pub poll_timeout: Duration,
+    /// Caps the storage-binding size below the adapter's (bytes), to run as a device with a
+    /// smaller limit would (WebGPU's default and many mobile GPUs allow 128 MiB).
+    pub max_binding: Option<u64>,
 }
 
 impl Default for DeviceOptions {
@@ -42,6 +45,7 @@ impl Default for DeviceOptions {
             debug: false,
             profile: false,
             poll_timeout: Duration::from_secs(120),
+            max_binding: None,
         }
     }
 }
@@ -55,8 +59,9 @@ fn env_flag(name: &str) -> bool {
 
 impl DeviceOptions {
     /// Options from `SPIKESCAN_ADAPTER`, `SPIKESCAN_BACKEND`, `SPIKESCAN_FORCE_F32`,
-    /// `SPIKESCAN_NO_SUBGROUPS`, `SPIKESCAN_DEBUG`, `SPIKESCAN_PROFILE` and
-    /// `SPIKESCAN_POLL_TIMEOUT` (seconds).
+    /// `SPIKESCAN_NO_SUBGROUPS`, `SPIKESCAN_DEBUG`, `SPIKESCAN_PROFILE`,
+    /// `SPIKESCAN_POLL_TIMEOUT` (seconds) and `SPIKESCAN_MAX_BINDING` (bytes; a `K`, `M` or
+    /// `G` suffix multiplies by 1024, 1024² or 1024³).
     pub fn from_env() -> Self {
         let non_empty = |n: &str| std::env::var(n).ok().filter(|s| !s.trim().is_empty());
         let mut o = Self {
@@ -71,8 +76,21 @@ impl DeviceOptions {
         if let Some(s) = non_empty("SPIKESCAN_POLL_TIMEOUT").and_then(|s| s.parse::<f64>().ok()) {
             o.poll_timeout = Duration::from_secs_f64(s.max(0.001));
         }
+        o.max_binding = non_empty("SPIKESCAN_MAX_BINDING").and_then(|s| parse_bytes(&s));
         o
     }
+}
+
+/// `"134217728"`, `"128M"`, `"2G"`, `"64k"` → bytes; `None` if it is not a size.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last()?.to_ascii_uppercase() {
+        'K' => (&s[..s.len() - 1], 1u64 << 10),
+        'M' => (&s[..s.len() - 1], 1 << 20),
+        'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mul)
 }
 
 /// What the runtime uses of the adapter, after the options are applied.
@@ -272,7 +290,13 @@ impl Device {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
         // Ask for everything the adapter offers: big storage bindings matter for weights.
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(cap) = options.max_binding {
+            // Never below 4 KiB: the uniform arena and small tensors must still bind.
+            let cap = cap.max(4096);
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("spikescan"),
             required_features: features,

@@ -16,7 +16,9 @@ struct Params {
     rows: u32,
     dim: u32,
     vocab: u32,
-    _pad: u32,
+    first: u32,
+    zero_from: u32,
+    _pad: [u32; 3],
 }
 
 /// `out[.., :] = table[ids[..], :]`. Ids must be checked against the vocabulary by the
@@ -25,6 +27,21 @@ pub fn embedding_into(
     rec: &mut Recorder,
     ids: &Tensor,
     table: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    let vocab = if table.rank() == 2 { table.dim(0) } else { 0 };
+    embedding_block_into(rec, ids, table, 0, vocab, out)
+}
+
+/// The gather for one row block of a larger table: `table` holds rows `first ..` of it; rows
+/// of `out` whose id falls in the block are written, ids `>= zero_from` get a zero row, and
+/// the other rows are left as they are.
+pub fn embedding_block_into(
+    rec: &mut Recorder,
+    ids: &Tensor,
+    table: &Tensor,
+    first: usize,
+    zero_from: usize,
     out: &Tensor,
 ) -> Result<()> {
     expect_dtype("embedding", "ids", ids, DType::U32)?;
@@ -50,7 +67,9 @@ pub fn embedding_into(
         rows: ids.numel() as u32,
         dim: dim as u32,
         vocab: vocab as u32,
-        _pad: 0,
+        first: first as u32,
+        zero_from: zero_from.min(u32::MAX as usize) as u32,
+        _pad: [0; 3],
     };
     rec.dispatch(
         &key,

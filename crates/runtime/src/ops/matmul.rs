@@ -13,8 +13,9 @@ use crate::record::Recorder;
 use crate::tensor::{DType, Tensor};
 
 /// `out[b, m, n] = sum_k x[b, m, k] * w[b, n, k] (+ bias[n])`, with element strides for each
-/// operand (a batch stride of 0 shares the operand across the batch). `out` is contiguous
-/// `[batch, m, n]`.
+/// operand (a batch stride of 0 shares the operand across the batch). Output row `r` of
+/// the `batch * m` rows starts at `out_offset + r * out_row_stride` (contiguous `[batch, m, n]`
+/// by default; a wider stride writes a column block of a larger matrix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gemm {
     pub batch: usize,
@@ -29,6 +30,10 @@ pub struct Gemm {
     pub bias_on_rows: bool,
     /// Elements of x skipped before its first row (e.g. a sequence's last position).
     pub x_offset: usize,
+    /// Elements between consecutive output rows (`n` for a contiguous output).
+    pub out_row_stride: usize,
+    /// Elements of `out` before the first output (a column block's first column).
+    pub out_offset: usize,
 }
 
 impl Gemm {
@@ -43,6 +48,8 @@ impl Gemm {
             w_strides: [0, k, 1],
             bias_on_rows: false,
             x_offset: 0,
+            out_row_stride: n,
+            out_offset: 0,
         }
     }
     /// A 1x1 conv over the channel axis: `out[r, co, n] = sum_ci W[co, ci] act[r, ci, n]`, with
@@ -57,6 +64,8 @@ impl Gemm {
             w_strides: [cin * n, 1, n],
             bias_on_rows: true,
             x_offset: 0,
+            out_row_stride: n,
+            out_offset: 0,
         }
     }
     /// `a [batch, m, k] @ b [batch, k, n]` (torch.bmm layout).
@@ -70,6 +79,8 @@ impl Gemm {
             w_strides: [k * n, 1, n],
             bias_on_rows: false,
             x_offset: 0,
+            out_row_stride: n,
+            out_offset: 0,
         }
     }
     fn max_offset(len: [usize; 3], s: [usize; 3]) -> usize {
@@ -91,6 +102,9 @@ struct Params {
     ws: [u32; 3],
     has_bias: u32,
     x_offset: u32,
+    out_stride: u32,
+    out_offset: u32,
+    _pad: [u32; 2],
 }
 
 /// Records `g` into `out`. Picks GEMV for a single activation row per batch entry.
@@ -104,12 +118,20 @@ pub fn gemm_into(
 ) -> Result<()> {
     expect_dtype("matmul", "x", x, DType::F32)?;
     expect_float("matmul", "w", w)?;
-    if out.dtype() != DType::F32 || out.numel() != g.batch * g.m * g.n {
+    let contiguous = g.out_row_stride == g.n && g.out_offset == 0;
+    let out_end = g.out_offset + (g.batch * g.m).saturating_sub(1) * g.out_row_stride + g.n;
+    if out.dtype() != DType::F32
+        || g.out_row_stride < g.n
+        || (contiguous && out.numel() != g.batch * g.m * g.n)
+        || out.numel() < out_end
+    {
         return Err(shape_err(
             "matmul",
             format!(
-                "output must be f32 with batch*m*n = {} elements, got {:?}",
+                "output must be f32 with batch*m*n = {} elements (rows {} apart from {}), got {:?}",
                 g.batch * g.m * g.n,
+                g.out_row_stride,
+                g.out_offset,
                 out
             ),
         ));
@@ -157,6 +179,9 @@ pub fn gemm_into(
             (true, true) => 2,
         },
         x_offset: g.x_offset as u32,
+        out_stride: g.out_row_stride as u32,
+        out_offset: g.out_offset as u32,
+        _pad: [0; 2],
     };
     let groups = if gemv {
         let mut gr = grid_rows(g.n.div_ceil(4));
@@ -356,6 +381,8 @@ pub fn cases() -> Vec<Case> {
             w_strides: [0, 129, 1],
             bias_on_rows: false,
             x_offset: 0,
+            out_row_stride: 37,
+            out_offset: 0,
         },
         true,
         true,
@@ -371,6 +398,8 @@ pub fn cases() -> Vec<Case> {
             w_strides: [0, 21, 1],
             bias_on_rows: false,
             x_offset: 0,
+            out_row_stride: 9,
+            out_offset: 0,
         },
         true,
         false,

@@ -19,6 +19,7 @@ pub mod selective_scan;
 pub mod spike_matmul;
 pub mod ssa;
 pub mod tokens;
+pub mod vocab;
 
 use crate::error::{shape_err, Result};
 use crate::harness::Case;
@@ -92,5 +93,6 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(causal_conv1d::cases());
     v.extend(tokens::cases());
     v.extend(lmu::cases());
+    v.extend(vocab::cases());
     v
 }
