@@ -228,7 +228,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.stats {
         print_stats(&dev, &model, &taps, &shape, spec.t)?;
     }
-    if dev.options().profile {
+    if dev.profiling() {
         eprintln!("{}", spikescan::runtime::format_table(&dev.take_profile()));
     }
     Ok(())

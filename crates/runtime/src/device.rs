@@ -242,6 +242,7 @@ pub(crate) struct Inner {
     pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
     pub(crate) lost: Arc<Mutex<Option<String>>>,
     pub(crate) profile: Mutex<Vec<crate::profile::OpTiming>>,
+    profiling: std::sync::atomic::AtomicBool,
     pub(crate) timestamp_period_ns: f32,
 }
 
@@ -325,6 +326,7 @@ impl Device {
             }
         });
         let timestamp_period_ns = queue.get_timestamp_period();
+        let profile_on = options.profile;
         Ok(Self {
             inner: Arc::new(Inner {
                 device,
@@ -345,6 +347,7 @@ impl Device {
                 uncaptured,
                 lost,
                 profile: Mutex::new(Vec::new()),
+                profiling: std::sync::atomic::AtomicBool::new(profile_on),
                 timestamp_period_ns,
             }),
         })
@@ -424,6 +427,20 @@ impl Device {
                 Err(RuntimeError::DeviceLost(format!("{what}: {e}")))
             }
         }
+    }
+
+    /// Whether recordings started now time every dispatch (initially `options().profile`).
+    pub fn profiling(&self) -> bool {
+        self.inner
+            .profiling
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Turns per-dispatch timing on or off for recordings started from now on (e.g. one
+    /// profiled pass of a model after its steady-state timing).
+    pub fn set_profiling(&self, on: bool) {
+        self.inner
+            .profiling
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Per-op timings collected in profiling mode since the last call.

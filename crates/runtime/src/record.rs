@@ -54,7 +54,7 @@ impl<'d> Recorder<'d> {
         if let Ok(mut p) = dev.inner.pool.lock() {
             p.open_recording();
         }
-        let timestamps = (dev.options().profile && dev.caps().timestamps).then(|| Timestamps {
+        let timestamps = (dev.profiling() && dev.caps().timestamps).then(|| Timestamps {
             set: dev
                 .inner
                 .device
@@ -217,7 +217,7 @@ impl<'d> Recorder<'d> {
                 layout: &kernel.layout,
                 entries: &entries,
             });
-        let profile = self.dev.options().profile;
+        let profile = self.dev.profiling();
         let debug = self.dev.options().debug;
         let timed_index = match &self.timestamps {
             Some(ts) if (ts.ops.len() as u32 + 1) * 2 <= MAX_TIMED_QUERIES => {
