@@ -44,12 +44,21 @@ struct BenchArgs {
     /// Smaller kernel shapes (for a CPU-emulated device).
     #[arg(long)]
     quick: bool,
+    /// Only the kernels whose name or shape contains this (case-insensitive); the ceilings
+    /// always run.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Per-layer records for every model benchmarked: one profiled pass (each distinct op
+    /// and shape of the real model, its time, GB/s, GFLOP/s and fraction of the measured
+    /// ceilings; the ceilings are measured first unless --kernels runs).
+    #[arg(long)]
+    layers: bool,
     /// Mamba presets to measure (mamba-130m when nothing else is asked for).
     #[arg(long)]
     mamba: Vec<String>,
-    /// Mamba batch size.
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
+    /// Mamba batch sizes.
+    #[arg(long, default_values_t = [1usize])]
+    batch: Vec<usize>,
     #[arg(long, default_value_t = 128)]
     prompt_len: usize,
     #[arg(long, default_value_t = 16)]
@@ -66,9 +75,9 @@ struct BenchArgs {
     /// Image classifier presets (spikformer-8-384, meta-spikeformer-8-512, ...).
     #[arg(long)]
     vision: Vec<String>,
-    /// Time steps for --vision.
-    #[arg(long, default_value_t = 4)]
-    t: usize,
+    /// Time steps for --vision (repeat for several).
+    #[arg(long, default_values_t = [4usize])]
+    t: Vec<usize>,
     /// Image batch sizes for --vision.
     #[arg(long, default_values_t = [1usize])]
     image_batch: Vec<usize>,
@@ -188,13 +197,15 @@ enum Command {
     /// measured bandwidth and GEMM ceilings, at shapes from the real models) and model
     /// throughput with random weights of official shapes: Mamba prompt and decode tokens/s
     /// (--mamba), LMUFormer clips/s and streaming latency (--lmuformer), image classifiers'
-    /// images/s (--vision). Cold start (pipeline creation) is reported separately. Prints a
-    /// table (or, with --json, one JSON record per line on stdout); --out also writes the
-    /// records to a file. Every record names the adapter, backend and driver.
+    /// images/s (--vision). Cold start (pipeline creation) is reported separately; --layers
+    /// adds each model's per-layer kernel table from one profiled pass. Prints a table (or,
+    /// with --json, one JSON record per line on stdout); --out also writes the records to a
+    /// file. Every record names the adapter, backend and driver.
     ///
     /// Examples: `spikescan bench --kernels --quick`,
-    /// `spikescan bench --mamba mamba-130m --lmuformer spiking-lmuformer-gsc --out out.jsonl`,
-    /// `spikescan bench --vision spikformer-8-384 --t 4 --image-batch 1 --image-batch 32`
+    /// `spikescan bench --kernels --filter "selective scan"`,
+    /// `spikescan bench --mamba mamba-130m --batch 1 --batch 8 --layers --out out.jsonl`,
+    /// `spikescan bench --vision spikformer-8-384 --t 1 --t 4 --image-batch 1 --image-batch 32`
     Bench(BenchArgs),
     /// Run every kernel against its CPU reference on small shapes and print the op × dtype ×
     /// feature support matrix of this adapter (the plain twins run on a second device
@@ -457,23 +468,35 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         let what = what.to_string();
         move |e: Box<dyn std::error::Error>| anyhow::anyhow!("{what}: {e}")
     };
-    let steps = a.kernels as u64 + (mamba.len() + a.lmuformer.len() + a.vision.len()) as u64;
+    let steps =
+        a.kernels as u64 + (mamba.len() + a.lmuformer.len() + a.vision.len() * a.t.len()) as u64;
     let pb = ui::bar(steps, "");
+    let mut ceil = None;
     if a.kernels {
         pb.set_message("kernels");
-        records.extend(spikescan_bench::kernels(a.quick, a.reps).map_err(err("kernels"))?);
+        let (c, r) = spikescan_bench::kernels(&dev, a.quick, a.reps, a.filter.as_deref())
+            .map_err(err("kernels"))?;
+        records.extend(r);
+        ceil = Some(c);
         pb.inc(1);
+    } else if a.layers {
+        pb.set_message("ceilings");
+        let (c, r) = spikescan_bench::ceilings(&dev, a.quick, a.reps).map_err(err("ceilings"))?;
+        records.extend(r);
+        ceil = Some(c);
     }
+    let layers = if a.layers { ceil } else { None };
     for p in &mamba {
         pb.set_message(p.clone());
         records.extend(
             spikescan_bench::mamba(
                 &dev,
                 p,
-                a.batch,
+                &a.batch,
                 a.prompt_len,
                 a.decode_steps,
                 a.reps.max(1),
+                layers,
             )
             .map_err(err(p))?,
         );
@@ -482,15 +505,20 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     for p in &a.lmuformer {
         pb.set_message(p.clone());
         records.extend(
-            spikescan_bench::lmuformer(&dev, p, &a.clip_batch, a.frames, a.reps).map_err(err(p))?,
+            spikescan_bench::lmuformer(&dev, p, &a.clip_batch, a.frames, a.reps, layers)
+                .map_err(err(p))?,
         );
         pb.inc(1);
     }
     for p in &a.vision {
-        pb.set_message(format!("{p} (T={})", a.t));
-        records
-            .extend(spikescan_bench::vision(&dev, p, a.t, &a.image_batch, a.reps).map_err(err(p))?);
-        pb.inc(1);
+        for &t in &a.t {
+            pb.set_message(format!("{p} (T={t})"));
+            records.extend(
+                spikescan_bench::vision(&dev, p, t, &a.image_batch, a.reps, layers)
+                    .map_err(err(p))?,
+            );
+            pb.inc(1);
+        }
     }
     ui::done(pb);
     if ui::json() {

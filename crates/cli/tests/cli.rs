@@ -482,3 +482,123 @@ fn json_and_quiet_serve_scripts() {
     assert!(out.is_empty() && !err.contains("wrote"), "{out}\n{err}");
     assert!(o.exists());
 }
+
+/// `spikescan bench` end to end (what it records, not how fast: speed is never asserted):
+/// the measured ceilings, a filtered kernel, a model with its per-layer table, every record
+/// naming the device; then `tools/compare.py --regress` on two runs flags a slowdown.
+#[test]
+fn bench_writes_device_tagged_records_and_compare_flags_regressions() {
+    let dir = tmp("bench");
+    let out = dir.join("run.jsonl");
+    let (code, stdout, err) = spikescan(
+        &[
+            "bench",
+            "--kernels",
+            "--quick",
+            "--filter",
+            "decode state update",
+            "--lmuformer",
+            "lmuformer-gsc",
+            "--clip-batch",
+            "1",
+            "--frames",
+            "7",
+            "--reps",
+            "1",
+            "--layers",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("XDG_RUNTIME_DIR", "/tmp")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("of ceil") && stdout.contains("device: "),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let recs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for r in &recs {
+        for k in ["adapter", "backend", "driver", "name", "params", "unit"] {
+            assert!(r[k].as_str().is_some_and(|s| !s.is_empty()), "{k} in {r}");
+        }
+        let v = r["value"].as_f64().unwrap();
+        assert!(v.is_finite() && v >= 0.0, "{r}");
+    }
+    let find = |name: &str, params: &str| {
+        recs.iter()
+            .find(|r| r["name"] == name && r["params"].as_str().unwrap().contains(params))
+            .unwrap_or_else(|| panic!("no record {name} [{params}]"))
+    };
+    assert!(
+        find("copy (scale) — bandwidth ceiling", "n=")["value"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        find("dense GEMM f32 — compute ceiling", "512^3")["value"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    // The filter keeps the decode update (both batch sizes) and nothing else of the kernels.
+    find("decode state update of ceiling", "B=1 D=1536");
+    find("decode state update", "B=8 D=1536");
+    assert!(!recs.iter().any(|r| r["name"] == "selective scan"));
+    // The model, and its per-layer table (suite "layer"): the LMU memory and the head.
+    assert!(
+        find("lmuformer-gsc whole clip", "B=1")["value"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    find("lmuformer-gsc · lmu_toeplitz of ceiling", "B=1 N=128");
+    let layers: Vec<_> = recs.iter().filter(|r| r["suite"] == "layer").collect();
+    assert!(layers.len() > 20, "{} layer records", layers.len());
+    let total = find("lmuformer-gsc · all dispatches", "dispatches")["value"]
+        .as_f64()
+        .unwrap();
+    assert!(total > 0.0);
+
+    // compare.py --regress: the same run against itself is clean; a copy with one kernel
+    // 1.5x slower is flagged (exit status 1).
+    let compare = |old: &std::path::Path, new: &std::path::Path| {
+        let o = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../tools/compare.py"
+            ))
+            .args([old, new])
+            .arg("--regress")
+            .output()
+            .expect("python3 runs");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (status, report) = compare(&out, &out);
+    assert_eq!(status, Some(0), "{report}");
+    let slower: Vec<String> = recs
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if r["name"] == "decode state update" && r["params"] == "B=8 D=1536 N=16" {
+                r["value"] = (r["value"].as_f64().unwrap() * 1.5).into();
+            }
+            r.to_string()
+        })
+        .collect();
+    let out2 = dir.join("slower.jsonl");
+    std::fs::write(&out2, slower.join("\n")).unwrap();
+    let (status, report) = compare(&out, &out2);
+    assert_eq!(status, Some(1), "{report}");
+    assert!(
+        report.contains("1 of ") && report.contains("decode state update [B=8 D=1536 N=16]"),
+        "{report}"
+    );
+}

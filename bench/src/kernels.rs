@@ -1,0 +1,626 @@
+//! Kernel microbenchmarks at named shapes, the device's measured ceilings, and per-layer
+//! records from one profiled pass of a real model.
+
+use std::collections::HashMap;
+
+use spikescan_runtime::harness::Rng;
+use spikescan_runtime::ops::{
+    batch_norm::{random_params, BatchNorm},
+    causal_conv1d::{causal_conv1d_into, ConvLayout},
+    conv::{conv2d_into, spike_conv2d_into, Conv2d},
+    elementwise::{unary_into, Unary},
+    lif::{lif_bits_into, Lif},
+    lmu::{memory_chunked_into, memory_step_into, test_matrices, LmuMatrices},
+    matmul::{gemm_into, Gemm},
+    rms_norm::rms_norm_into,
+    sdsa::sdsa_into,
+    selective_scan::{
+        selective_scan_into, selective_state_update, ScanData, ScanLayout, ScanWeights,
+    },
+    spike_matmul::spike_linear_into,
+    ssa::{ssa_into, Ssa},
+};
+use spikescan_runtime::{DType, Device, OpTiming, PackedSpikes, Recorder, Tensor};
+
+use crate::{median, Error, Record};
+
+/// This device's measured limits: a streaming elementwise kernel (bandwidth) and the largest
+/// dense f32 GEMM (compute).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ceilings {
+    pub bandwidth_gbs: f64,
+    pub gemm_gflops: f64,
+}
+
+/// µs, GB/s, GFLOP/s (when `flops > 0`) and the fraction of the ceilings (when given): the
+/// larger of GB/s ÷ bandwidth and GFLOP/s ÷ GEMM.
+pub fn records(
+    suite: &'static str,
+    name: &str,
+    params: &str,
+    us: f64,
+    bytes: f64,
+    flops: f64,
+    ceil: Option<Ceilings>,
+) -> Vec<Record> {
+    let gbs = bytes / (us * 1e3);
+    let gfs = flops / (us * 1e3);
+    let rec = |name: String, value: f64, unit: &'static str| Record {
+        suite,
+        name,
+        params: params.to_string(),
+        value,
+        unit,
+    };
+    let mut out = vec![
+        rec(name.to_string(), us, "µs"),
+        rec(format!("{name} GB/s"), gbs, "GB/s"),
+    ];
+    if flops > 0.0 {
+        out.push(rec(format!("{name} GFLOP/s"), gfs, "GFLOP/s"));
+    }
+    if let Some(c) = ceil {
+        let frac = (gbs / c.bandwidth_gbs).max(if c.gemm_gflops > 0.0 {
+            gfs / c.gemm_gflops
+        } else {
+            0.0
+        });
+        out.push(rec(format!("{name} of ceiling"), frac, "fraction"));
+    }
+    out
+}
+
+/// Runs `op` once as a warm-up (pipeline creation, input copy 0), then `reps` times in one
+/// recording (copies 1, 2, …), and returns the median time in µs of the dispatches named
+/// `name` (GPU timestamps where the adapter has them, wall clock after a wait otherwise).
+fn time_op(
+    dev: &Device,
+    reps: usize,
+    name: &str,
+    op: &mut dyn FnMut(&mut Recorder, usize) -> spikescan_runtime::Result<()>,
+) -> Result<f64, Error> {
+    let was = dev.profiling();
+    dev.set_profiling(true);
+    let result = (|| -> Result<f64, Error> {
+        let mut rec = dev.recorder("bench");
+        op(&mut rec, 0)?;
+        rec.submit()?;
+        dev.take_profile();
+        let mut rec = dev.recorder("bench");
+        for i in 0..reps {
+            op(&mut rec, i + 1)?;
+        }
+        rec.submit()?;
+        let t: Vec<f64> = dev
+            .take_profile()
+            .into_iter()
+            .filter(|t| t.info.name == name)
+            .map(|t| t.micros)
+            .collect();
+        if t.is_empty() {
+            return Err(format!("no timing for {name}").into());
+        }
+        Ok(median(t))
+    })();
+    dev.set_profiling(was);
+    result
+}
+
+fn f32s(dev: &Device, rng: &mut Rng, shape: &[usize]) -> spikescan_runtime::Result<Tensor> {
+    let n: usize = shape.iter().product();
+    dev.tensor_f32(&rng.vec(n, -1.0, 1.0), shape)
+}
+
+/// The ceilings: a copy (`y = 1·x + 0`) over 2^25 floats (2^22 with `quick`) and the f32 GEMM
+/// at 4096³ (512³ with `quick`), with their records.
+pub fn ceilings(dev: &Device, quick: bool, reps: usize) -> Result<(Ceilings, Vec<Record>), Error> {
+    let mut rng = Rng::new(7);
+    let reps = reps.max(3);
+    let n = if quick { 1 << 22 } else { 1 << 25 };
+    let xs = [f32s(dev, &mut rng, &[n])?, f32s(dev, &mut rng, &[n])?];
+    let ys = [dev.alloc(&[n], DType::F32)?, dev.alloc(&[n], DType::F32)?];
+    let us = time_op(dev, reps, "scale", &mut |rec, i| {
+        let copy = Unary::Affine {
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        unary_into(rec, copy, &xs[i % 2], &ys[i % 2])
+    })?;
+    let mut out = records(
+        "kernel",
+        "copy (scale) — bandwidth ceiling",
+        &format!("n={n}"),
+        us,
+        8.0 * n as f64,
+        0.0,
+        None,
+    );
+    let bw = 8.0 * n as f64 / (us * 1e3);
+    let s = if quick { 512 } else { 4096 };
+    let (a, b) = (f32s(dev, &mut rng, &[s, s])?, f32s(dev, &mut rng, &[s, s])?);
+    let c = dev.alloc(&[s, s], DType::F32)?;
+    let g = Gemm::linear(s, s, s);
+    let us = time_op(dev, reps, "matmul", &mut |rec, _| {
+        gemm_into(rec, &g, &a, &b, None, &c)
+    })?;
+    out.extend(records(
+        "kernel",
+        "dense GEMM f32 — compute ceiling",
+        &format!("{s}^3"),
+        us,
+        12.0 * (s * s) as f64,
+        g.flops() as f64,
+        None,
+    ));
+    let ceil = Ceilings {
+        bandwidth_gbs: bw,
+        gemm_gflops: g.flops() as f64 / (us * 1e3),
+    };
+    if dev.caps().f16 {
+        // The same GEMM with f16 weights (f32 activations and accumulation).
+        let wh = dev.weight_f16(&rng.vec(s * s, -1.0, 1.0), &[s, s])?;
+        let us = time_op(dev, reps, "matmul", &mut |rec, _| {
+            gemm_into(rec, &g, &a, &wh, None, &c)
+        })?;
+        out.extend(records(
+            "kernel",
+            "dense GEMM, f16 weights",
+            &format!("{s}^3"),
+            us,
+            10.0 * (s * s) as f64,
+            g.flops() as f64,
+            Some(ceil),
+        ));
+    }
+    Ok((ceil, out))
+}
+
+/// Per-layer records from the dispatches of one profiled pass (`timings`): one group per
+/// distinct (op, shape) in order of first appearance, its median time over the dispatches of
+/// that shape (a model's blocks repeat each shape), GB/s, GFLOP/s and fraction of `ceil`.
+pub fn layer_records(
+    model: &str,
+    params: &str,
+    timings: &[OpTiming],
+    ceil: Ceilings,
+) -> Vec<Record> {
+    let mut order: Vec<(&str, &str)> = Vec::new();
+    let mut groups: HashMap<(&str, &str), Vec<&OpTiming>> = HashMap::new();
+    for t in timings {
+        let key = (t.info.name, t.info.shape.as_str());
+        groups.entry(key).or_insert_with(|| {
+            order.push(key);
+            Vec::new()
+        });
+        groups.get_mut(&key).expect("just inserted").push(t);
+    }
+    let mut out = Vec::new();
+    for key in order {
+        let g = &groups[&key];
+        let us = median(g.iter().map(|t| t.micros).collect());
+        out.extend(records(
+            "layer",
+            &format!("{model} · {}", key.0),
+            &format!("{params} {} (x{})", key.1, g.len()),
+            us,
+            g[0].info.bytes as f64,
+            g[0].info.flops as f64,
+            Some(ceil),
+        ));
+    }
+    let total: f64 = timings.iter().map(|t| t.micros).sum();
+    out.push(Record {
+        suite: "layer",
+        name: format!("{model} · all dispatches"),
+        params: format!("{params} ({} dispatches)", timings.len()),
+        value: total,
+        unit: "µs",
+    });
+    out
+}
+
+/// Kernel microbenchmarks at named shapes from the real models, median of `reps` runs after a
+/// warm-up; the bandwidth-bound kernels (LIF, RMSNorm, the decode update) rotate through
+/// enough input copies to pass 128 MiB, so no timed run reads cached data (two copies with
+/// `quick`). The first records are this device's measured ceilings; every other record
+/// reports its fraction of them. `filter` keeps the kernels whose name or shape contains it
+/// (case-insensitive; the ceilings always run).
+pub fn kernels(
+    dev: &Device,
+    quick: bool,
+    reps: usize,
+    filter: Option<&str>,
+) -> Result<(Ceilings, Vec<Record>), Error> {
+    let mut rng = Rng::new(42);
+    let reps = reps.max(3);
+    let (ceil, mut out) = ceilings(dev, quick, reps)?;
+    let filter = filter.map(str::to_lowercase);
+    let want = |name: &str, params: &str| {
+        filter
+            .as_deref()
+            .is_none_or(|f| name.to_lowercase().contains(f) || params.to_lowercase().contains(f))
+    };
+    // Copies of a kernel's inputs to rotate through so that no timed run finds its data in
+    // the cache: enough to pass 128 MiB (at most one per run); two with --quick.
+    let copies = |bytes: usize| {
+        if quick {
+            2
+        } else {
+            ((128usize << 20) / bytes.max(1)).clamp(2, reps)
+        }
+    };
+    let time =
+        |name: &str, op: &mut dyn FnMut(&mut Recorder, usize) -> spikescan_runtime::Result<()>| {
+            time_op(dev, reps, name, op)
+        };
+    let f32s = |rng: &mut Rng, shape: &[usize]| f32s(dev, rng, shape);
+    let mut push = |name: &str, params: String, us: f64, bytes: f64, flops: f64| {
+        out.extend(records(
+            "kernel",
+            name,
+            &params,
+            us,
+            bytes,
+            flops,
+            Some(ceil),
+        ));
+    };
+
+    // LIF fused with BN: Spikformer-8-384 block activations (C=384, 14x14 tokens) and
+    // Meta-SpikeFormer-8-512's stage 3 (C=512, 14x14), at T = 1 and 4.
+    for (t, c_, nt) in [
+        (1usize, 384usize, 196usize),
+        (4, 384, 196),
+        (1, 512, 196),
+        (4, 512, 196),
+    ] {
+        if !want("lif+bn → bits", &format!("T={t} C={c_} N={nt}")) {
+            continue;
+        }
+        let k = copies(4 * t * c_ * nt);
+        let xs = (0..k)
+            .map(|_| f32s(&mut rng, &[t, 1, c_, nt]))
+            .collect::<spikescan_runtime::Result<Vec<_>>>()?;
+        let bn = BatchNorm::new(dev, &random_params(&mut rng, c_))?;
+        let sp = (0..k)
+            .map(|_| PackedSpikes::alloc(dev, &[t, 1, c_, nt]))
+            .collect::<spikescan_runtime::Result<Vec<_>>>()?;
+        let us = time("lif_bits", &mut |rec, i| {
+            lif_bits_into(rec, &xs[i % k], &Lif::STANDARD, Some(&bn), &sp[i % k])
+        })?;
+        push(
+            "lif+bn → bits",
+            format!("T={t} C={c_} N={nt}"),
+            us,
+            (4 * t * c_ * nt) as f64 + (t * c_ * nt) as f64 / 8.0,
+            (4 * t * c_ * nt) as f64,
+        );
+    }
+    // Spike GEMM (fc1, C → 4C), SSA (Spikformer, 8 heads) and SDSA on packed spikes at the
+    // 14x14-token stage of Spikformer-8-384 (C=384) and Meta-SpikeFormer-8-512 (C=512), T=1, 4.
+    let nt = 196usize;
+    let spike_shapes: &[(usize, usize)] = if quick {
+        &[(4, 384)]
+    } else {
+        &[(1, 384), (4, 384), (1, 512), (4, 512)]
+    };
+    for &(t, c_) in spike_shapes {
+        let spikes: Vec<f32> = (0..t * c_ * nt)
+            .map(|_| if rng.unit() < 0.2 { 1.0 } else { 0.0 })
+            .collect();
+        let params = format!("T={t} K={c_} N={nt} Cout={}", 4 * c_);
+        if want("spike GEMM", &params) {
+            let ps = PackedSpikes::from_host(dev, &spikes, &[t, c_, nt])?;
+            let w = f32s(&mut rng, &[4 * c_, c_])?;
+            let y = dev.alloc(&[t, 4 * c_, nt], DType::F32)?;
+            let us = time("spike_linear", &mut |rec, _| {
+                spike_linear_into(rec, &ps, &w, None, &y)
+            })?;
+            push(
+                "spike GEMM (bits × f32)",
+                params,
+                us,
+                (4 * c_ * c_ + 4 * t * 4 * c_ * nt) as f64,
+                (2 * t * 4 * c_ * c_ * nt) as f64,
+            );
+        }
+        let q = PackedSpikes::from_host(dev, &spikes, &[t, 1, c_, nt])?;
+        let o = PackedSpikes::alloc(dev, &[t, 1, c_, nt])?;
+        let params = format!("T={t} C={c_} N={nt} heads=8");
+        if want("SSA attention", &params) {
+            let us = time("ssa_attn", &mut |rec, _| {
+                ssa_into(rec, &q, &q, &q, &Ssa::official(8), &o)
+            })?;
+            let d = c_ / 8;
+            push(
+                "SSA attention (q·kᵀv + LIF)",
+                params,
+                us,
+                (t * c_ * nt) as f64 / 2.0,
+                (2 * t * 8 * d * d * nt) as f64,
+            );
+        }
+        // SDSA (Spike-driven Transformer V1) on the same spikes.
+        let params = format!("T={t} C={c_} N={nt}");
+        if want("SDSA", &params) {
+            let us = time("sdsa", &mut |rec, _| {
+                sdsa_into(rec, &q, &q, &q, &Lif::ATTENTION, &o)
+            })?;
+            push(
+                "SDSA (popcount k·v, LIF, q AND)",
+                params,
+                us,
+                (t * c_ * nt) as f64 / 2.0,
+                (2 * t * c_ * nt) as f64,
+            );
+        }
+    }
+
+    // Convolutions: dense 3x3 and the same on packed spikes, at Meta-SpikeFormer-8-512's
+    // stage 1 (C=128, 56x56) and stage 2 (C=256, 28x28) (C=64, 28x28 with --quick).
+    let conv_shapes: &[(usize, usize)] = if quick {
+        &[(64, 28)]
+    } else {
+        &[(128, 56), (256, 28)]
+    };
+    for &(cc, hw) in conv_shapes {
+        let params = format!("C={cc} H=W={hw}");
+        let cwt = f32s(&mut rng, &[cc, cc, 3, 3])?;
+        let cy = dev.alloc(&[1, cc, hw, hw], DType::F32)?;
+        let conv = Conv2d::new(1, 1);
+        let macs = (cc * cc * 9 * hw * hw) as f64;
+        if want("conv2d 3x3 f32", &params) {
+            let cx = f32s(&mut rng, &[1, cc, hw, hw])?;
+            let us = time("conv2d", &mut |rec, _| {
+                conv2d_into(rec, &cx, &cwt, None, &conv, &cy)
+            })?;
+            push(
+                "conv2d 3x3 f32",
+                params.clone(),
+                us,
+                4.0 * (2 * cc * hw * hw + cc * cc * 9) as f64,
+                2.0 * macs,
+            );
+        }
+        if want("spike conv2d 3x3", &params) {
+            let cs: Vec<f32> = (0..cc * hw * hw)
+                .map(|_| if rng.unit() < 0.2 { 1.0 } else { 0.0 })
+                .collect();
+            let cps = PackedSpikes::from_host(dev, &cs, &[1, cc, hw * hw])?;
+            let us = time("spike_conv2d", &mut |rec, _| {
+                spike_conv2d_into(rec, &cps, [hw, hw], &cwt, None, &conv, &cy)
+            })?;
+            push(
+                "spike conv2d 3x3 (bits × f32)",
+                params,
+                us,
+                (cc * hw * hw) as f64 / 8.0 + 4.0 * (cc * hw * hw + cc * cc * 9) as f64,
+                2.0 * macs,
+            );
+        }
+    }
+
+    // Mamba: RMSNorm, causal conv1d and the selective scan at mamba-130m (d_model 768,
+    // d_inner 1536) and mamba-1.4b (2048, 4096) shapes for L = 1, 128 and 2048 and batch 1
+    // and 8 (the scan target is B=8 L=2048 D=1536 N=16); at L = 1 also the decode step's
+    // in-place state update. --quick: mamba-130m, L = 1 and 128.
+    let ns = 16usize;
+    let mut shapes = Vec::new();
+    for (dm, di) in if quick {
+        vec![(768usize, 1536usize)]
+    } else {
+        vec![(768, 1536), (2048, 4096)]
+    } {
+        for l in if quick {
+            vec![1usize, 128]
+        } else {
+            vec![1, 128, 2048]
+        } {
+            for bsz in [1usize, 8] {
+                shapes.push((bsz, l, dm, di));
+            }
+        }
+    }
+    for (bsz, l, dm, di) in shapes {
+        let params = format!("rows={} d={dm}", bsz * l);
+        if want("RMSNorm", &params) {
+            let k = copies(4 * bsz * l * dm);
+            let h = (0..k)
+                .map(|_| f32s(&mut rng, &[bsz * l, dm]))
+                .collect::<spikescan_runtime::Result<Vec<_>>>()?;
+            let wn = f32s(&mut rng, &[dm])?;
+            let hn = dev.alloc(&[bsz * l, dm], DType::F32)?;
+            let us = time("rms_norm", &mut |rec, i| {
+                rms_norm_into(rec, &h[i % k], &wn, 1e-5, &hn)
+            })?;
+            push(
+                "RMSNorm",
+                params,
+                us,
+                (8 * bsz * l * dm) as f64,
+                (4 * bsz * l * dm) as f64,
+            );
+        }
+        let params = format!("B={bsz} L={l} D={di}");
+        if want("causal conv1d", &params) {
+            let k = copies(8 * bsz * l * di);
+            let xz = (0..k)
+                .map(|_| f32s(&mut rng, &[bsz, l, 2 * di]))
+                .collect::<spikescan_runtime::Result<Vec<_>>>()?;
+            let (cw, cb) = (f32s(&mut rng, &[di, 4])?, f32s(&mut rng, &[di])?);
+            let u = dev.alloc(&[bsz, l, di], DType::F32)?;
+            let cs = dev.alloc(&[bsz, di, 3], DType::F32)?;
+            let cl = ConvLayout {
+                batch: bsz,
+                len: l,
+                d: di,
+                k: 4,
+                x_stride: 2 * di,
+            };
+            let us = time("causal_conv1d", &mut |rec, i| {
+                causal_conv1d_into(rec, &cl, &xz[i % k], &cw, &cb, None, &u, &cs)
+            })?;
+            push(
+                "causal conv1d + SiLU",
+                params,
+                us,
+                (8 * bsz * l * di) as f64,
+                (8 * bsz * l * di) as f64,
+            );
+        }
+        let up = |v: &Vec<f32>, shape: &[usize]| dev.tensor_f32(v, shape);
+        let params = format!("B={bsz} L={l} D={di} N={ns}");
+        if want("selective scan", &params) {
+            let sl = ScanLayout::packed(bsz, l, di, ns);
+            let sd = ScanData::random(&mut rng, &sl);
+            let (su, sdt, sbc, sz) = (
+                up(&sd.u, &[bsz, l, di])?,
+                up(&sd.dt, &[bsz, l, di])?,
+                up(&sd.bc, &[bsz, l, 2 * ns])?,
+                up(&sd.z, &[bsz, l, di])?,
+            );
+            let (sa, sb, sk) = (
+                up(&sd.a, &[di, ns])?,
+                up(&sd.dt_bias, &[di])?,
+                up(&sd.d_skip, &[di])?,
+            );
+            let sy = dev.alloc(&[bsz, l, di], DType::F32)?;
+            let sh = dev.alloc(&[bsz, di, ns], DType::F32)?;
+            let sw = ScanWeights {
+                a: &sa,
+                dt_bias: &sb,
+                d_skip: &sk,
+            };
+            let us = time("selective_scan", &mut |rec, _| {
+                selective_scan_into(rec, &sl, &su, &sdt, &sbc, &sz, &sw, None, &sy, &sh)
+            })?;
+            // u, dt, z, y per channel and token; B, C per token.
+            push(
+                "selective scan",
+                params,
+                us,
+                (4 * bsz * l * (4 * di + 2 * ns)) as f64,
+                (7 * bsz * l * di * ns) as f64,
+            );
+        }
+        // Decode: the in-place state update for one token per sequence.
+        let params = format!("B={bsz} D={di} N={ns}");
+        if l == 1 && want("decode state update", &params) {
+            let b = bsz;
+            let dl = ScanLayout::packed(b, 1, di, ns);
+            let dd = ScanData::random(&mut rng, &dl);
+            let (du, ddt, dbc, dz) = (
+                up(&dd.u, &[b, di])?,
+                up(&dd.dt, &[b, di])?,
+                up(&dd.bc, &[b, 2 * ns])?,
+                up(&dd.z, &[b, di])?,
+            );
+            let (sa, sb, sk) = (
+                up(&dd.a, &[di, ns])?,
+                up(&dd.dt_bias, &[di])?,
+                up(&dd.d_skip, &[di])?,
+            );
+            let sw = ScanWeights {
+                a: &sa,
+                dt_bias: &sb,
+                d_skip: &sk,
+            };
+            let k = copies(4 * b * di * ns);
+            let states = (0..k)
+                .map(|_| up(&dd.h0, &[b, di, ns]))
+                .collect::<spikescan_runtime::Result<Vec<_>>>()?;
+            let dy = dev.alloc(&[b, di], DType::F32)?;
+            let us = time("selective_state_update", &mut |rec, i| {
+                selective_state_update(rec, &dl, &du, &ddt, &dbc, &dz, &sw, &states[i % k], &dy)
+            })?;
+            push(
+                "decode state update",
+                params,
+                us,
+                (4 * b * (2 * di * ns + 4 * di)) as f64,
+                (7 * b * di * ns) as f64,
+            );
+        }
+    }
+    // LMU memory: the spiking LMUFormer's (M = 512, θ = 128) over a whole clip (Toeplitz,
+    // N = 128, batch 8), a long sequence in chunks, and the streaming step (1 and 8 streams).
+    let mm = if quick { 256 } else { 512 };
+    let (la, lb, lh) = test_matrices(mm, 128.0, 128);
+    let mats = LmuMatrices::new(dev, &la, &lb, &lh, mm)?;
+    for (ln, lbatch, chunk) in [
+        (128usize, if quick { 1 } else { 8 }, 128usize),
+        (if quick { 512 } else { 2048 }, 1, 32),
+    ] {
+        let lu = [
+            f32s(&mut rng, &[ln, lbatch])?,
+            f32s(&mut rng, &[ln, lbatch])?,
+        ];
+        if !want("LMU memory", &format!("N={ln} B={lbatch} M={mm}")) {
+            continue;
+        }
+        let lm = dev.alloc(&[ln, lbatch, mm], DType::F32)?;
+        let us = time("lmu_toeplitz", &mut |rec, i| {
+            memory_chunked_into(rec, &mats, &lu[i % 2], ln, lbatch, chunk, &lm)
+        })?;
+        let c = chunk.min(ln);
+        let name = if chunk >= ln {
+            "LMU memory (Toeplitz)"
+        } else {
+            "LMU memory, chunk-local part"
+        };
+        push(
+            name,
+            format!("N={ln} B={lbatch} M={mm} chunk={c}"),
+            us,
+            4.0 * (ln * lbatch * mm + c * mm) as f64,
+            (ln * lbatch * mm * (c + 1)) as f64,
+        );
+        if chunk < ln {
+            for (kname, label) in [
+                ("lmu_carry", "LMU memory, Ā^C carry"),
+                ("lmu_free", "LMU memory, free response"),
+            ] {
+                let us = time(kname, &mut |rec, i| {
+                    memory_chunked_into(rec, &mats, &lu[i % 2], ln, lbatch, chunk, &lm)
+                })?;
+                let chunks = ln.div_ceil(c);
+                let (bytes, flops) = if kname == "lmu_carry" {
+                    (
+                        4.0 * (mm * mm + 2 * chunks * lbatch * mm) as f64,
+                        2.0 * (chunks * lbatch * mm * mm) as f64,
+                    )
+                } else {
+                    (
+                        4.0 * (c * mm * mm + 2 * ln * lbatch * mm) as f64,
+                        2.0 * ((ln - c) * lbatch * mm * mm) as f64,
+                    )
+                };
+                push(
+                    label,
+                    format!("N={ln} B={lbatch} M={mm} chunk={c}"),
+                    us,
+                    bytes,
+                    flops,
+                );
+            }
+        }
+    }
+    for s in [1usize, 8] {
+        if !want("LMU memory step", &format!("S={s} M={mm}")) {
+            continue;
+        }
+        let su = f32s(&mut rng, &[s])?;
+        let ms = [f32s(&mut rng, &[s, mm])?, dev.alloc(&[s, mm], DType::F32)?];
+        let us = time("lmu_step", &mut |rec, i| {
+            memory_step_into(rec, &mats, &su, &ms[i % 2], &ms[(i + 1) % 2])
+        })?;
+        push(
+            "LMU memory step (streaming GEMV)",
+            format!("S={s} M={mm}"),
+            us,
+            4.0 * (mm * mm + 2 * s * mm) as f64,
+            2.0 * (s * mm * mm) as f64,
+        );
+    }
+    Ok((ceil, out))
+}
