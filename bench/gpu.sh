@@ -6,7 +6,7 @@
 #   - runs `spikescan info`, `spikescan ops` (kernels against their references on this GPU),
 #     the kernel, Mamba, LMUFormer and vision benchmarks, then tools/bench_torch.py on CUDA and
 #     tools/compare.py where the machine has PyTorch with CUDA; writes bench/out/gpu-*.
-# Budget: under 8 minutes (each step has its own timeout; about 15 minutes at the very worst). Record the output, with the device name, in bench/RESULTS.md.
+# Budget: under 8 minutes (each step has its own timeout; about 18 minutes at the very worst). Record the output, with the device name, in bench/RESULTS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench/out
@@ -24,22 +24,20 @@ fi
 export SPIKESCAN_BACKEND=vulkan
 "$bin" info --all 2>&1 | tee bench/out/gpu-info.txt
 timeout 120 "$bin" ops 2>&1 | tee bench/out/gpu-ops.txt
-timeout 150 "$bin" bench --kernels --reps 20 --out bench/out/gpu-kernels.jsonl 2>&1 | tee bench/out/gpu-kernels.txt
-timeout 150 "$bin" bench --mamba mamba-130m --mamba mamba-1.4b --prompt-len 128 --decode-steps 64 --reps 5 \
-  --out bench/out/gpu-mamba.jsonl 2>&1 | tee bench/out/gpu-mamba.txt
-timeout 60 "$bin" bench --mamba mamba-130m --batch 8 --decode-steps 64 --reps 5 \
-  --out bench/out/gpu-mamba-b8.jsonl 2>&1 | tee bench/out/gpu-mamba-b8.txt
+timeout 200 "$bin" bench --kernels --reps 20 --out bench/out/gpu-kernels.jsonl 2>&1 | tee bench/out/gpu-kernels.txt
+# Models with --layers: each one's per-layer kernel table from one profiled pass.
+timeout 180 "$bin" bench --mamba mamba-130m --mamba mamba-1.4b --batch 1 --batch 8 --prompt-len 128 \
+  --decode-steps 64 --reps 5 --layers --out bench/out/gpu-mamba.jsonl 2>&1 | tee bench/out/gpu-mamba.txt
 timeout 60 "$bin" bench --lmuformer lmuformer-gsc --lmuformer spiking-lmuformer-gsc --clip-batch 1 \
-  --clip-batch 32 --frames 128 --reps 5 --out bench/out/gpu-lmu.jsonl 2>&1 | tee bench/out/gpu-lmu.txt
-for t in 1 4; do
-  timeout 90 "$bin" bench --vision spikformer-8-384 --vision meta-spikeformer-8-512 --t "$t" \
-    --image-batch 1 --image-batch 32 --reps 3 --out "bench/out/gpu-vision-t$t.jsonl" 2>&1 | tee "bench/out/gpu-vision-t$t.txt"
-done
+  --clip-batch 32 --frames 128 --reps 5 --layers --out bench/out/gpu-lmu.jsonl 2>&1 | tee bench/out/gpu-lmu.txt
+timeout 180 "$bin" bench --vision spikformer-8-384 --vision meta-spikeformer-8-512 --t 1 --t 4 \
+  --image-batch 1 --image-batch 32 --reps 3 --layers --out bench/out/gpu-vision.jsonl 2>&1 | tee bench/out/gpu-vision.txt
 cat bench/out/gpu-*.jsonl > bench/out/gpu-spikescan.jsonl
 # The PyTorch side, where this machine has torch with CUDA (nothing can be installed there).
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  timeout 150 python3 tools/bench_torch.py --kernels --lmuformer lmuformer-gsc --lmuformer spiking-lmuformer-gsc \
-    --mamba mamba-130m --vision spikformer-8-384 --t 4 --image-batch 1 --image-batch 32 \
+  timeout 300 python3 tools/bench_torch.py --kernels --lmuformer lmuformer-gsc --lmuformer spiking-lmuformer-gsc \
+    --clip-batch 1 --clip-batch 32 --mamba mamba-130m --mamba mamba-1.4b --batch 1 --batch 8 \
+    --vision spikformer-8-384 --vision meta-spikeformer-8-512 --t 1 --t 4 --image-batch 1 --image-batch 32 \
     --json bench/out/gpu-torch.jsonl 2>&1 | tee bench/out/gpu-torch.txt
   python3 tools/compare.py bench/out/gpu-spikescan.jsonl bench/out/gpu-torch.jsonl --markdown | tee bench/out/gpu-compare.md
 else

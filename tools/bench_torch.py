@@ -108,30 +108,38 @@ def kernels(b, quick):
         bn = torch.nn.BatchNorm1d(c).to(dev).eval()
         b.kernel("lif+bn → bits", f"T={t} C={c} N={nt}",
                  lambda: lif_multistep(bn(xl.flatten(0, 1)).reshape(t, 1, c, nt)))
-    t, c, nt = 4, 384, 196
-    spikes = (torch.rand(t, c, nt, generator=g) < 0.2).float().to(dev)
-    w1 = rnd(4 * c, c)
-    b.kernel("spike GEMM (bits × f32)", f"T={t} K={c} N={nt} Cout={4 * c}", lambda: w1 @ spikes)
-    q = spikes.reshape(t, 1, 8, c // 8, nt).transpose(-1, -2)  # [T, B, heads, N, d]
+    nt = 196
+    # Spike GEMM (fc1), SSA and SDSA at the 14x14-token stage of Spikformer-8-384 (C=384) and
+    # Meta-SpikeFormer-8-512 (C=512), T = 1 and 4 (T=4, C=384 with --quick).
+    for t, c in ([(4, 384)] if quick else [(1, 384), (4, 384), (1, 512), (4, 512)]):
+        spikes = (torch.rand(t, c, nt, generator=g) < 0.2).float().to(dev)
+        w1 = rnd(4 * c, c)
+        b.kernel("spike GEMM (bits × f32)", f"T={t} K={c} N={nt} Cout={4 * c}", lambda: w1 @ spikes)
+        q = spikes.reshape(t, 1, 8, c // 8, nt).transpose(-1, -2)  # [T, B, heads, N, d]
 
-    def ssa():
-        attn = q @ q.transpose(-2, -1)
-        y = (attn @ q) * 0.125
-        return lif_multistep(y.transpose(-1, -2).reshape(t, 1, c, nt), 0.5)
-    b.kernel("SSA attention (q·kᵀv + LIF)", f"T={t} C={c} N={nt} heads=8", ssa)
-    sp4 = spikes.reshape(t, 1, c, nt)
+        def ssa():
+            attn = q @ q.transpose(-2, -1)
+            y = (attn @ q) * 0.125
+            return lif_multistep(y.transpose(-1, -2).reshape(t, 1, c, nt), 0.5)
+        b.kernel("SSA attention (q·kᵀv + LIF)", f"T={t} C={c} N={nt} heads=8", ssa)
+        sp4 = spikes.reshape(t, 1, c, nt)
 
-    def sdsa():
-        kv = lif_multistep((sp4 * sp4).sum(-1, keepdim=True), 0.5)
-        return sp4 * kv
-    b.kernel("SDSA (popcount k·v, LIF, q AND)", f"T={t} C={c} N={nt}", sdsa)
-    cc, hw = (64, 28) if quick else (256, 56)
-    cx, cw = rnd(1, cc, hw, hw), rnd(cc, cc, 3, 3)
-    b.kernel("conv2d 3x3 f32", f"C={cc} H=W={hw}", lambda: F.conv2d(cx, cw, padding=1))
-    cs = (torch.rand(1, cc, hw, hw, generator=g) < 0.2).float().to(dev)
-    b.kernel("spike conv2d 3x3 (bits × f32)", f"C={cc} H=W={hw}", lambda: F.conv2d(cs, cw, padding=1))
+        def sdsa():
+            kv = lif_multistep((sp4 * sp4).sum(-1, keepdim=True), 0.5)
+            return sp4 * kv
+        b.kernel("SDSA (popcount k·v, LIF, q AND)", f"T={t} C={c} N={nt}", sdsa)
+    # 3x3 convolutions at Meta-SpikeFormer-8-512's stage 1 and 2 (C=64, 28x28 with --quick).
+    for cc, hw in ([(64, 28)] if quick else [(128, 56), (256, 28)]):
+        cx, cw = rnd(1, cc, hw, hw), rnd(cc, cc, 3, 3)
+        b.kernel("conv2d 3x3 f32", f"C={cc} H=W={hw}", lambda: F.conv2d(cx, cw, padding=1))
+        cs = (torch.rand(1, cc, hw, hw, generator=g) < 0.2).float().to(dev)
+        b.kernel("spike conv2d 3x3 (bits × f32)", f"C={cc} H=W={hw}", lambda: F.conv2d(cs, cw, padding=1))
+    # Mamba kernels at mamba-130m and mamba-1.4b widths, L = 1, 128, 2048, batch 1 and 8
+    # (mamba-130m, L = 1 and 128 with --quick); the decode update at L = 1.
     ns = 16
-    shapes = [(1, 128, 768, 1536)] if quick else [(1, 2048, 768, 1536), (8, 2048, 768, 1536), (1, 2048, 2048, 4096)]
+    widths = [(768, 1536)] if quick else [(768, 1536), (2048, 4096)]
+    lengths = [1, 128] if quick else [1, 128, 2048]
+    shapes = [(bsz, length, dm, di) for dm, di in widths for length in lengths for bsz in (1, 8)]
     for bsz, length, dm, di in shapes:
         h, wn = rnd(bsz * length, dm), rnd(dm)
         b.kernel("RMSNorm", f"rows={bsz * length} d={dm}",
@@ -145,19 +153,20 @@ def kernels(b, quick):
         dsk, dtb = rnd(di), rnd(di) - 3
 
         def scan():
-            # mamba_ssm's selective_scan_ref: the sequential reference (what runs without its CUDA kernel).
+            # mamba_ssm's selective_scan_ref (the sequential reference, what runs without its
+            # CUDA kernel), with exp(dA) and dB·u formed per step so long sequences fit.
             d = F.softplus(dt + dtb[:, None])
-            da = torch.exp(torch.einsum("bdl,dn->bdln", d, am))
-            dbu = torch.einsum("bdl,bnl,bdl->bdln", d, bm, u)
             st = torch.zeros(bsz, di, ns, device=dev)
             ys = []
             for i in range(length):
-                st = da[:, :, i] * st + dbu[:, :, i]
+                di_ = d[:, :, i, None]
+                st = torch.exp(di_ * am) * st + di_ * bm[:, None, :, i] * u[:, :, i, None]
                 ys.append(torch.einsum("bdn,bn->bd", st, cm[:, :, i]))
             y = torch.stack(ys, dim=2) + u * dsk[:, None]
             return y * F.silu(z)
         b.kernel("selective scan", f"B={bsz} L={length} D={di} N={ns}", scan)
-        for bb in ((1, 8) if bsz == 1 else ()):
+        if length == 1:
+            bb = bsz
             st = rnd(bb, di, ns)
             du, ddt, dz, dbb, dcc = rnd(bb, di), rnd(bb, di), rnd(bb, di), rnd(bb, ns), rnd(bb, ns)
 
@@ -247,11 +256,11 @@ def main():
     ap.add_argument("--lmuformer", action="append", default=[])
     ap.add_argument("--clip-batch", type=int, action="append")
     ap.add_argument("--mamba", action="append", default=[])
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--batch", type=int, action="append")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--decode-steps", type=int, default=16)
     ap.add_argument("--vision", action="append", default=[])
-    ap.add_argument("--t", type=int, default=4)
+    ap.add_argument("--t", type=int, action="append")
     ap.add_argument("--image-batch", type=int, action="append")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -266,9 +275,11 @@ def main():
     for name in a.lmuformer:
         lmuformer(b, name, a.clip_batch or [1, 32])
     for name in a.mamba:
-        mamba(b, name, a.batch, a.prompt_len, a.decode_steps)
+        for bsz in a.batch or [1]:
+            mamba(b, name, bsz, a.prompt_len, a.decode_steps)
     for name in a.vision:
-        vision(b, name, a.t, a.image_batch or [1])
+        for t in a.t or [4]:
+            vision(b, name, t, a.image_batch or [1])
     if a.json:
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:

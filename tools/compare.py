@@ -3,6 +3,11 @@ line): spikescan's against PyTorch's (tools/bench_torch.py), per named shape or 
 
     python3 tools/compare.py bench/out/spikescan.jsonl bench/out/torch.jsonl [--markdown]
 
+With --regress, two spikescan runs (an older commit's, then a newer one's; see
+bench/regress.sh): the change per record, and every record more than --threshold (20%)
+slower is flagged as a regression (exit status 1 when there is one). A file may hold
+several runs of the same records (repeated rounds): the best of each is compared.
+
 The ratio is always "how many times faster spikescan is": PyTorch's time / spikescan's time
 for times (µs, ms, s), spikescan's rate / PyTorch's rate for rates (tokens/s, clips/s,
 images/s). Records present in only one file are listed apart.
@@ -16,20 +21,64 @@ SKIP_UNITS = {"GB/s", "GFLOP/s", "fraction"}
 
 
 def load(path):
+    """Records by (name, params); of repeated records, the best (least time, highest rate)."""
     with open(path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    return {(r["name"], r["params"]): r for r in rows if r.get("unit") not in SKIP_UNITS}
+    out = {}
+    for r in rows:
+        if r.get("unit") in SKIP_UNITS:
+            continue
+        key = (r["name"], r["params"])
+        if key in out:
+            better = min if r["unit"] in LOWER_IS_BETTER else max
+            r = dict(r, value=better(out[key]["value"], r["value"]))
+        out[key] = r
+    return out
+
+
+def regress(old, new, threshold, markdown):
+    """Per-record speed change from the old run to the new; flags slowdowns over threshold."""
+    rows, flagged = [], []
+    for key, r in new.items():
+        o = old.get(key)
+        if o is None or o["unit"] != r["unit"] or o["value"] <= 0 or r["value"] <= 0:
+            continue
+        # speed of new relative to old: > 1 faster, < 1 slower.
+        speed = o["value"] / r["value"] if r["unit"] in LOWER_IS_BETTER else r["value"] / o["value"]
+        bad = speed < 1 / (1 + threshold)
+        rows.append((key[0], key[1], o["value"], r["value"], r["unit"], speed, bad))
+        if bad:
+            flagged.append(key)
+    if markdown:
+        print("\n| benchmark | params | old | new | unit | new speed ÷ old | |")
+        print("|---|---|---|---|---|---|---|")
+        for n, pa, ov, nv, u, sp, bad in rows:
+            print(f"| {n} | {pa} | {ov:.4g} | {nv:.4g} | {u} | {sp:.3g}x | {'**regression**' if bad else ''} |")
+    else:
+        print(f"\n{'benchmark':<40} {'params':<32} {'old':>12} {'new':>12} {'unit':<9} new÷old")
+        for n, pa, ov, nv, u, sp, bad in rows:
+            print(f"{n:<40} {pa:<32} {ov:>12.4g} {nv:>12.4g} {u:<9} {sp:.3g}x{'  REGRESSION' if bad else ''}")
+    print(f"\n{len(flagged)} of {len(rows)} records more than {threshold:.0%} slower"
+          + (": " + ", ".join(f"{n} [{p}]" for n, p in flagged) if flagged else ""))
+    return 1 if flagged else 0
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("spikescan")
-    ap.add_argument("torch")
+    ap.add_argument("spikescan", help="spikescan's records (with --regress: the older run)")
+    ap.add_argument("torch", help="PyTorch's records (with --regress: the newer spikescan run)")
     ap.add_argument("--markdown", action="store_true", help="a Markdown table")
+    ap.add_argument("--regress", action="store_true", help="compare two spikescan runs")
+    ap.add_argument("--threshold", type=float, default=0.2, help="slowdown flagged by --regress")
     a = ap.parse_args(argv)
     ours, theirs = load(a.spikescan), load(a.torch)
     if not ours or not theirs:
         raise SystemExit("compare.py: one of the files holds no records")
+    if a.regress:
+        o, n = next(iter(ours.values())), next(iter(theirs.values()))
+        print(f"old: {o['adapter']} ({o['backend']}, {o['driver']})")
+        print(f"new: {n['adapter']} ({n['backend']}, {n['driver']})")
+        return regress(ours, theirs, a.threshold, a.markdown)
     dev = lambda rs: next(iter(rs.values()))  # noqa: E731
     o, t = dev(ours), dev(theirs)
     print(f"spikescan: {o['adapter']} ({o['backend']}, {o['driver']})")
