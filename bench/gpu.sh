@@ -32,7 +32,9 @@ timeout 60 "$bin" bench --lmuformer lmuformer-gsc --lmuformer spiking-lmuformer-
   --clip-batch 32 --frames 128 --reps 5 --layers --out bench/out/gpu-lmu.jsonl 2>&1 | tee bench/out/gpu-lmu.txt
 timeout 180 "$bin" bench --vision spikformer-8-384 --vision meta-spikeformer-8-512 --t 1 --t 4 \
   --image-batch 1 --image-batch 32 --reps 3 --layers --out bench/out/gpu-vision.jsonl 2>&1 | tee bench/out/gpu-vision.txt
-cat bench/out/gpu-*.jsonl > bench/out/gpu-spikescan.jsonl
+cat bench/out/gpu-{kernels,mamba,lmu,vision}.jsonl > bench/out/gpu-spikescan.jsonl 2>/dev/null
+# RESULTS.md's tables (kernels, models, each profiled pass's most expensive layers).
+python3 tools/results_md.py bench/out/gpu-spikescan.jsonl > bench/out/gpu-tables.md || true
 # The PyTorch side, where this machine has torch with CUDA (nothing can be installed there).
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   timeout 300 python3 tools/bench_torch.py --kernels --lmuformer lmuformer-gsc --lmuformer spiking-lmuformer-gsc \
