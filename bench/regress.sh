@@ -26,7 +26,8 @@ trap 'git worktree remove --force "$work/old" >/dev/null 2>&1 || true;
       git worktree remove --force "$work/new" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 mkdir -p bench/out
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-tdir="$PWD/target/regress"
+# The shared target directory: dependencies are built once; each checkout builds its own crates.
+tdir="$PWD/target"
 build() { # build <commit, or "" for the working tree> <name>: the binary at $work/bin-<name>
   local src=.
   if [ -n "$1" ]; then

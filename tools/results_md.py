@@ -66,6 +66,9 @@ def main(argv=None):
         print("| kernel | shape | µs | GB/s | GFLOP/s | fraction of measured ceiling |")
         print("|---|---|---|---|---|---|")
         for r in kernels:
+            if r["unit"] == "skipped":
+                print(f"| {r['name']} | {r['params']} | skipped | | | |")
+                continue
             print(f"| {r['name']} | {r['params']} | {num(r.get('value'))} | {num(r.get('gbs'))} | "
                   f"{num(r.get('gfs'))} | {num(r.get('frac'), 2)} |")
         print()
