@@ -86,20 +86,20 @@ pub fn mamba(
             .collect();
         dev.tensor_u32(&v, &[batch, prompt_len])
     };
-    let prefill = |batch: usize| -> Result<(f64, MambaState, Tensor, Recorder<'_>), Error> {
+    // Records a prefill from fresh states (not submitted): the states, logits and recording.
+    let prefill = |batch: usize| -> Result<(MambaState, Tensor, Recorder<'_>), Error> {
         let t = ids(batch)?;
         let mut state = m.new_state(dev, batch)?;
-        let t1 = Instant::now();
         let mut rec = dev.recorder("bench prefill");
         let logits = m.prefill(&mut rec, &t, &mut state, false)?;
-        Ok((t1.elapsed().as_secs_f64(), state, logits, rec))
+        Ok((state, logits, rec))
     };
     let mut out = Vec::new();
     for (bi, &batch) in batches.iter().enumerate() {
         let params = format!("B={batch} L={prompt_len}");
         let run_prefill = || -> Result<f64, Error> {
             let t1 = Instant::now();
-            let (_, _, _, rec) = prefill(batch)?;
+            let (_, _, rec) = prefill(batch)?;
             rec.submit()?;
             dev.wait("bench")?;
             Ok(t1.elapsed().as_secs_f64())
@@ -116,7 +116,7 @@ pub fn mamba(
                 .collect::<Result<_, _>>()?,
         );
         // Decode: one recording, one submit and one readback of the chosen ids per step.
-        let (_, mut state, mut logits, mut rec) = prefill(batch)?;
+        let (mut state, mut logits, mut rec) = prefill(batch)?;
         let mut rng = 1u64;
         let mut step_times = Vec::new();
         for i in 0..decode_steps + 2 {
@@ -152,7 +152,7 @@ pub fn mamba(
                 &format!("prefill {params}"),
                 ceil,
                 || {
-                    let (_, s, _, rec) = prefill(batch)?;
+                    let (s, _, rec) = prefill(batch)?;
                     rec.submit()?;
                     dev.wait("bench")?;
                     st = Some(s);

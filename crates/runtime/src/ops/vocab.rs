@@ -66,10 +66,6 @@ impl RowBlocks {
     pub fn blocks(&self) -> usize {
         self.blocks.len()
     }
-    /// Bytes on the device.
-    pub fn bytes(&self) -> u64 {
-        (4 * self.rows * self.dim) as u64
-    }
 
     /// Embedding gather: `ids [..]` → `[.., dim]`; an id out of range gives a zero row.
     pub fn gather(&self, rec: &mut Recorder, ids: &Tensor) -> Result<Tensor> {
