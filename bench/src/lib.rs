@@ -52,9 +52,10 @@ fn profiled(
     f: impl FnOnce() -> Result<(), Error>,
 ) -> Result<Vec<Record>, Error> {
     dev.take_profile();
+    let was = dev.profiling();
     dev.set_profiling(true);
     let r = f();
-    dev.set_profiling(false);
+    dev.set_profiling(was);
     r?;
     Ok(layer_records(model, params, &dev.take_profile(), ceil))
 }
@@ -107,8 +108,13 @@ pub fn mamba(
         // Cold: the first prefill compiles the pipelines.
         let cold_s = run_prefill()?;
         if bi == 0 {
-            out.extend(start_records(name, load_s, cold_s, params.clone()));
-            out[1].name = format!("{name} cold prefill");
+            out.extend(start_records(
+                name,
+                load_s,
+                "cold prefill",
+                cold_s,
+                params.clone(),
+            ));
         }
         let prompt_s = median(
             (0..reps.max(1))
@@ -210,7 +216,7 @@ pub fn lmuformer(
         Ok(t1.elapsed().as_secs_f64())
     };
     let cold = run(1)?;
-    let mut out = start_records(name, load_s, cold, format!("B=1 N={n}"));
+    let mut out = start_records(name, load_s, "cold start", cold, format!("B=1 N={n}"));
     for &b in batches {
         let t = median((0..reps.max(1)).map(|_| run(b)).collect::<Result<_, _>>()?);
         out.push(Record {
@@ -285,7 +291,13 @@ pub fn vision(
         Ok(t1.elapsed().as_secs_f64())
     };
     let cold = run(1)?;
-    let mut out = start_records(name, load_s, cold, format!("B=1 T={t} {}px", spec.height));
+    let mut out = start_records(
+        name,
+        load_s,
+        "cold start",
+        cold,
+        format!("B=1 T={t} {}px", spec.height),
+    );
     for &b in batches {
         let secs = median((0..reps.max(1)).map(|_| run(b)).collect::<Result<_, _>>()?);
         out.push(Record {
@@ -304,7 +316,13 @@ pub fn vision(
 }
 
 /// The load time and the cold start (first run, pipelines compiled) of a model.
-fn start_records(name: &str, load_s: f64, cold_s: f64, params: String) -> Vec<Record> {
+fn start_records(
+    name: &str,
+    load_s: f64,
+    cold_label: &str,
+    cold_s: f64,
+    params: String,
+) -> Vec<Record> {
     vec![
         Record {
             suite: "model",
@@ -315,7 +333,7 @@ fn start_records(name: &str, load_s: f64, cold_s: f64, params: String) -> Vec<Re
         },
         Record {
             suite: "model",
-            name: format!("{name} cold start"),
+            name: format!("{name} {cold_label}"),
             params,
             value: cold_s,
             unit: "s",
