@@ -18,8 +18,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(256)
-fn channel_affine(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn channel_affine(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.n) {
         return;
     }

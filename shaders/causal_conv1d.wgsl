@@ -44,8 +44,8 @@ fn x_at(b: u32, pos: i32, c: u32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn causal_conv1d(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn causal_conv1d(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.batch * p.len * p.d) {
         return;
     }
@@ -73,8 +73,8 @@ fn causal_conv1d(ids: Ids) {
 @group(0) @binding(5) var<storage, read_write> sstate: array<f32>;
 
 @compute @workgroup_size(256)
-fn causal_conv1d_step(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn causal_conv1d_step(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.batch * p.d) {
         return;
     }

@@ -43,8 +43,8 @@ fn out_coords(i: u32) -> vec4<u32> {
 }
 
 @compute @workgroup_size(256)
-fn conv2d(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn conv2d(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     let total = p.n * p.cout * p.oh * p.ow;
     if (i >= total) {
         return;
@@ -92,8 +92,8 @@ fn conv2d(ids: Ids) {
 @group(0) @binding(4) var<storage, read_write> sout: array<f32>;
 
 @compute @workgroup_size(256)
-fn spike_conv2d(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn spike_conv2d(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.n * p.cout * p.oh * p.ow) {
         return;
     }

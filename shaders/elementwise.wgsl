@@ -55,8 +55,8 @@ fn unary_op(x: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn unary(ids: Ids) {
-    let i = group_index(ids) * WG + ids.lid;
+fn unary(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * WG + ids.lid;
     if (i < up.n) {
         uy[i] = unary_op(ux[i]);
     }
@@ -83,8 +83,8 @@ struct BinaryParams {
 @group(0) @binding(3) var<storage, read_write> by: array<f32>;
 
 @compute @workgroup_size(WG)
-fn binary(ids: Ids) {
-    let i = group_index(ids) * WG + ids.lid;
+fn binary(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= bp.n) {
         return;
     }

@@ -31,8 +31,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(256)
-fn gather_rows(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn gather_rows(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.rows * p.dim) {
         return;
     }

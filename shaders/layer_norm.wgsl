@@ -17,8 +17,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(256)
-fn layer_norm(ids: Ids) {
-    let row = group_index(ids);
+fn layer_norm(ids: Ids, wg: Wg) {
+    let row = group_index(wg);
     if (row >= p.rows) {
         return;
     }

@@ -39,9 +39,9 @@ fn charge(xv: f32, c: u32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn lif(ids: Ids) {
+fn lif(ids: Ids, wg: Wg) {
     let n = p.b * p.c * p.s;
-    let i = group_index(ids) * 256u + ids.lid;
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= n) {
         return;
     }
@@ -67,9 +67,9 @@ fn lif(ids: Ids) {
 
 // One invocation per output word: 32 membranes carried over T.
 @compute @workgroup_size(256)
-fn lif_bits(ids: Ids) {
+fn lif_bits(ids: Ids, wg: Wg) {
     let rows = p.b * p.c;
-    let i = group_index(ids) * 256u + ids.lid;
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= rows * p.words) {
         return;
     }
@@ -108,9 +108,9 @@ fn lif_bits(ids: Ids) {
 // One time step of b * c * s neurons whose membranes persist in `sv` between calls
 // (streaming: each call is the next step).
 @compute @workgroup_size(256)
-fn lif_state(ids: Ids) {
+fn lif_state(ids: Ids, wg: Wg) {
     let n = p.b * p.c * p.s;
-    let i = group_index(ids) * 256u + ids.lid;
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= n) {
         return;
     }

@@ -33,8 +33,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> lm: array<f32>;
 
 @compute @workgroup_size(256)
-fn memory_local(ids: Ids) {
-    let idx = group_index(ids) * 256u + ids.lid;
+fn memory_local(ids: Ids, wg: Wg) {
+    let idx = group_index(wg) * 256u + ids.lid;
     if (idx >= p.n * p.b * p.m) {
         return;
     }
@@ -59,8 +59,8 @@ const PER_THREAD: u32 = 8u; // MAX_M / 256
 var<workgroup> ev: array<f32, MAX_M>;
 
 @compute @workgroup_size(256)
-fn memory_carry(ids: Ids) {
-    let b = ids.wid.x;
+fn memory_carry(ids: Ids, wg: Wg) {
+    let b = wg.wid.x;
     let end0 = ((p.chunk - 1u) * p.b + b) * p.m;
     for (var i = ids.lid; i < p.m; i += 256u) {
         let v = cm[end0 + i];
@@ -99,9 +99,9 @@ fn memory_carry(ids: Ids) {
 @group(0) @binding(3) var<storage, read_write> fm: array<f32>;
 
 @compute @workgroup_size(256)
-fn memory_free(ids: Ids) {
+fn memory_free(ids: Ids, wg: Wg) {
     let start = p.chunk * p.b * p.m;
-    let idx = start + group_index(ids) * 256u + ids.lid;
+    let idx = start + group_index(wg) * 256u + ids.lid;
     if (idx >= p.n * p.b * p.m) {
         return;
     }
@@ -127,8 +127,8 @@ fn memory_free(ids: Ids) {
 @group(0) @binding(5) var<storage, read_write> m_out: array<f32>;
 
 @compute @workgroup_size(256)
-fn memory_step(ids: Ids) {
-    let idx = group_index(ids) * 256u + ids.lid;
+fn memory_step(ids: Ids, wg: Wg) {
+    let idx = group_index(wg) * 256u + ids.lid;
     if (idx >= p.b * p.m) {
         return;
     }

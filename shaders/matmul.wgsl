@@ -52,10 +52,10 @@ var<workgroup> xs: array<f32, 1024>; // [TK][TM]
 var<workgroup> ws: array<f32, 1024>; // [TK][TN]
 
 @compute @workgroup_size(256)
-fn matmul(ids: Ids) {
-    let b = ids.wid.z;
-    let m0 = ids.wid.y * TM;
-    let n0 = ids.wid.x * TN;
+fn matmul(ids: Ids, wg: Wg) {
+    let b = wg.wid.z;
+    let m0 = wg.wid.y * TM;
+    let n0 = wg.wid.x * TN;
     let tx = ids.lid % 16u;
     let ty = ids.lid / 16u;
     var acc: array<f32, 16>;
@@ -123,13 +123,13 @@ var<workgroup> gsum: array<f32, 256>;
 
 // Grid: (x, y) fold ceil(n / 4) row groups; z = batch * m (one activation row each).
 @compute @workgroup_size(256)
-fn gemv(ids: Ids) {
-    let row = ids.wid.z;
+fn gemv(ids: Ids, wg: Wg) {
+    let row = wg.wid.z;
     let b = row / p.m;
     let mi = row % p.m;
     let seg = ids.lid / GEMV_LANES;
     let lane = ids.lid % GEMV_LANES;
-    let n = group_index(ids) * GEMV_ROWS + seg;
+    let n = group_index(wg) * GEMV_ROWS + seg;
     var acc = 0.0;
     if (n < p.n) {
         let xo = b * p.xs_b + mi * p.xs_m + p.x_offset;

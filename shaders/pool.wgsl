@@ -31,15 +31,18 @@ fn is_nan(v: f32) -> bool {
 }
 
 @compute @workgroup_size(256)
-fn maxpool2d(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn maxpool2d(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.n * p.c * p.oh * p.ow) {
         return;
     }
     let ox = i % p.ow;
     let oy = (i / p.ow) % p.oh;
     let nc = i / (p.ow * p.oh);
-    var m = bitcast<f32>(0xff800000u); // -inf
+    // -inf; through a `let` so it is not a constant expression (WGSL rejects one that
+    // evaluates to an infinity).
+    let neg_inf_bits = 0xff800000u;
+    var m = bitcast<f32>(neg_inf_bits);
     for (var ky = 0u; ky < p.kh; ky += 1u) {
         let iy = i32(oy * p.sh + ky * p.dh) - i32(p.ph);
         if (iy < 0 || iy >= i32(p.h)) {
@@ -69,10 +72,10 @@ fn bit_at(row_base: u32, pos: u32) -> u32 {
 }
 
 @compute @workgroup_size(256)
-fn maxpool2d_bits(ids: Ids) {
+fn maxpool2d_bits(ids: Ids, wg: Wg) {
     let in_words = (p.h * p.w + 31u) / 32u;
     let out_words = (p.oh * p.ow + 31u) / 32u;
-    let i = group_index(ids) * 256u + ids.lid;
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.n * p.c * out_words) {
         return;
     }

@@ -15,8 +15,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(256)
-fn mean_axis(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn mean_axis(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.outer * p.inner) {
         return;
     }

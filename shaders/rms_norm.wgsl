@@ -18,8 +18,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(256)
-fn rms_norm(ids: Ids) {
-    let row = group_index(ids);
+fn rms_norm(ids: Ids, wg: Wg) {
+    let row = group_index(wg);
     if (row >= p.rows) {
         return;
     }
@@ -42,8 +42,8 @@ fn rms_norm(ids: Ids) {
 @group(0) @binding(5) var<storage, read_write> ares_out: array<f32>;
 
 @compute @workgroup_size(256)
-fn add_rms_norm(ids: Ids) {
-    let row = group_index(ids);
+fn add_rms_norm(ids: Ids, wg: Wg) {
+    let row = group_index(wg);
     if (row >= p.rows) {
         return;
     }

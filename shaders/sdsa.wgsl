@@ -22,8 +22,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
 
 @compute @workgroup_size(256)
-fn sdsa(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn sdsa(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.b * p.c) {
         return;
     }

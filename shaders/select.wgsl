@@ -41,8 +41,8 @@ fn before(av: f32, ai: u32, bv: f32, bi: u32) -> bool {
 const NONE: u32 = 0xffffffffu;
 
 @compute @workgroup_size(256)
-fn topk(ids: Ids) {
-    let row = group_index(ids);
+fn topk(ids: Ids, wg: Wg) {
+    let row = group_index(wg);
     if (row >= p.rows) {
         return;
     }

@@ -36,12 +36,12 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dt: array<f32>;
 @group(0) @binding(3) var<storage, read> bc: array<f32>;
 @group(0) @binding(4) var<storage, read> z: array<f32>;
-@group(0) @binding(5) var<storage, read> a_mat: array<f32>;
-@group(0) @binding(6) var<storage, read> dt_bias: array<f32>;
-@group(0) @binding(7) var<storage, read> d_skip: array<f32>;
-@group(0) @binding(8) var<storage, read> h0: array<f32>;
-@group(0) @binding(9) var<storage, read_write> y: array<f32>;
-@group(0) @binding(10) var<storage, read_write> h_out: array<f32>;
+// The per-channel constants in one binding (default WebGPU limits allow 8 storage buffers
+// per stage): row d of [D, N + 2] is A[d, 0..N], dt_proj's bias, D.
+@group(0) @binding(5) var<storage, read> cw: array<f32>;
+@group(0) @binding(6) var<storage, read> h0: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read_write> h_out: array<f32>;
 
 fn softplus(x: f32) -> f32 {
     if (x > 20.0) {
@@ -64,9 +64,9 @@ var<workgroup> sb: array<f32, 256>;
 var<workgroup> carry: array<f32, 64>;
 
 @compute @workgroup_size(256)
-fn selective_scan(ids: Ids) {
+fn selective_scan(ids: Ids, wg: Wg) {
     let tc = 256u / NS;
-    let bd = group_index(ids);
+    let bd = group_index(wg);
     if (bd >= p.batch * p.d) {
         return;
     }
@@ -77,7 +77,7 @@ fn selective_scan(ids: Ids) {
     let active_n = n < p.n;
     var a_n = 0.0;
     if (active_n) {
-        a_n = a_mat[ch * p.n + n];
+        a_n = cw[ch * (p.n + 2u) + n];
     }
     if (ids.lid < NS) {
         var h = 0.0;
@@ -87,8 +87,8 @@ fn selective_scan(ids: Ids) {
         carry[n] = h;
     }
     workgroupBarrier();
-    let bias = dt_bias[ch];
-    let dsk = d_skip[ch];
+    let bias = cw[ch * (p.n + 2u) + p.n];
+    let dsk = cw[ch * (p.n + 2u) + p.n + 1u];
     let chunks = (p.len + tc - 1u) / tc;
     for (var k = 0u; k < chunks; k += 1u) {
         let tok = k * tc + t;
@@ -159,29 +159,27 @@ fn selective_scan(ids: Ids) {
 @group(0) @binding(2) var<storage, read> sdt: array<f32>;
 @group(0) @binding(3) var<storage, read> sbc: array<f32>;
 @group(0) @binding(4) var<storage, read> sz: array<f32>;
-@group(0) @binding(5) var<storage, read> sa_mat: array<f32>;
-@group(0) @binding(6) var<storage, read> sdt_bias: array<f32>;
-@group(0) @binding(7) var<storage, read> sd_skip: array<f32>;
-@group(0) @binding(8) var<storage, read_write> sy: array<f32>;
-@group(0) @binding(9) var<storage, read_write> state: array<f32>;
+@group(0) @binding(5) var<storage, read> scw: array<f32>;
+@group(0) @binding(6) var<storage, read_write> sy: array<f32>;
+@group(0) @binding(7) var<storage, read_write> state: array<f32>;
 
 var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(256)
-fn selective_state_update(ids: Ids) {
+fn selective_state_update(ids: Ids, wg: Wg) {
     let per = 256u / NS;
     let n = ids.lid % NS;
     let local_ch = ids.lid / NS;
-    let gi = group_index(ids) * per + local_ch;
+    let gi = group_index(wg) * per + local_ch;
     let b = gi / p.d;
     let ch = gi % p.d;
     let live = b < p.batch && n < p.n;
     var contrib = 0.0;
     if (live) {
         let uv = su[b * p.u_stride + ch];
-        let delta = softplus(sdt[b * p.dt_stride + ch] + sdt_bias[ch]);
+        let delta = softplus(sdt[b * p.dt_stride + ch] + scw[ch * (p.n + 2u) + p.n]);
         let si = (b * p.d + ch) * p.n + n;
-        let h = exp(delta * sa_mat[ch * p.n + n]) * state[si]
+        let h = exp(delta * scw[ch * (p.n + 2u) + n]) * state[si]
             + delta * sbc[b * p.bc_stride + p.b_offset + n] * uv;
         state[si] = h;
         contrib = h * sbc[b * p.bc_stride + p.c_offset + n];
@@ -197,6 +195,6 @@ fn selective_state_update(ids: Ids) {
     if (n == 0u && b < p.batch) {
         let uv = su[b * p.u_stride + ch];
         let zz = sz[b * p.z_stride + p.z_offset + ch];
-        sy[b * p.d + ch] = (red[ids.lid] + sd_skip[ch] * uv) * silu(zz);
+        sy[b * p.d + ch] = (red[ids.lid] + scw[ch * (p.n + 2u) + p.n + 1u] * uv) * silu(zz);
     }
 }

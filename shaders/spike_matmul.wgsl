@@ -24,8 +24,8 @@ struct Params {
 
 // One invocation per (r, co, word): 32 outputs along n.
 @compute @workgroup_size(256)
-fn spike_linear(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn spike_linear(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.r * p.cout * p.words) {
         return;
     }
@@ -62,8 +62,8 @@ fn spike_linear(ids: Ids) {
 
 // Packs a 0/1 map [R, N] into words [R, W] (any non-zero counts as a spike).
 @compute @workgroup_size(256)
-fn pack_bits(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn pack_bits(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.r * p.words) {
         return;
     }
@@ -83,8 +83,8 @@ fn pack_bits(ids: Ids) {
 
 // Unpacks words [R, W] into a 0/1 map [R, N].
 @compute @workgroup_size(256)
-fn unpack_bits(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn unpack_bits(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.r * p.n) {
         return;
     }

@@ -30,9 +30,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> kv: array<u32>;
 
 @compute @workgroup_size(256)
-fn ssa_kv(ids: Ids) {
+fn ssa_kv(ids: Ids, wg: Wg) {
     let dd = p.d * p.d;
-    let i = group_index(ids) * 256u + ids.lid;
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.t * p.b * p.heads * dd) {
         return;
     }
@@ -57,8 +57,8 @@ fn ssa_kv(ids: Ids) {
 
 // One invocation per (b, h, j2, word): 32 token membranes carried over T.
 @compute @workgroup_size(256)
-fn ssa_attn(ids: Ids) {
-    let i = group_index(ids) * 256u + ids.lid;
+fn ssa_attn(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * 256u + ids.lid;
     if (i >= p.b * p.heads * p.d * p.words) {
         return;
     }

@@ -33,8 +33,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> uout: array<f32>;
 
 @compute @workgroup_size(256)
-fn unfold(ids: Ids) {
-    let idx = group_index(ids) * 256u + ids.lid;
+fn unfold(ids: Ids, wg: Wg) {
+    let idx = group_index(wg) * 256u + ids.lid;
     let kc = p.k * p.c;
     if (idx >= p.n * p.b * kc) {
         return;
@@ -56,8 +56,8 @@ fn unfold(ids: Ids) {
 @group(0) @binding(2) var<storage, read_write> win: array<f32>;
 
 @compute @workgroup_size(256)
-fn window_push(ids: Ids) {
-    let idx = group_index(ids) * 256u + ids.lid;
+fn window_push(ids: Ids, wg: Wg) {
+    let idx = group_index(wg) * 256u + ids.lid;
     if (idx >= p.b * p.c) {
         return;
     }
@@ -75,8 +75,8 @@ fn window_push(ids: Ids) {
 
 // n rows of c columns.
 @compute @workgroup_size(256)
-fn copy_cols(ids: Ids) {
-    let idx = group_index(ids) * 256u + ids.lid;
+fn copy_cols(ids: Ids, wg: Wg) {
+    let idx = group_index(wg) * 256u + ids.lid;
     if (idx >= p.n * p.c) {
         return;
     }
@@ -90,8 +90,8 @@ fn copy_cols(ids: Ids) {
 
 // x [n, c] (c = every column: batch x channels).
 @compute @workgroup_size(256)
-fn running_mean(ids: Ids) {
-    let r = group_index(ids) * 256u + ids.lid;
+fn running_mean(ids: Ids, wg: Wg) {
+    let r = group_index(wg) * 256u + ids.lid;
     if (r >= p.c) {
         return;
     }
@@ -107,8 +107,8 @@ fn running_mean(ids: Ids) {
 @group(0) @binding(3) var<storage, read_write> sout: array<f32>;
 
 @compute @workgroup_size(256)
-fn running_mean_step(ids: Ids) {
-    let r = group_index(ids) * 256u + ids.lid;
+fn running_mean_step(ids: Ids, wg: Wg) {
+    let r = group_index(wg) * 256u + ids.lid;
     if (r >= p.c) {
         return;
     }

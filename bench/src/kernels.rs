@@ -500,18 +500,10 @@ pub fn kernels(
                 up(&sd.bc, &[bsz, l, 2 * ns])?,
                 up(&sd.z, &[bsz, l, di])?,
             );
-            let (sa, sb, sk) = (
-                up(&sd.a, &[di, ns])?,
-                up(&sd.dt_bias, &[di])?,
-                up(&sd.d_skip, &[di])?,
-            );
+            let scw = up(&sd.packed_weights()?, &[di, ns + 2])?;
             let sy = dev.alloc(&[bsz, l, di], DType::F32)?;
             let sh = dev.alloc(&[bsz, di, ns], DType::F32)?;
-            let sw = ScanWeights {
-                a: &sa,
-                dt_bias: &sb,
-                d_skip: &sk,
-            };
+            let sw = ScanWeights { packed: &scw };
             let us = time("selective_scan", &mut |rec, _| {
                 selective_scan_into(rec, &sl, &su, &sdt, &sbc, &sz, &sw, None, &sy, &sh)
             })?;
@@ -536,16 +528,8 @@ pub fn kernels(
                 up(&dd.bc, &[b, 2 * ns])?,
                 up(&dd.z, &[b, di])?,
             );
-            let (sa, sb, sk) = (
-                up(&dd.a, &[di, ns])?,
-                up(&dd.dt_bias, &[di])?,
-                up(&dd.d_skip, &[di])?,
-            );
-            let sw = ScanWeights {
-                a: &sa,
-                dt_bias: &sb,
-                d_skip: &sk,
-            };
+            let scw = up(&dd.packed_weights()?, &[di, ns + 2])?;
+            let sw = ScanWeights { packed: &scw };
             let k = copies(4 * b * di * ns);
             let states = (0..k)
                 .map(|_| up(&dd.h0, &[b, di, ns]))

@@ -1,11 +1,27 @@
 // Shared by every kernel: the invocation ids and workgroup-wide reductions.
 // Reductions assume a 1-D workgroup of RED_WG = 256 invocations.
 
+// Tint (Dawn, browsers) needs the directive for subgroup builtins; naga rejects it, so only
+// WGSL produced for Tint defines ENABLE_SUBGROUPS (`pipeline::Target::Tint`).
+#ifdef SUBGROUPS
+#ifdef ENABLE_SUBGROUPS
+enable subgroups;
+#endif
+#endif
+
+// The ids uniform across a workgroup, apart from the per-invocation ones: uniformity analysis
+// (Tint's) takes a struct parameter as non-uniform when any member is, and a barrier after a
+// `return` that depends on a non-uniform value is rejected. Kernels may return early on
+// `group_index(wg)` before barriers; never on `Ids`.
+struct Wg {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+}
+
+// Per-invocation ids.
 struct Ids {
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
 #ifdef SUBGROUPS
     @builtin(subgroup_invocation_id) sg_lane: u32,
     @builtin(subgroup_id) sg_id: u32,
@@ -16,8 +32,8 @@ struct Ids {
 const RED_WG: u32 = 256u;
 
 // Linear workgroup index of a grid folded into (x, y) past 65,535 groups.
-fn group_index(ids: Ids) -> u32 {
-    return ids.wid.x + ids.wid.y * ids.nwg.x;
+fn group_index(wg: Wg) -> u32 {
+    return wg.wid.x + wg.wid.y * wg.nwg.x;
 }
 
 var<workgroup> red_scratch: array<f32, RED_WG>;

@@ -15,7 +15,7 @@ use spikescan_runtime::ops::matmul::{gemm_into, linear, Gemm};
 use spikescan_runtime::ops::rms_norm::{add_rms_norm, rms_norm};
 use spikescan_runtime::ops::select::topk_prefix_into;
 use spikescan_runtime::ops::selective_scan::{
-    selective_scan_into, selective_state_update, ScanLayout, ScanWeights,
+    pack_scan_weights, selective_scan_into, selective_state_update, ScanLayout, ScanWeights,
 };
 use spikescan_runtime::ops::vocab::RowBlocks;
 use spikescan_runtime::{DType, Device, Recorder, Residency, Tensor};
@@ -183,9 +183,8 @@ struct Layer {
     conv_b: Tensor,
     x_proj: Tensor,
     dt_proj: Tensor,
-    dt_bias: Tensor,
-    a: Tensor,
-    d_skip: Tensor,
+    /// A, dt_bias and D packed as `ScanWeights` holds them (`[D, N + 2]`).
+    scan: Tensor,
     out_proj: Tensor,
     out_bias: Option<Tensor>,
 }
@@ -373,9 +372,14 @@ impl Mamba {
                 conv_b: bias_or_zero(dev, ck, &format!("{m}.conv1d.bias"), d)?,
                 x_proj: w(&format!("{m}.x_proj.weight"), &[r + 2 * n, d])?,
                 dt_proj: w(&format!("{m}.dt_proj.weight"), &[d, r])?,
-                dt_bias: w(&format!("{m}.dt_proj.bias"), &[d])?,
-                a: dev.weight_f32(&a, &[d, n])?,
-                d_skip: w(&format!("{m}.D"), &[d])?,
+                scan: dev.weight_f32(
+                    &pack_scan_weights(
+                        &a,
+                        &ck.f32(&format!("{m}.dt_proj.bias"), &[d])?,
+                        &ck.f32(&format!("{m}.D"), &[d])?,
+                    )?,
+                    &[d, n + 2],
+                )?,
                 out_proj: w(&format!("{m}.out_proj.weight"), &[dm, d])?,
                 out_bias: opt(format!("{m}.out_proj.bias"), dm)?,
             });
@@ -546,11 +550,7 @@ impl Mamba {
             let sl = Self::scan_layout(b, l, d, n, r);
             let y = dev.alloc(&[b, l, d], DType::F32)?;
             let h = dev.alloc_in(&[b, d, n], DType::F32, Residency::Owned)?;
-            let sw = ScanWeights {
-                a: &ly.a,
-                dt_bias: &ly.dt_bias,
-                d_skip: &ly.d_skip,
-            };
+            let sw = ScanWeights { packed: &ly.scan };
             selective_scan_into(
                 rec,
                 &sl,
@@ -634,11 +634,7 @@ impl Mamba {
             gemm_into(rec, &g, &xdbl, &ly.dt_proj, None, &dt)?;
             let sl = Self::scan_layout(b, 1, d, n, r);
             let y = dev.alloc(&[b, d], DType::F32)?;
-            let sw = ScanWeights {
-                a: &ly.a,
-                dt_bias: &ly.dt_bias,
-                d_skip: &ly.d_skip,
-            };
+            let sw = ScanWeights { packed: &ly.scan };
             selective_state_update(rec, &sl, &u, &dt, &xdbl, &xz, &sw, &state.ssm[i], &y)?;
             hidden = Self::proj(rec, &y, &ly.out_proj, ly.out_bias.as_ref())?;
         }

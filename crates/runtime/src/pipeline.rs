@@ -55,6 +55,240 @@ shaders! {
     Lmu => "lmu.wgsl", [&[]];
 }
 
+/// The WGSL compiler a preprocessed source is for. The two disagree on one directive:
+/// Tint (Dawn: Chrome and other browsers) requires `enable subgroups;` before subgroup
+/// builtins, naga 30 rejects it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Naga,
+    Tint,
+}
+
+impl Target {
+    /// The compiler this build's wgpu hands WGSL to: the browser's on the web, naga elsewhere.
+    pub const NATIVE: Target = if cfg!(target_arch = "wasm32") {
+        Target::Tint
+    } else {
+        Target::Naga
+    };
+}
+
+impl Shader {
+    /// The preprocessed WGSL of one variant (`defines`), for `target`.
+    pub fn wgsl(self, defines: &[&str], target: Target) -> std::result::Result<String, String> {
+        let mut all = defines.to_vec();
+        if target == Target::Tint {
+            all.push("ENABLE_SUBGROUPS");
+        }
+        preprocess(self.source(), &all)
+    }
+
+    /// The `override` values the launchers compile an entry point with, beyond the defaults
+    /// (the portability gate builds a pipeline for each). Empty: the defaults only.
+    pub fn override_sets(self, entry: &str) -> Vec<Vec<(&'static str, u32)>> {
+        let one = |name: &'static str, values: &[u32]| -> Vec<Vec<(&'static str, u32)>> {
+            values.iter().map(|&v| vec![(name, v)]).collect()
+        };
+        match (self, entry) {
+            // ops::elementwise: Unary and Binary codes.
+            (Shader::Elementwise, "unary") => one("OP", &[0, 1, 2, 3, 4, 5]),
+            (Shader::Elementwise, "binary") => one("OP", &[0, 1, 2, 3]),
+            // ops::selective_scan: the padded state count, a power of two in 4..=64.
+            (Shader::SelectiveScan, _) => one("NS", &[4, 8, 16, 32, 64]),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What each entry point of one variant needs from a device, read from its WGSL.
+    pub fn needs(self, defines: &[&str]) -> std::result::Result<Vec<EntryNeeds>, String> {
+        use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
+        let name = format!("{}[{}]", self.file(), defines.join(","));
+        let src = self.wgsl(defines, Target::Naga)?;
+        let module = naga::front::wgsl::parse_str(&src)
+            .map_err(|e| format!("{name}: {}", e.emit_to_string(&src)))?;
+        let info = naga::valid::Validator::new(ValidationFlags::all(), Capabilities::all())
+            .subgroup_stages(ShaderStages::COMPUTE)
+            .subgroup_operations(SubgroupOperationSet::all())
+            .validate(&module)
+            .map_err(|e| format!("{name}: {}", e.emit_to_string(&src)))?;
+        let mut out = Vec::new();
+        for (i, ep) in module.entry_points.iter().enumerate() {
+            let fi = info.get_entry_point(i);
+            let mut n = EntryNeeds {
+                entry: ep.name.clone(),
+                storage_buffers: 0,
+                uniform_buffers: 0,
+                workgroup_bytes: 0,
+                workgroup_size: ep.workgroup_size,
+                f16: defines.contains(&"F16"),
+                subgroups: defines.contains(&"SUBGROUPS"),
+            };
+            for (h, var) in module.global_variables.iter() {
+                if fi[h].is_empty() {
+                    continue;
+                }
+                match var.space {
+                    naga::AddressSpace::Storage { .. } => n.storage_buffers += 1,
+                    naga::AddressSpace::Uniform => n.uniform_buffers += 1,
+                    naga::AddressSpace::WorkGroup => {
+                        n.workgroup_bytes += module.types[var.ty].inner.size(module.to_ctx()) as u64
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(overrides) = &ep.workgroup_size_overrides {
+                for (dim, e) in overrides.iter().enumerate() {
+                    if let Some(e) = e {
+                        n.workgroup_size[dim] = override_default(&module, *e).ok_or_else(|| {
+                            format!("{name}: {}'s workgroup size is not a literal", ep.name)
+                        })?;
+                    }
+                }
+            }
+            out.push(n);
+        }
+        Ok(out)
+    }
+}
+
+/// One pipeline the portability checks build: a variant, an entry point, override values.
+#[derive(Clone, Debug)]
+pub struct VariantPipeline {
+    pub shader: Shader,
+    pub defines: &'static [&'static str],
+    pub needs: EntryNeeds,
+    pub constants: Vec<(&'static str, u32)>,
+}
+
+impl VariantPipeline {
+    /// `selective_scan.wgsl[SUBGROUPS]:selective_scan{NS=16}`
+    pub fn label(&self) -> String {
+        let c: Vec<String> = self
+            .constants
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        format!(
+            "{}[{}]:{}{{{}}}",
+            self.shader.file(),
+            self.defines.join(","),
+            self.needs.entry,
+            c.join(",")
+        )
+    }
+}
+
+/// Every variant's every entry point, once with each of its [`Shader::override_sets`] (or
+/// once with the defaults).
+pub fn every_pipeline() -> std::result::Result<Vec<VariantPipeline>, String> {
+    let mut out = Vec::new();
+    for &shader in Shader::ALL {
+        for &defines in shader.variants() {
+            for needs in shader.needs(defines)? {
+                let mut sets = shader.override_sets(&needs.entry);
+                if sets.is_empty() {
+                    sets.push(Vec::new());
+                }
+                for constants in sets {
+                    out.push(VariantPipeline {
+                        shader,
+                        defines,
+                        needs: needs.clone(),
+                        constants,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The value of a workgroup-size expression with every `override` at its default.
+fn override_default(module: &naga::Module, e: naga::Handle<naga::Expression>) -> Option<u32> {
+    match module.global_expressions[e] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => Some(v),
+        naga::Expression::Literal(naga::Literal::I32(v)) => u32::try_from(v).ok(),
+        naga::Expression::Override(o) => override_default(module, module.overrides[o].init?),
+        _ => None,
+    }
+}
+
+/// What one entry point of a shader variant needs from a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryNeeds {
+    pub entry: String,
+    pub storage_buffers: u32,
+    pub uniform_buffers: u32,
+    /// `var<workgroup>` bytes the entry point uses.
+    pub workgroup_bytes: u64,
+    /// With every `override` at its default (launchers do not change workgroup sizes).
+    pub workgroup_size: [u32; 3],
+    pub f16: bool,
+    pub subgroups: bool,
+}
+
+impl EntryNeeds {
+    pub fn invocations(&self) -> u32 {
+        self.workgroup_size.iter().product()
+    }
+
+    /// Every limit of `limits` this entry point exceeds, as readable lines (empty: it fits).
+    pub fn exceeds(&self, limits: &wgpu::Limits) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut check = |what: &str, need: u64, max: u64| {
+            if need > max {
+                v.push(format!("{what} {need} > {max}"));
+            }
+        };
+        check(
+            "storage buffers",
+            self.storage_buffers as u64,
+            limits.max_storage_buffers_per_shader_stage as u64,
+        );
+        check(
+            "uniform buffers",
+            self.uniform_buffers as u64,
+            limits.max_uniform_buffers_per_shader_stage as u64,
+        );
+        check(
+            "workgroup storage bytes",
+            self.workgroup_bytes,
+            limits.max_compute_workgroup_storage_size as u64,
+        );
+        check(
+            "invocations",
+            self.invocations() as u64,
+            limits.max_compute_invocations_per_workgroup as u64,
+        );
+        let dims = [
+            limits.max_compute_workgroup_size_x,
+            limits.max_compute_workgroup_size_y,
+            limits.max_compute_workgroup_size_z,
+        ];
+        for (d, (&need, max)) in self.workgroup_size.iter().zip(dims).enumerate() {
+            check(&format!("workgroup size [{d}]"), need as u64, max as u64);
+        }
+        v
+    }
+
+    /// `8 storage, 2048 B shared, 256 inv, f16`: for `spikescan ops`.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} storage, {} B shared, {} inv",
+            self.storage_buffers,
+            self.workgroup_bytes,
+            self.invocations()
+        );
+        if self.f16 {
+            s.push_str(", shader-f16");
+        }
+        if self.subgroups {
+            s.push_str(", subgroups");
+        }
+        s
+    }
+}
+
 /// Helper files that kernels pull in with `#include "lib/…"`.
 const LIBRARY: &[(&str, &str)] = &[(
     "lib/common.wgsl",
@@ -196,7 +430,7 @@ impl Device {
         {
             return Ok(m);
         }
-        let src = preprocess(key.shader.source(), &key.defines).map_err(|e| {
+        let src = key.shader.wgsl(&key.defines, Target::NATIVE).map_err(|e| {
             RuntimeError::Validation {
                 context: format!("preprocessing {id}"),
                 message: e,
@@ -388,7 +622,8 @@ mod tests {
         let mut checked = 0;
         for &shader in Shader::ALL {
             for defines in shader.variants() {
-                let src = preprocess(shader.source(), defines)
+                let src = shader
+                    .wgsl(defines, Target::Naga)
                     .unwrap_or_else(|e| panic!("{} {defines:?}: {e}", shader.file()));
                 let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
                     panic!(
@@ -425,6 +660,67 @@ mod tests {
             }
         }
         assert!(checked >= Shader::ALL.len());
+    }
+
+    /// Every entry point of every variant fits WebGPU's default limits (what every WebGPU
+    /// device guarantees): 8 storage buffers per stage, 16 KiB of workgroup storage, 256
+    /// invocations — the limits `SPIKESCAN_LIMITS=webgpu` requests.
+    #[test]
+    fn every_entry_point_fits_default_webgpu_limits() {
+        let limits = wgpu::Limits::default();
+        let mut entries = 0;
+        let mut over = Vec::new();
+        for &shader in Shader::ALL {
+            for defines in shader.variants() {
+                for n in shader.needs(defines).unwrap() {
+                    entries += 1;
+                    for e in n.exceeds(&limits) {
+                        over.push(format!("{} {defines:?} {}: {e}", shader.file(), n.entry));
+                    }
+                }
+            }
+        }
+        assert!(
+            over.is_empty(),
+            "over default WebGPU limits:\n{}",
+            over.join("\n")
+        );
+        assert!(entries > Shader::ALL.len());
+    }
+
+    #[test]
+    fn needs_counts_what_an_entry_point_uses() {
+        let scan = Shader::SelectiveScan.needs(&[]).unwrap();
+        let get = |name: &str| scan.iter().find(|n| n.entry == name).unwrap().clone();
+        // u, dt, bc, z, packed weights, h0, y, h_out; the decode update has no h0.
+        assert_eq!(get("selective_scan").storage_buffers, 8);
+        assert_eq!(get("selective_state_update").storage_buffers, 7);
+        // sa, sb, carry; red only.
+        assert_eq!(get("selective_scan").workgroup_bytes, 4 * (256 + 256 + 64));
+        assert_eq!(get("selective_state_update").workgroup_bytes, 4 * 256);
+        assert_eq!(get("selective_scan").invocations(), 256);
+        let tight = wgpu::Limits {
+            max_storage_buffers_per_shader_stage: 7,
+            ..wgpu::Limits::default()
+        };
+        assert_eq!(
+            get("selective_scan").exceeds(&tight),
+            ["storage buffers 8 > 7"]
+        );
+        assert!(get("selective_state_update").exceeds(&tight).is_empty());
+        // The elementwise workgroup size is an override (WG = 256 by default).
+        let ew = Shader::Elementwise.needs(&[]).unwrap();
+        assert!(ew.iter().all(|n| n.workgroup_size == [256, 1, 1]));
+    }
+
+    #[test]
+    fn subgroup_variants_enable_subgroups_for_tint_only() {
+        let naga_src = Shader::RmsNorm.wgsl(&["SUBGROUPS"], Target::Naga).unwrap();
+        let tint_src = Shader::RmsNorm.wgsl(&["SUBGROUPS"], Target::Tint).unwrap();
+        let plain = Shader::RmsNorm.wgsl(&[], Target::Tint).unwrap();
+        assert!(!naga_src.contains("enable subgroups;"));
+        assert!(tint_src.contains("enable subgroups;"));
+        assert!(!plain.contains("enable subgroups;"));
     }
 
     /// Every file in shaders/ is known to the runtime (nothing is left untested).

@@ -57,11 +57,34 @@ impl ScanLayout {
     }
 }
 
-/// The per-channel constants: `A = -exp(A_log)` `[D, N]`, dt_proj's bias `[D]`, `D` `[D]`.
+/// The per-channel constants, packed in one `[D, N + 2]` f32 tensor (one storage binding:
+/// default WebGPU limits allow 8 per shader stage, and the scan needs the rest): row `d` is
+/// `A[d, 0..N]` (`A = -exp(A_log)`), dt_proj's bias, `D`. Built by [`pack_scan_weights`].
 pub struct ScanWeights<'a> {
-    pub a: &'a Tensor,
-    pub dt_bias: &'a Tensor,
-    pub d_skip: &'a Tensor,
+    pub packed: &'a Tensor,
+}
+
+/// The host data of [`ScanWeights`] from `A [D, N]`, `dt_bias [D]` and `D [D]`.
+pub fn pack_scan_weights(a: &[f32], dt_bias: &[f32], d_skip: &[f32]) -> Result<Vec<f32>> {
+    let d = dt_bias.len();
+    if d == 0 || d_skip.len() != d || !a.len().is_multiple_of(d) {
+        return Err(shape_err(
+            "selective_scan",
+            format!(
+                "A ({}) must be [D, N] with dt_bias ({d}) and D ({}) of length D",
+                a.len(),
+                d_skip.len()
+            ),
+        ));
+    }
+    let n = a.len() / d;
+    let mut out = Vec::with_capacity(d * (n + 2));
+    for c in 0..d {
+        out.extend_from_slice(&a[c * n..(c + 1) * n]);
+        out.push(dt_bias[c]);
+        out.push(d_skip[c]);
+    }
+    Ok(out)
 }
 
 #[repr(C)]
@@ -122,9 +145,7 @@ fn check(
         ("dt", dt),
         ("bc", bc),
         ("z", z),
-        ("A", w.a),
-        ("dt_bias", w.dt_bias),
-        ("D", w.d_skip),
+        ("A, dt_bias, D", w.packed),
     ] {
         expect_dtype("selective_scan", name, t, DType::F32)?;
     }
@@ -148,10 +169,15 @@ fn check(
         l.need(l.bc_stride, l.b_offset.max(l.c_offset) + l.n),
     )?;
     short("z", z, l.need(l.z_stride, l.z_offset + l.d))?;
-    if w.a.numel() != l.d * l.n || w.dt_bias.numel() != l.d || w.d_skip.numel() != l.d {
+    if w.packed.numel() != l.d * (l.n + 2) {
         return Err(shape_err(
             "selective_scan",
-            format!("A must be [{}, {}] and dt_bias, D [{}]", l.d, l.n, l.d),
+            format!(
+                "the packed A, dt_bias, D must be [{}, {} + 2], got {:?}",
+                l.d,
+                l.n,
+                w.packed.shape()
+            ),
         ));
     }
     Ok(())
@@ -188,13 +214,13 @@ pub fn selective_scan_into(
             ));
         }
     }
-    let key = PipelineKey::new(Shader::SelectiveScan, "selective_scan", 8, 2).constant("NS", ns);
+    let key = PipelineKey::new(Shader::SelectiveScan, "selective_scan", 6, 2).constant("NS", ns);
     let p = params(l, h0.is_some());
     let tokens = (l.batch * l.len) as u64;
     rec.dispatch(
         &key,
         &p,
-        &[u, dt, bc, z, w.a, w.dt_bias, w.d_skip, h0.unwrap_or(w.a)],
+        &[u, dt, bc, z, w.packed, h0.unwrap_or(w.packed)],
         &[y, h_out],
         grid_1d((l.batch * l.d) as u32),
         || OpInfo {
@@ -236,11 +262,11 @@ pub fn selective_state_update(
     }
     let per = 256 / ns as usize;
     let key =
-        PipelineKey::new(Shader::SelectiveScan, "selective_state_update", 7, 2).constant("NS", ns);
+        PipelineKey::new(Shader::SelectiveScan, "selective_state_update", 5, 2).constant("NS", ns);
     rec.dispatch(
         &key,
         &params(l, true),
-        &[u, dt, bc, z, w.a, w.dt_bias, w.d_skip],
+        &[u, dt, bc, z, w.packed],
         &[y, state],
         grid_1d((l.batch * l.d).div_ceil(per) as u32),
         || OpInfo {
@@ -280,6 +306,11 @@ impl ScanData {
             d_skip: rng.vec(d, 0.5, 1.5),
             h0: rng.vec(l.batch * d * n, -1.0, 1.0),
         }
+    }
+
+    /// A, dt_bias and D packed as [`ScanWeights`] holds them.
+    pub fn packed_weights(&self) -> Result<Vec<f32>> {
+        pack_scan_weights(&self.a, &self.dt_bias, &self.d_skip)
     }
 
     /// Sequential f64 reference: `(y [B, L, D], final state [B, D, N])`.
@@ -347,20 +378,12 @@ pub fn cases() -> Vec<Case> {
                     up(&s.bc, &[batch, len, 2 * n])?,
                     up(&s.z, &[batch, len, d])?,
                 );
-                let (a, db, ds, hh) = (
-                    dev.weight_f32(&s.a, &[d, n])?,
-                    dev.weight_f32(&s.dt_bias, &[d])?,
-                    dev.weight_f32(&s.d_skip, &[d])?,
-                    up(&s.h0, &[batch, d, n])?,
-                );
+                let cw = dev.weight_f32(&s.packed_weights()?, &[d, n + 2])?;
+                let hh = up(&s.h0, &[batch, d, n])?;
                 let y = output(dev, &[batch, len, d], DType::F32)?;
                 let h = output(dev, &[batch, d, n], DType::F32)?;
                 let mut rec = dev.recorder("test");
-                let w = ScanWeights {
-                    a: &a,
-                    dt_bias: &db,
-                    d_skip: &ds,
-                };
+                let w = ScanWeights { packed: &cw };
                 selective_scan_into(
                     &mut rec,
                     &l,
@@ -399,20 +422,12 @@ pub fn cases() -> Vec<Case> {
                     up(&s.bc, &[batch, 2 * n])?,
                     up(&s.z, &[batch, d])?,
                 );
-                let (a, db, ds) = (
-                    dev.weight_f32(&s.a, &[d, n])?,
-                    dev.weight_f32(&s.dt_bias, &[d])?,
-                    dev.weight_f32(&s.d_skip, &[d])?,
-                );
+                let cw = dev.weight_f32(&s.packed_weights()?, &[d, n + 2])?;
                 let state = dev.alloc_with_capacity(&[batch, d, n], DType::F32, 0)?;
                 dev.write(&state, bytemuck::cast_slice(&s.h0))?;
                 let y = output(dev, &[batch, d], DType::F32)?;
                 let mut rec = dev.recorder("test");
-                let w = ScanWeights {
-                    a: &a,
-                    dt_bias: &db,
-                    d_skip: &ds,
-                };
+                let w = ScanWeights { packed: &cw };
                 selective_state_update(&mut rec, &l, &u, &dt, &bc, &z, &w, &state, &y)?;
                 rec.submit()?;
                 let (wy, wh) = s.reference(&l, true);
