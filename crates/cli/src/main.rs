@@ -447,6 +447,36 @@ fn ops(filter: Option<String>, verbose: bool) -> anyhow::Result<bool> {
             fmt(&cells[2])
         );
     }
+    // What each variant needs from a device, and whether this one has it.
+    println!(
+        "{:<34} {:<24} needs (storage buffers, workgroup storage, invocations, features)",
+        "variant", "entry point"
+    );
+    for &shader in spikescan::runtime::Shader::ALL {
+        if filter
+            .as_deref()
+            .is_some_and(|f| !shader.file().contains(f))
+        {
+            continue;
+        }
+        for &defines in shader.variants() {
+            let variant = format!("{}[{}]", shader.file(), defines.join(","));
+            for n in shader.needs(defines).map_err(anyhow::Error::msg)? {
+                let over = n.exceeds(native.limits());
+                let verdict = if over.is_empty() {
+                    "fits".to_string()
+                } else {
+                    all_ok = false;
+                    format!("FAIL over this device's limits: {}", over.join(", "))
+                };
+                println!(
+                    "{variant:<34} {:<24} {:<44} {verdict}",
+                    n.entry,
+                    n.summary()
+                );
+            }
+        }
+    }
     println!(
         "pipelines compiled: {} native, {} plain",
         native.pipeline_count(),

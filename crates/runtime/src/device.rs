@@ -33,6 +33,13 @@ pub struct DeviceOptions {
     /// Caps the storage-binding size below the adapter's (bytes), to run as a device with a
     /// smaller limit would (WebGPU's default and many mobile GPUs allow 128 MiB).
     pub max_binding: Option<u64>,
+    /// Request only WebGPU's default limits (8 storage buffers per stage, 16 KiB workgroup
+    /// storage, 256 invocations, 128 MiB bindings, 256 MiB buffers) and no optional feature,
+    /// to run as the least capable WebGPU device would.
+    pub webgpu_limits: bool,
+    /// A `SPIKESCAN_LIMITS` value that is neither `adapter` nor `webgpu`: opening a device
+    /// fails naming it.
+    pub bad_limits: Option<String>,
 }
 
 impl Default for DeviceOptions {
@@ -46,6 +53,8 @@ impl Default for DeviceOptions {
             profile: false,
             poll_timeout: Duration::from_secs(120),
             max_binding: None,
+            webgpu_limits: false,
+            bad_limits: None,
         }
     }
 }
@@ -60,8 +69,9 @@ fn env_flag(name: &str) -> bool {
 impl DeviceOptions {
     /// Options from `SPIKESCAN_ADAPTER`, `SPIKESCAN_BACKEND`, `SPIKESCAN_FORCE_F32`,
     /// `SPIKESCAN_NO_SUBGROUPS`, `SPIKESCAN_DEBUG`, `SPIKESCAN_PROFILE`,
-    /// `SPIKESCAN_POLL_TIMEOUT` (seconds) and `SPIKESCAN_MAX_BINDING` (bytes; a `K`, `M` or
-    /// `G` suffix multiplies by 1024, 1024² or 1024³).
+    /// `SPIKESCAN_POLL_TIMEOUT` (seconds), `SPIKESCAN_MAX_BINDING` (bytes; a `K`, `M` or
+    /// `G` suffix multiplies by 1024, 1024² or 1024³) and `SPIKESCAN_LIMITS` (`adapter`, the
+    /// default, or `webgpu`).
     pub fn from_env() -> Self {
         let non_empty = |n: &str| std::env::var(n).ok().filter(|s| !s.trim().is_empty());
         let mut o = Self {
@@ -77,6 +87,12 @@ impl DeviceOptions {
             o.poll_timeout = Duration::from_secs_f64(s.max(0.001));
         }
         o.max_binding = non_empty("SPIKESCAN_MAX_BINDING").and_then(|s| parse_bytes(&s));
+        match non_empty("SPIKESCAN_LIMITS").map(|s| s.trim().to_lowercase()) {
+            None => {}
+            Some(s) if s == "adapter" => {}
+            Some(s) if s == "webgpu" => o.webgpu_limits = true,
+            Some(s) => o.bad_limits = Some(s),
+        }
         o
     }
 }
@@ -270,6 +286,11 @@ impl Device {
 
     /// Opens a device with explicit options.
     pub fn with_options(options: DeviceOptions) -> Result<Self> {
+        if let Some(bad) = &options.bad_limits {
+            return Err(RuntimeError::NoAdapter(format!(
+                "SPIKESCAN_LIMITS='{bad}' is not a limit set; use adapter or webgpu"
+            )));
+        }
         let backends = parse_backend(options.backend.as_deref())?;
         let (_instance, list) = adapters(backends);
         let (index, adapter) = select_adapter(list, options.adapter.as_deref())?;
@@ -278,9 +299,13 @@ impl Device {
 
         let available = adapter.features();
         let mut features = wgpu::Features::empty();
-        let want_f16 = !options.force_f32 && available.contains(wgpu::Features::SHADER_F16);
-        let want_sg = !options.no_subgroups && available.contains(wgpu::Features::SUBGROUP);
-        let want_ts = available.contains(wgpu::Features::TIMESTAMP_QUERY);
+        // WebGPU limits: no optional feature either (the plain twins run).
+        let optional = !options.webgpu_limits;
+        let want_f16 =
+            optional && !options.force_f32 && available.contains(wgpu::Features::SHADER_F16);
+        let want_sg =
+            optional && !options.no_subgroups && available.contains(wgpu::Features::SUBGROUP);
+        let want_ts = optional && available.contains(wgpu::Features::TIMESTAMP_QUERY);
         if want_f16 {
             features |= wgpu::Features::SHADER_F16;
         }
@@ -291,7 +316,11 @@ impl Device {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
         // Ask for everything the adapter offers: big storage bindings matter for weights.
-        let mut limits = adapter.limits();
+        let mut limits = if options.webgpu_limits {
+            wgpu::Limits::default()
+        } else {
+            adapter.limits()
+        };
         if let Some(cap) = options.max_binding {
             // Never below 4 KiB: the uniform arena and small tensors must still bind.
             let cap = cap.max(4096);
@@ -361,7 +390,7 @@ impl Device {
     pub fn caps(&self) -> Caps {
         self.inner.caps
     }
-    /// The limits in force (the adapter's own).
+    /// The limits in force (the adapter's own, or WebGPU's defaults with `webgpu_limits`).
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
     }
@@ -372,6 +401,11 @@ impl Device {
     /// Features enabled on this device.
     pub fn features(&self) -> wgpu::Features {
         self.inner.device.features()
+    }
+    /// The adapter's (smallest, largest) subgroup size.
+    pub fn subgroup_sizes(&self) -> (u32, u32) {
+        let i = self.inner.adapter.get_info();
+        (i.subgroup_min_size, i.subgroup_max_size)
     }
     /// The options the device was opened with.
     pub fn options(&self) -> &DeviceOptions {

@@ -315,6 +315,19 @@ pub fn test_devices() -> &'static [(&'static str, Device)] {
                  Without a GPU, install Mesa's lavapipe: apt-get install mesa-vulkan-drivers"
             )
         });
+        // A run meant for another subgroup size (llvmpipe's LP_NATIVE_VECTOR_WIDTH=128 gives
+        // 4 lanes instead of 8) fails rather than silently testing the usual one.
+        if let Some(want) = std::env::var("SPIKESCAN_EXPECT_SUBGROUP_SIZE")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            let got = native.subgroup_sizes();
+            assert!(
+                got == (want, want),
+                "SPIKESCAN_EXPECT_SUBGROUP_SIZE={want}, but {} has subgroup sizes {got:?}",
+                native.describe()
+            );
+        }
         let plain = Device::with_options(DeviceOptions {
             force_f32: true,
             no_subgroups: true,

@@ -208,3 +208,37 @@ fn an_upload_never_overwrites_a_buffer_a_pending_recording_still_reads() {
         d.pooled_bytes()
     );
 }
+
+#[test]
+fn webgpu_limits_request_the_defaults_and_no_optional_feature() {
+    let d = Device::with_options(DeviceOptions {
+        webgpu_limits: true,
+        ..DeviceOptions::from_env()
+    })
+    .unwrap();
+    let l = d.limits();
+    assert_eq!(l.max_storage_buffers_per_shader_stage, 8);
+    assert_eq!(l.max_compute_workgroup_storage_size, 16 << 10);
+    assert_eq!(l.max_compute_invocations_per_workgroup, 256);
+    assert!(l.max_storage_buffer_binding_size <= 128 << 20);
+    assert_eq!(d.caps(), spikescan_runtime::Caps::default());
+    assert!(d.features().is_empty(), "{:?}", d.features());
+    // Kernels run within them.
+    let x = d.tensor_f32(&[-1.0, 2.0], &[2]).unwrap();
+    let mut rec = d.recorder("webgpu");
+    let y = elementwise::relu(&mut rec, &x).unwrap();
+    rec.submit().unwrap();
+    assert_eq!(d.read_f32(&y).unwrap(), vec![0.0, 2.0]);
+}
+
+#[test]
+fn an_unknown_limit_set_is_an_error_that_names_it() {
+    let err = match Device::with_options(DeviceOptions {
+        bad_limits: Some("tiny".into()),
+        ..DeviceOptions::default()
+    }) {
+        Ok(_) => panic!("an unknown SPIKESCAN_LIMITS is refused"),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("SPIKESCAN_LIMITS='tiny'"), "{err}");
+}
