@@ -152,7 +152,7 @@ def vision(only=None):
         ("meta-spikeformer-digits", 4, {"architecture": "meta_spikeformer", "T": 1, "kd": False, "img_size_h": 32,
                                         "img_size_w": 32, "patch_size": 16, "in_channels": 3, "num_classes": 10,
                                         "embed_dim": [16, 32, 48, 64], "num_heads": 4, "mlp_ratios": 4,
-                                        "depths": 8}, 40),
+                                        "depths": 8, "head_input": "membrane"}, 40),
     ]
     for name, factor, cfg, epochs in runs:
         if only and name != only:
@@ -160,7 +160,7 @@ def vision(only=None):
         torch.manual_seed(0)
         meta = cfg["architecture"] == "meta_spikeformer"
         Model = MetaSpikeFormer if meta else Spikformer
-        model = Model(**{k: v for k, v in cfg.items() if k != "architecture"})
+        model = Model(**{k: v for k, v in cfg.items() if k not in ("architecture", "head_input")})
         tr8, te8 = upscale(xtr, factor), upscale(xte, factor)
         print(f"{name}: training on {len(tr8)} images of {tr8.shape[1]}x{tr8.shape[2]}")
         if meta:

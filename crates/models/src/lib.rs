@@ -20,7 +20,7 @@ use thiserror::Error;
 
 pub use lmuformer::{LmuSnapshot, LmuStream, Lmuformer, LmuformerConfig};
 pub use mamba::{Mamba, MambaConfig, MambaState, Sampling};
-pub use meta_spikeformer::{MetaSpikeformer, MetaSpikeformerConfig};
+pub use meta_spikeformer::{HeadInput, MetaSpikeformer, MetaSpikeformerConfig};
 pub use spikformer::{Spikformer, SpikformerConfig};
 
 /// What went wrong while loading or running a model.

@@ -4,9 +4,13 @@
 //! Convolutions that follow a LIF take packed spikes; BatchNorms that feed a LIF are fused
 //! into it, the others are folded at load time into the convolution before them. RepConv's
 //! BN-and-pad border is the BN(0) value per channel, given to the depthwise 3x3 as its padding
-//! value (never a dense 3x3 merge). The readout follows the official forward: `head` takes
-//! the token mean, `head_kd` (when `kd`) takes it after the final `lif`, and the eval output
-//! is their average.
+//! value (never a dense 3x3 merge).
+//!
+//! Readout: the token mean goes through the final `lif`, and `head` (and `head_kd` when
+//! `kd`, the eval output being their average) read those spikes — the official code since
+//! commit d95ad13 (2024-03-25) and at its current head (35f245f). Before d95ad13 (e.g. at
+//! 03cc73e) `head` read the token mean itself (the membrane input of `lif`) while `head_kd`
+//! read the spikes; a checkpoint trained with that code sets `"head_input": "membrane"`.
 
 use serde_json::Value;
 use spikescan_runtime::ops::batch_norm::{BatchNorm, BatchNormParams};
@@ -38,6 +42,18 @@ pub struct MetaSpikeformerConfig {
     pub mlp_ratio: usize,
     /// Evaluation crop ratio for image inputs (0.875: resize to 256, crop 224).
     pub crop_pct: f64,
+    /// What `head` reads (config key `head_input`).
+    pub head_input: HeadInput,
+}
+
+/// The input of Meta-SpikeFormer's `head`: the readout changed upstream at commit d95ad13.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HeadInput {
+    /// `"spikes"` (default): `head(lif(mean))`, the official code since d95ad13 (2024-03-25).
+    #[default]
+    Spikes,
+    /// `"membrane"`: `head(mean)`, the official code before d95ad13 (e.g. 03cc73e).
+    Membrane,
 }
 
 impl MetaSpikeformerConfig {
@@ -78,6 +94,19 @@ impl MetaSpikeformerConfig {
             num_heads: u("num_heads", Some(8))?,
             mlp_ratio: u("mlp_ratios", Some(4))?,
             crop_pct: cfg.get("crop_pct").and_then(Value::as_f64).unwrap_or(0.875),
+            head_input: match cfg.get("head_input") {
+                None => HeadInput::Spikes,
+                Some(v) => match v.as_str() {
+                    Some("spikes") => HeadInput::Spikes,
+                    Some("membrane") => HeadInput::Membrane,
+                    _ => {
+                        return Err(bad(format!(
+                            "\"head_input\" must be \"spikes\" (the official code since \
+                             commit d95ad13) or \"membrane\" (before it), got {v}"
+                        )))
+                    }
+                },
+            },
         };
         if c.t == 0 || e.contains(&0) || e[0] % 2 != 0 || c.num_heads == 0 || c.mlp_ratio == 0 {
             return Err(bad(format!(
@@ -725,12 +754,16 @@ impl MetaSpikeformer {
     ) -> Result<Tensor> {
         let s = x.shape().to_vec();
         let m = mean(rec, &x.reshape(&[s[0], s[1], s[2], s[3] * s[4]])?, 3)?; // [T, B, C]
-        let per_step = linear(rec, &m, &self.head.0, Some(&self.head.1))?;
-        let out = mean(rec, &per_step, 0)?;
         let x_lif = lif(rec, &m, &Lif::STANDARD, None, None)?;
         if let Some(tp) = taps {
             tp.put("lif", Tap::Dense(x_lif.clone()));
         }
+        let head_in = match self.config.head_input {
+            HeadInput::Spikes => &x_lif,
+            HeadInput::Membrane => &m,
+        };
+        let per_step = linear(rec, head_in, &self.head.0, Some(&self.head.1))?;
+        let out = mean(rec, &per_step, 0)?;
         match &self.head_kd {
             None => Ok(out),
             Some((w, b)) => {
