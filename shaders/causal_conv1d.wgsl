@@ -6,6 +6,7 @@
 // `causal_conv1d_step` (decode, L = 1) updates the state in place.
 
 #include "lib/common.wgsl"
+#include "lib/math.wgsl"
 
 struct Params {
     batch: u32,
@@ -25,10 +26,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read> state_in: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> state_out: array<f32>;
-
-fn silu(v: f32) -> f32 {
-    return v / (1.0 + exp(-v));
-}
 
 // Input at position `pos` of the sequence extended to the left by the state (pos may be
 // negative down to -(K - 1)).

@@ -2,6 +2,7 @@
 // with NumPy broadcasting expressed as rank-4 strides (a stride of 0 repeats an element).
 
 #include "lib/common.wgsl"
+#include "lib/math.wgsl"
 
 override OP: u32 = 0u;
 override WG: u32 = 256u;
@@ -27,14 +28,6 @@ fn erfc_approx(z: f32) -> f32 {
     return select(2.0 - r, r, z >= 0.0);
 }
 
-// log(1 + e) without losing e when it is tiny.
-fn log1p_accurate(e: f32) -> f32 {
-    let u = 1.0 + e;
-    if (u == 1.0) {
-        return e;
-    }
-    return log(u) - ((u - 1.0) - e) / u;
-}
 
 fn unary_op(x: f32) -> f32 {
     switch OP {
@@ -43,13 +36,13 @@ fn unary_op(x: f32) -> f32 {
         // GELU, erf form as torch.nn.GELU(): 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2)
         case 1u: { return 0.5 * x * erfc_approx(-x * 0.70710678118654752); }
         // SiLU
-        case 2u: { return x / (1.0 + exp(-x)); }
+        case 2u: { return silu(x); }
         // Softplus with PyTorch's beta = 1, threshold = 20
-        case 3u: { return select(log1p_accurate(exp(x)), x, x > 20.0); }
+        case 3u: { return softplus(x); }
         // Affine: alpha * x + beta (scale)
         case 4u: { return up.alpha * x + up.beta; }
         // Sigmoid
-        case 5u: { return 1.0 / (1.0 + exp(-x)); }
+        case 5u: { return sigmoid(x); }
         default: { return x; }
     }
 }

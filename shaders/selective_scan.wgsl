@@ -11,6 +11,7 @@
 // outputs are read where they lie.
 
 #include "lib/common.wgsl"
+#include "lib/math.wgsl"
 
 // Padded state count (a power of two >= N); TC = 256 / NS tokens per chunk.
 override NS: u32 = 16u;
@@ -42,22 +43,6 @@ struct Params {
 @group(0) @binding(6) var<storage, read> h0: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 @group(0) @binding(8) var<storage, read_write> h_out: array<f32>;
-
-fn softplus(x: f32) -> f32 {
-    if (x > 20.0) {
-        return x;
-    }
-    let e = exp(x);
-    let v = 1.0 + e;
-    if (v == 1.0) {
-        return e;
-    }
-    return log(v) - ((v - 1.0) - e) / v;
-}
-
-fn silu(x: f32) -> f32 {
-    return x / (1.0 + exp(-x));
-}
 
 var<workgroup> sa: array<f32, 256>;
 var<workgroup> sb: array<f32, 256>;

@@ -290,10 +290,13 @@ impl EntryNeeds {
 }
 
 /// Helper files that kernels pull in with `#include "lib/…"`.
-const LIBRARY: &[(&str, &str)] = &[(
-    "lib/common.wgsl",
-    include_str!("../../../shaders/lib/common.wgsl"),
-)];
+const LIBRARY: &[(&str, &str)] = &[
+    (
+        "lib/common.wgsl",
+        include_str!("../../../shaders/lib/common.wgsl"),
+    ),
+    ("lib/math.wgsl", include_str!("../../../shaders/lib/math.wgsl")),
+];
 
 /// Expands `#include "lib/x.wgsl"`, `#ifdef NAME`, `#ifndef NAME`, `#else` and `#endif`.
 /// Nesting is allowed; anything else starting with `#` is an error.

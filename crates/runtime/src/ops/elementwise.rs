@@ -395,6 +395,43 @@ mod tests {
         crate::harness::assert_cases(super::cases());
     }
 
+    /// Per element, not in the mean: softplus of very negative inputs is tiny, and a driver
+    /// whose `log` is inaccurate near 1 gets it wrong by up to 2x there while the normalised
+    /// MSE of a sweep stays small (Mamba's dt lives around softplus⁻¹(0.001..0.1) ≈ -7..-2).
+    /// Run on both test devices, so it also checks lib/math.wgsl under each variant.
+    #[test]
+    fn softplus_and_sigmoid_are_accurate_to_a_few_ulp_everywhere() {
+        use super::{unary, Unary};
+        let xs: Vec<f32> = (0..40_001).map(|i| -30.0 + i as f32 * 60.0 / 40_000.0).collect();
+        for (name, dev) in crate::harness::test_devices() {
+            let x = dev.tensor_f32(&xs, &[xs.len()]).unwrap();
+            for op in [Unary::Softplus, Unary::Sigmoid, Unary::Silu] {
+                let mut rec = dev.recorder("accuracy");
+                let y = unary(&mut rec, op, &x).unwrap();
+                rec.submit().unwrap();
+                let got = dev.read_f32(&y).unwrap();
+                let worst = |range: f32| {
+                    got.iter()
+                        .zip(&xs)
+                        .filter(|(_, x)| x.abs() > 1e-3 && x.abs() <= range) // silu's zero
+                        .map(|(g, x)| {
+                            let r = op.reference(*x as f64);
+                            ((*g as f64 - r) / r).abs()
+                        })
+                        .fold(0.0f64, f64::max)
+                };
+                let (near, far) = (worst(10.0), worst(30.0));
+                eprintln!(
+                    "{name}: {op:?} worst relative error {near:.2e} on [-10, 10], {far:.2e} on [-30, 30]"
+                );
+                // f32's ulp is 6e-8 relative: a few ulp (lib/math.wgsl, not the driver's exp
+                // and log, which were 2x off for softplus(-15) and ~30 ulp at |x| = 30).
+                assert!(near <= 3e-7, "{name}: {op:?} relative error {near:.2e} on [-10, 10]");
+                assert!(far <= 4e-7, "{name}: {op:?} relative error {far:.2e} on [-30, 30]");
+            }
+        }
+    }
+
     #[test]
     fn shapes_that_do_not_broadcast_are_refused() {
         assert!(super::broadcast(&[3, 4], &[5]).is_none());
