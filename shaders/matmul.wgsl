@@ -84,6 +84,13 @@ fn matmul(ids: Ids, wg: Wg) {
             ws[kk * TN + r] = wv;
         }
         workgroupBarrier();
+        // Each K tile is summed apart and then added to the total (blocked summation): one
+        // running sum over all of K lost 2x the accuracy of PyTorch's f32 GEMM at Mamba's
+        // shapes (K = 768..1536), and the error compounds over the layers.
+        var part: array<f32, 16>;
+        for (var i = 0u; i < 16u; i += 1u) {
+            part[i] = 0.0;
+        }
         for (var kk = 0u; kk < TK; kk += 1u) {
             var a: array<f32, 4>;
             var c: array<f32, 4>;
@@ -93,9 +100,12 @@ fn matmul(ids: Ids, wg: Wg) {
             }
             for (var i = 0u; i < 4u; i += 1u) {
                 for (var j = 0u; j < 4u; j += 1u) {
-                    acc[i * 4u + j] = fma(a[i], c[j], acc[i * 4u + j]);
+                    part[i * 4u + j] = fma(a[i], c[j], part[i * 4u + j]);
                 }
             }
+        }
+        for (var i = 0u; i < 16u; i += 1u) {
+            acc[i] += part[i];
         }
         workgroupBarrier();
     }
