@@ -295,7 +295,10 @@ const LIBRARY: &[(&str, &str)] = &[
         "lib/common.wgsl",
         include_str!("../../../shaders/lib/common.wgsl"),
     ),
-    ("lib/math.wgsl", include_str!("../../../shaders/lib/math.wgsl")),
+    (
+        "lib/math.wgsl",
+        include_str!("../../../shaders/lib/math.wgsl"),
+    ),
 ];
 
 /// Expands `#include "lib/x.wgsl"`, `#ifdef NAME`, `#ifndef NAME`, `#else` and `#endif`.

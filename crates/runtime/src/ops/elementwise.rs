@@ -402,7 +402,9 @@ mod tests {
     #[test]
     fn softplus_and_sigmoid_are_accurate_to_a_few_ulp_everywhere() {
         use super::{unary, Unary};
-        let xs: Vec<f32> = (0..40_001).map(|i| -30.0 + i as f32 * 60.0 / 40_000.0).collect();
+        let xs: Vec<f32> = (0..40_001)
+            .map(|i| -30.0 + i as f32 * 60.0 / 40_000.0)
+            .collect();
         for (name, dev) in crate::harness::test_devices() {
             let x = dev.tensor_f32(&xs, &[xs.len()]).unwrap();
             for op in [Unary::Softplus, Unary::Sigmoid, Unary::Silu] {
@@ -426,8 +428,14 @@ mod tests {
                 );
                 // f32's ulp is 6e-8 relative: a few ulp (lib/math.wgsl, not the driver's exp
                 // and log, which were 2x off for softplus(-15) and ~30 ulp at |x| = 30).
-                assert!(near <= 3e-7, "{name}: {op:?} relative error {near:.2e} on [-10, 10]");
-                assert!(far <= 4e-7, "{name}: {op:?} relative error {far:.2e} on [-30, 30]");
+                assert!(
+                    near <= 3e-7,
+                    "{name}: {op:?} relative error {near:.2e} on [-10, 10]"
+                );
+                assert!(
+                    far <= 4e-7,
+                    "{name}: {op:?} relative error {far:.2e} on [-30, 30]"
+                );
             }
         }
     }
