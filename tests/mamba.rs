@@ -211,3 +211,116 @@ fn a_prefix_state_seeds_any_slot_of_a_batch() {
     assert!(rel_l2(&both[..v], &fresh) < 1e-5);
     assert!(batch.copy_slot(&dev, 2, &single, 0).is_err());
 }
+
+/// tools/reference/make_mamba_fixtures.py's counter-based generator: `n` values
+/// `(k - 2^23) * scale`, k the top 24 bits of splitmix64 over the key's FNV-1a hash and the
+/// element index, scale = f32(bound / 2^23); the product is exact in f64, rounded once.
+fn counter_uniform(key: &str, n: usize, bound: f64) -> Vec<f32> {
+    let mut seed = 0xCBF2_9CE4_8422_2325u64;
+    for b in key.bytes() {
+        seed = (seed ^ b as u64).wrapping_mul(0x0100_0000_01B3);
+    }
+    let scale = (bound / (1u64 << 23) as f64) as f32 as f64;
+    (0..n as u64)
+        .map(|i| {
+            let mut z = seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (((z >> 40) as i64 - (1 << 23)) as f64 * scale) as f32
+        })
+        .collect()
+}
+
+/// The mamba-130m-shaped checkpoint of `mamba-130m-precision`, rebuilt in `dir`.
+fn precision_model(io: &Checkpoint, dir: &std::path::Path) {
+    let (d, di, n, r, k, layers, vocab) = (768, 1536, 16, 48, 4, 24, 50280);
+    let std = 0.1 * 3f64.sqrt();
+    let a_row = io.f32("A_log_row", &[n]).unwrap();
+    let dt_bias = io.f32("dt_bias", &[layers, di]).unwrap();
+    let mut w: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut u = |key: String, shape: Vec<usize>, bound: f64| {
+        let data = counter_uniform(&key, shape.iter().product(), bound);
+        w.push((key, shape, data));
+    };
+    u("backbone.embeddings.weight".into(), vec![vocab, d], std);
+    let kb = (k as f64).powf(-0.5);
+    for i in 0..layers {
+        let p = format!("backbone.layers.{i}.mixer");
+        u(format!("{p}.in_proj.weight"), vec![2 * di, d], std);
+        u(format!("{p}.conv1d.weight"), vec![di, 1, k], kb);
+        u(format!("{p}.x_proj.weight"), vec![r + 2 * n, di], std);
+        u(
+            format!("{p}.dt_proj.weight"),
+            vec![di, r],
+            (r as f64).powf(-0.5),
+        );
+        u(
+            format!("{p}.out_proj.weight"),
+            vec![d, di],
+            (di as f64).powf(-0.5),
+        );
+    }
+    for i in 0..layers {
+        let p = format!("backbone.layers.{i}");
+        w.push((format!("{p}.norm.weight"), vec![d], vec![1.0; d]));
+        w.push((format!("{p}.mixer.conv1d.bias"), vec![di], vec![0.0; di]));
+        w.push((
+            format!("{p}.mixer.dt_proj.bias"),
+            vec![di],
+            dt_bias[i * di..(i + 1) * di].to_vec(),
+        ));
+        w.push((format!("{p}.mixer.A_log"), vec![di, n], a_row.repeat(di)));
+        w.push((format!("{p}.mixer.D"), vec![di], vec![1.0; di]));
+    }
+    w.push(("backbone.norm_f.weight".into(), vec![d], vec![1.0; d]));
+    std::fs::create_dir_all(dir).unwrap();
+    spikescan::loader::save_f32(dir.join("model.safetensors"), &w).unwrap();
+    std::fs::copy(
+        fixture("mamba-130m-precision").join("config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+}
+
+/// At the mamba-130m shape the engine's prompt logits are no farther from transformers'
+/// float64 run than PyTorch's own float32 run is (the fixture's `torch_f32_rel_l2`).
+#[test]
+fn mamba_130m_shaped_logits_are_as_close_to_f64_as_pytorch_f32() {
+    let io = io("mamba-130m-precision");
+    let dir = std::env::temp_dir()
+        .join(format!("spikescan-mamba-precision-{}", std::process::id()))
+        .join("mamba-130m-precision");
+    precision_model(&io, &dir);
+    let dev = device();
+    let m = match Model::load(&dev, &dir).unwrap() {
+        Model::Mamba(m) => m,
+        _ => panic!("not a Mamba model"),
+    };
+    let stride: usize = io.metadata("column_stride").unwrap().parse().unwrap();
+    let bound: f64 = io.metadata("torch_f32_rel_l2").unwrap().parse().unwrap();
+    let prompt = ids(&io, "input_ids");
+    let l = prompt.len();
+    let v = m.config.vocab_padded;
+    let got = m.logits(&dev, &prompt, 1).unwrap();
+    let cols: Vec<f32> = (0..l)
+        .flat_map(|t| {
+            let row = &got[t * v..t * v + m.config.vocab_size];
+            row.iter().step_by(stride).copied().collect::<Vec<_>>()
+        })
+        .collect();
+    let want = io.f32_any("logits_f64").unwrap();
+    assert_eq!(cols.len(), want.len());
+    assert!(cols.iter().all(|x| x.is_finite()));
+    let err = rel_l2(&cols, &want);
+    let w = want.len() / l;
+    let first = rel_l2(&cols[..w], &want[..w]);
+    let last = rel_l2(&cols[(l - 1) * w..], &want[(l - 1) * w..]);
+    eprintln!(
+        "mamba-130m shape, {l}-token prompt on {}: logits relative L2 to float64 {err:.3e} \
+         (position 0 {first:.2e}, last {last:.2e}); PyTorch float32: {bound:.3e}",
+        dev.describe()
+    );
+    assert!(err <= bound, "{err:.3e} > PyTorch f32's {bound:.3e}");
+    std::fs::remove_dir_all(dir.parent().unwrap()).ok();
+}

@@ -1,5 +1,7 @@
-//! Spikformer against the PyTorch reference (fixtures from tools/reference/make_fixtures.py):
-//! logits, top-1, and every LIF layer's spikes, free-running and teacher-forced.
+//! Spikformer against the official code (ZK-Zhou/spikformer, `imagenet/model.py` and
+//! `cifar10/model.py`, run by tools/reference/make_fixtures.py): logits, top-1, and every LIF
+//! layer's spikes, free-running and teacher-forced; the residual stream at every block
+//! boundary and the readout of the official final stream.
 
 mod common;
 use common::*;
@@ -29,6 +31,10 @@ impl Io {
     fn spikes(&self, layer: &str) -> (Vec<f32>, Vec<usize>) {
         self.get(&format!("spikes.{layer}"))
     }
+    /// A residual-stream tensor, `[T, B, C, N]` (`[T, B, C, H, W]` for imagenet).
+    fn stream(&self, key: &str) -> Vec<f32> {
+        self.get(key).0
+    }
 }
 
 fn load(dev: &Device, name: &str) -> Spikformer {
@@ -49,14 +55,25 @@ fn spikformer_cifar_matches_pytorch_end_to_end() {
     end_to_end("spikformer-cifar-exact", 1.0, 1e-6);
 }
 
+#[test]
+fn spikformer_cifar_t4_odd_widths_matches_pytorch_end_to_end() {
+    end_to_end("spikformer-cifar-exact-t4", 1.0, 1e-6);
+}
+
 /// Each layer fed the reference's own input, so one flipped spike cannot cascade.
 fn teacher_forced(name: &str) {
     let dev = device();
     let m = load(&dev, name);
     let io = Io::open(name);
     let up = |v: &(Vec<f32>, Vec<usize>)| dev.tensor_f32(&v.0, &v.1).unwrap();
+    // Spikes as the engine packs them, tokens last: `[T, B, C, N]`.
     let packed = |layer: &str| {
         let (v, s) = io.spikes(layer);
+        let s = if s.len() == 5 {
+            vec![s[0], s[1], s[2], s[3] * s[4]]
+        } else {
+            s
+        };
         PackedSpikes::from_host(&dev, &v, &s).unwrap()
     };
     let check = |layer: &str, got: Vec<f32>| {
@@ -117,6 +134,12 @@ fn teacher_forced(name: &str) {
     let mut x: Vec<f32> = rpe.iter().zip(&feat).map(|(a, b)| a + b).collect();
     let xs = x0.shape().to_vec();
     for i in 0..m.config.depths {
+        // The stream rebuilt from the official spikes is the official block input.
+        assert_eq!(
+            x,
+            io.stream(&format!("stream.block.{i}")),
+            "{name}: block {i} input"
+        );
         let a = format!("block.{i}.attn");
         let xt = dev.tensor_f32(&x, &xs).unwrap();
         let mut rec = dev.recorder("t");
@@ -154,12 +177,22 @@ fn teacher_forced(name: &str) {
         let (rf, _) = io.spikes(&format!("block.{i}.mlp.fc2_lif"));
         x = x1.iter().zip(&rf).map(|(a, b)| a + b).collect();
     }
+    assert_eq!(x, io.stream("stream.readout"), "{name}: final stream");
+    // The readout of the official final stream.
+    let xt = dev.tensor_f32(&io.stream("stream.readout"), &xs).unwrap();
+    let mut rec = dev.recorder("t");
+    let logits = m.readout(&mut rec, &xt).unwrap();
+    rec.submit().unwrap();
+    let err = rel_l2(&read(&logits), &io.get("logits").0);
+    eprintln!("{name}: readout of the official final stream: logits relative L2 {err:.3e}");
+    assert!(err <= 1e-6, "{name}: readout logits relative L2 {err:.3e}");
 }
 
 #[test]
 fn spikformer_layers_agree_teacher_forced_exact_weights() {
     teacher_forced("spikformer-imagenet-exact");
     teacher_forced("spikformer-cifar-exact");
+    teacher_forced("spikformer-cifar-exact-t4");
 }
 
 #[test]
@@ -203,9 +236,10 @@ fn write_model(
     spikescan::loader::save_f32(dir.join("model.safetensors"), tensors).unwrap();
 }
 
-const CIFAR_CONFIG: &str = r#"{"architecture": "spikformer", "variant": "cifar", "T": 4, "img_size_h": 32,
-  "img_size_w": 32, "patch_size": 4, "in_channels": 3, "num_classes": 10, "embed_dims": 32,
-  "num_heads": 2, "mlp_ratios": 4, "depths": 2}"#;
+/// The config.json of `spikformer-cifar-exact`, whose weights the checkpoint tests reuse.
+fn cifar_config() -> String {
+    std::fs::read_to_string(fixture("spikformer-cifar-exact").join("config.json")).unwrap()
+}
 
 #[test]
 fn official_shaped_spikformer_8_384_loads_from_a_preset_directory_and_runs_at_224() {
@@ -262,7 +296,7 @@ fn checkpoint_keys_with_a_module_prefix_and_extra_keys_load() {
         vec![32],
         vec![1.0; 32],
     ));
-    write_model(&dir, Some(CIFAR_CONFIG), &w);
+    write_model(&dir, Some(&cifar_config()), &w);
     let dev = device();
     let md = ModelDir::open(&dir).unwrap();
     let m = spikescan::models::Spikformer::load(&dev, &md).unwrap();
@@ -312,7 +346,7 @@ fn bad_model_directories_get_errors_that_name_the_problem() {
     let d = temp_dir("badfield");
     write_model(
         &d,
-        Some(&CIFAR_CONFIG.replace("\"num_heads\": 2", "\"num_heads\": 3")),
+        Some(&cifar_config().replace("\"num_heads\": 4", "\"num_heads\": 5")),
         &w,
     );
     assert!(load_err(&d).contains("num_heads"));
@@ -320,7 +354,7 @@ fn bad_model_directories_get_errors_that_name_the_problem() {
     let d = temp_dir("missingfield");
     write_model(
         &d,
-        Some(&CIFAR_CONFIG.replace("\"depths\": 2", "\"depth\": 2")),
+        Some(&cifar_config().replace("\"depths\": 2", "\"depth\": 2")),
         &w,
     );
     assert!(load_err(&d).contains("missing \"depths\""));
@@ -331,7 +365,7 @@ fn bad_model_directories_get_errors_that_name_the_problem() {
         .filter(|(k, _, _)| k != "block.1.attn.k_bn.running_var")
         .cloned()
         .collect();
-    write_model(&d, Some(CIFAR_CONFIG), &less);
+    write_model(&d, Some(&cifar_config()), &less);
     let e = load_err(&d);
     assert!(
         e.contains("'block.1.attn.k_bn.running_var' is missing"),
@@ -341,16 +375,16 @@ fn bad_model_directories_get_errors_that_name_the_problem() {
     let d = temp_dir("shape");
     let mut bad = w.clone();
     let i = bad.iter().position(|(k, _, _)| k == "head.weight").unwrap();
-    bad[i] = ("head.weight".into(), vec![11, 32], vec![0.0; 11 * 32]);
-    write_model(&d, Some(CIFAR_CONFIG), &bad);
+    bad[i] = ("head.weight".into(), vec![11, 48], vec![0.0; 11 * 48]);
+    write_model(&d, Some(&cifar_config()), &bad);
     let e = load_err(&d);
     assert!(
-        e.contains("'head.weight'") && e.contains("[11, 32]") && e.contains("expected [10, 32]"),
+        e.contains("'head.weight'") && e.contains("[11, 48]") && e.contains("expected [10, 48]"),
         "{e}"
     );
 
     let d = temp_dir("truncated");
-    write_model(&d, Some(CIFAR_CONFIG), &w);
+    write_model(&d, Some(&cifar_config()), &w);
     let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
     std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(&d);
@@ -360,7 +394,7 @@ fn bad_model_directories_get_errors_that_name_the_problem() {
     );
 
     let d = temp_dir("noweights");
-    std::fs::write(d.join("config.json"), CIFAR_CONFIG).unwrap();
+    std::fs::write(d.join("config.json"), cifar_config()).unwrap();
     assert!(load_err(&d).contains("model.safetensors"));
 }
 

@@ -1,6 +1,6 @@
 """The PyTorch side of `spikescan bench`: the same named kernel shapes and models, in the
-PyTorch stack people use today (SpikingJelly neurons, the reference models of
-tools/reference/, transformers' Mamba), writing the same JSON lines so tools/compare.py can
+PyTorch stack people use today (SpikingJelly neurons, the re-implemented models of
+tools/torch_models/, transformers' Mamba), writing the same JSON lines so tools/compare.py can
 print the ratio table.
 
     python3 tools/bench_torch.py --kernels --quick --json bench/out/torch-kernels.jsonl
@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "reference"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "torch_models"))
 
 
 def device_info(dev):

@@ -9,8 +9,8 @@ Digits: scikit-learn's bundled 8x8 handwritten digits (1,797 images, `load_digit
 images are the test set shipped with each model. Images are scaled to 0..255, upscaled by
 pixel replication, and fed as RGB with the ImageNet mean/std (what `spikescan run` does to a
 PNG); the LMUFormers read the 16x16 image row by row: 16 frames of 16 features in [-1, 1].
-The models are the reference implementations of the official architectures in
-tools/reference/ (SpikingJelly neurons, surrogate gradients), trained with Adam on CPU.
+The models are re-implementations of the official architectures in tools/torch_models/
+(SpikingJelly neurons, surrogate gradients), trained with Adam on CPU.
 Every model directory gets config.json, model.safetensors (official key names), labels.txt,
 a held-out set, and a README.md model card with the measured accuracy.
 """
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "reference"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "torch_models"))
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "models")
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

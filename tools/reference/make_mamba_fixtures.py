@@ -11,17 +11,125 @@ pure-PyTorch path) with small random configurations:
 io.safetensors: `input_ids` (i64 [2, 12]), `logits` (f32 [2, 12, vocab]), and `greedy`
 (i64 [1, 12 + 8]: prompt row 0 and 8 greedy tokens from transformers' generate).
 
+- mamba-130m-precision/: the mamba-130m shape (24 layers, d_model 768, vocab 50280) with
+  weights too large to commit, so they are made by a counter-based generator that the Rust
+  test rebuilds bit for bit (`weights()` here, `precision_weights` in tests/mamba.rs):
+  every large matrix is (k - 2^23) * scale with k the top 24 bits of splitmix64 of the key's
+  FNV-1a hash and the element index, an exact product rounded once to f32. The small
+  per-channel vectors that need transcendental functions (A_log's row, dt_proj.bias) are
+  stored. The reference is transformers' model run in float64; `logits_f64` keeps every
+  8th vocabulary column of its prompt logits, and the metadata records how far PyTorch's own
+  float32 run is from it (`torch_f32_rel_l2`): the engine must be no farther.
+
+The source (transformers' `models/mamba/modeling_mamba.py`, its version) is recorded in
+each io.safetensors' metadata.
+
     python3 tools/reference/make_mamba_fixtures.py
 """
 import json
 import os
+import sys
 
+import numpy as np
 import torch
+import transformers
 from safetensors.torch import save_file
 from transformers import MambaConfig, MambaForCausalLM
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
 CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
+SOURCE = {"source_repo": "huggingface/transformers", "source_file": "src/transformers/models/mamba/modeling_mamba.py",
+          "source_commit": f"transformers {transformers.__version__} (PyPI)"}
+M64 = (1 << 64) - 1
+
+
+def fnv1a(key):
+    h = 0xCBF29CE484222325
+    for b in key.encode():
+        h = ((h ^ b) * 0x100000001B3) & M64
+    return h
+
+
+def counter_uniform(key, n, bound):
+    """n values in [-bound, bound): (k - 2^23) * scale, k = top 24 bits of
+    splitmix64(fnv1a(key) + (i + 1) * golden), scale = f32(bound / 2^23); exact in f64."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(fnv1a(key)) + (np.arange(n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    k = (z >> np.uint64(40)).astype(np.int64) - (1 << 23)
+    scale = np.float64(np.float32(bound / (1 << 23)))
+    return (k.astype(np.float64) * scale).astype(np.float32)
+
+
+def precision_weights(cfg, a_log_row, dt_bias):
+    """The mamba-130m-shaped state dict (Hugging Face keys, tied head)."""
+    d, di, n, r, k = cfg.hidden_size, cfg.intermediate_size, cfg.state_size, cfg.time_step_rank, cfg.conv_kernel
+    # Uniform with the std of transformers' init: normal(0, initializer_range = 0.1) for the
+    # embedding, in_proj and x_proj; torch's default (bound fan_in^-1/2) for out_proj and the
+    # conv; dt_proj's U(+-dt_rank^-1/2); conv bias zero.
+    std = 0.1 * 3 ** 0.5
+
+    def u(key, shape, bound):
+        return torch.from_numpy(counter_uniform(key, int(np.prod(shape)), bound).reshape(shape))
+
+    sd = {"backbone.embeddings.weight": u("backbone.embeddings.weight", (cfg.vocab_size, d), std),
+          "backbone.norm_f.weight": torch.ones(d)}
+    for i in range(cfg.num_hidden_layers):
+        p = f"backbone.layers.{i}."
+        sd[p + "norm.weight"] = torch.ones(d)
+        sd[p + "mixer.in_proj.weight"] = u(p + "mixer.in_proj.weight", (2 * di, d), std)
+        sd[p + "mixer.conv1d.weight"] = u(p + "mixer.conv1d.weight", (di, 1, k), k ** -0.5)
+        sd[p + "mixer.conv1d.bias"] = torch.zeros(di)
+        sd[p + "mixer.x_proj.weight"] = u(p + "mixer.x_proj.weight", (r + 2 * n, di), std)
+        sd[p + "mixer.dt_proj.weight"] = u(p + "mixer.dt_proj.weight", (di, r), r ** -0.5)
+        sd[p + "mixer.dt_proj.bias"] = dt_bias[i].clone()
+        sd[p + "mixer.A_log"] = a_log_row.repeat(di, 1)
+        sd[p + "mixer.D"] = torch.ones(di)
+        sd[p + "mixer.out_proj.weight"] = u(p + "mixer.out_proj.weight", (d, di), di ** -0.5)
+    return sd
+
+
+def make_precision(name="mamba-130m-precision", prompt_len=32, stride=8):
+    cfg = MambaConfig(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16, expand=2, conv_kernel=4,
+                      use_bias=False, use_conv_bias=True, tie_word_embeddings=True)
+    gen = torch.Generator().manual_seed(130)
+    a_log_row = torch.log(torch.arange(1, cfg.state_size + 1, dtype=torch.float64)).float()
+    # The official dt init: dt ~ exp(U(log 1e-3, log 1e-1)), bias = softplus^-1(dt).
+    dt = torch.exp(torch.rand(cfg.num_hidden_layers, cfg.intermediate_size, generator=gen, dtype=torch.float64)
+                   * (np.log(0.1) - np.log(1e-3)) + np.log(1e-3)).clamp_min(1e-4)
+    dt_bias = (dt + torch.log(-torch.expm1(-dt))).float()
+    ids = torch.randint(0, cfg.vocab_size, (1, prompt_len), generator=gen)
+    sd = precision_weights(cfg, a_log_row, dt_bias)
+    model = MambaForCausalLM(cfg).eval()
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    model.tie_weights()
+    with torch.no_grad():
+        l32 = model(ids).logits.double()
+        model64 = model.double()
+        l64 = model64(ids).logits
+    cols = l64[..., ::stride]
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    per_pos = [rel(l32[0, t], l64[0, t]) for t in range(prompt_len)]
+    meta = dict(SOURCE, torch_f32_rel_l2=f"{rel(l32[..., ::stride], cols):.6e}",
+                torch_f32_rel_l2_all_columns=f"{rel(l32, l64):.6e}", column_stride=str(stride),
+                torch_f32_rel_l2_first_position=f"{per_pos[0]:.6e}", torch_f32_rel_l2_last_position=f"{per_pos[-1]:.6e}")
+    out = os.path.join(ROOT, name)
+    os.makedirs(out, exist_ok=True)
+    config = {"model_type": "mamba", "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
+              "vocab_size": cfg.vocab_size, "state_size": cfg.state_size, "expand": cfg.expand,
+              "conv_kernel": cfg.conv_kernel, "time_step_rank": cfg.time_step_rank, "use_bias": cfg.use_bias,
+              "use_conv_bias": cfg.use_conv_bias, "layer_norm_epsilon": cfg.layer_norm_epsilon,
+              "tie_word_embeddings": True}
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    save_file({"input_ids": ids.contiguous(), "logits_f64": cols.float().contiguous(), "A_log_row": a_log_row,
+               "dt_bias": dt_bias.contiguous()}, os.path.join(out, "io.safetensors"), metadata=meta)
+    print(f"{name}: PyTorch f32 vs f64 logits relative L2 {meta['torch_f32_rel_l2']} "
+          f"(position 0: {per_pos[0]:.2e}, last: {per_pos[-1]:.2e})")
 
 
 def tokenizer_json():
@@ -82,17 +190,20 @@ def make(name, cfg, layout, seed, bf16=False):
         f.write("\n")
     save_file(sd, os.path.join(out, "model.safetensors"))
     save_file({"input_ids": ids.contiguous(), "logits": logits.contiguous(), "greedy": greedy.contiguous()},
-              os.path.join(out, "io.safetensors"))
+              os.path.join(out, "io.safetensors"), metadata=SOURCE)
     print(f"{name}: vocab {cfg.vocab_size}, greedy {greedy.tolist()}")
 
 
 def main():
     tied = MambaConfig(vocab_size=len(CHARS) + 1 + 7, hidden_size=64, num_hidden_layers=2, state_size=16, expand=2,
                        conv_kernel=4, use_bias=False, use_conv_bias=True, tie_word_embeddings=True)
+    if "--precision-only" in sys.argv:
+        return make_precision()
     make("mamba-hf-tied", tied, "hf", 7)
     untied = MambaConfig(vocab_size=104, hidden_size=64, num_hidden_layers=3, state_size=16, expand=2, conv_kernel=4,
                          use_bias=False, use_conv_bias=True, tie_word_embeddings=False)
     make("mamba-ssm-untied", untied, "ssm", 8, bf16=True)
+    make_precision()
 
 
 if __name__ == "__main__":

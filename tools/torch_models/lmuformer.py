@@ -1,5 +1,9 @@
-"""LMUFormer and Spiking LMUFormer (zeyuliu1037/LMUFormer) re-implemented for fixtures,
+"""LMUFormer and Spiking LMUFormer (zeyuliu1037/LMUFormer) re-implemented,
 under the official key names (`lmu_rnn_conv1d` and `slmu_rnn_ms_conv1d` of src/lmu_rnn.py).
+
+Not a reference: test fixtures come from the official code itself (tools/reference/).
+This re-implementation is kept for training the bundled models (tools/train_bundled.py) and
+for the PyTorch side of the benchmarks (tools/bench_torch.py).
 
 Input [B, N frames, C mel], used as [B, C, N]. Neurons are SpikingJelly's MultiStepLIFNode
 (tau 2, detach_reset, torch backend) whose time axis is the token axis: the official code

@@ -1,11 +1,16 @@
 """Meta-SpikeFormer (BICLab/Spike-Driven-Transformer-V2, classification/models.py, class
-Spiking_vit_MetaFormer) re-implemented for fixtures, under the official key names.
+Spiking_vit_MetaFormer) re-implemented, under the official key names.
+
+Not a reference: test fixtures come from the official code itself (tools/reference/).
+This re-implementation is kept for training the bundled models (tools/train_bundled.py) and
+for the PyTorch side of the benchmarks (tools/bench_torch.py).
 
 Differences from the official file are only in plumbing: SpikingJelly's torch backend
 instead of cupy, a Taps object that records every LIF layer's output, and a reset of all
-membranes at the start of each forward. The readout follows the official forward:
-`head` takes the token mean before the final `lif`; `head_kd` takes it after; with kd the
-eval output is their average.
+membranes at the start of each forward. The readout is the official one before commit
+d95ad13 (e.g. 03cc73e): `head` takes the token mean before the final `lif`, `head_kd` takes
+it after; with kd the eval output is their average. Today's official code feeds both heads
+the spikes; a model trained with this file sets `"head_input": "membrane"` in config.json.
 """
 import torch
 import torch.nn as nn

@@ -1,4 +1,8 @@
-"""Spikformer (ZK-Zhou/spikformer) re-implemented for fixtures, under the official key names.
+"""Spikformer (ZK-Zhou/spikformer) re-implemented, under the official key names.
+
+Not a reference: test fixtures come from the official code itself (tools/reference/).
+This re-implementation is kept for training the bundled models (tools/train_bundled.py) and
+for the PyTorch side of the benchmarks (tools/bench_torch.py).
 
 ImageNet variant (imagenet/model.py): 1x1 Conv1d q/k/v (no bias), Conv1d proj (bias),
 Conv2d 1x1 MLP (bias), SPS max-pooling after every stage. CIFAR variant (cifar10/model.py):

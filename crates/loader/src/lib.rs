@@ -61,6 +61,7 @@ pub struct Checkpoint {
     bytes: Vec<u8>,
     data_start: usize,
     entries: BTreeMap<String, Entry>,
+    metadata: BTreeMap<String, String>,
     used: Mutex<BTreeSet<String>>,
 }
 
@@ -127,13 +128,24 @@ impl Checkpoint {
                 },
             );
         }
+        let metadata = meta
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
         Ok(Self {
             path,
             bytes,
             data_start,
             entries,
+            metadata,
             used: Mutex::new(BTreeSet::new()),
         })
+    }
+
+    /// A string of the file's `__metadata__` header (e.g. where a fixture came from).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
     }
 
     pub fn path(&self) -> &Path {

@@ -95,15 +95,9 @@ impl SpikformerConfig {
                 None => 1.0,
             },
         };
-        if c.t == 0
-            || embed == 0
-            || embed % 8 != 0
-            || heads == 0
-            || embed % heads != 0
-            || c.mlp_hidden == 0
-        {
+        if c.t == 0 || embed < 8 || heads == 0 || embed % heads != 0 || c.mlp_hidden == 0 {
             return Err(bad(format!(
-                "T = {}, embed_dims = {embed} (a multiple of 8), num_heads = {heads} (dividing embed_dims): invalid",
+                "T = {}, embed_dims = {embed} (at least 8: SPS widens embed_dims / 8 channels), num_heads = {heads} (dividing embed_dims): invalid",
                 c.t
             )));
         }
