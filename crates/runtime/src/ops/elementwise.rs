@@ -437,6 +437,18 @@ mod tests {
                     "{name}: {op:?} relative error {far:.2e} on [-30, 30]"
                 );
             }
+            // NaN in, NaN out (a clamp by min/max would turn it into a number).
+            let nan = dev.tensor_f32(&[f32::NAN; 3], &[3]).unwrap();
+            for op in [Unary::Softplus, Unary::Sigmoid, Unary::Silu] {
+                let mut rec = dev.recorder("nan");
+                let y = unary(&mut rec, op, &nan).unwrap();
+                rec.submit().unwrap();
+                let got = dev.read_f32(&y).unwrap();
+                assert!(
+                    got.iter().all(|v| v.is_nan()),
+                    "{name}: {op:?}(NaN) = {got:?}"
+                );
+            }
         }
     }
 
