@@ -324,3 +324,33 @@ fn mamba_130m_shaped_logits_are_as_close_to_f64_as_pytorch_f32() {
     assert!(err <= bound, "{err:.3e} > PyTorch f32's {bound:.3e}");
     std::fs::remove_dir_all(dir.parent().unwrap()).ok();
 }
+
+/// Prompts whose activations exceed one storage binding run in chunks of sequences and
+/// tokens (here: 2 x 100 tokens on a device capped at 64 KiB bindings, 32 tokens a pass),
+/// with the same logits as one pass.
+#[test]
+fn prompts_over_the_binding_limit_run_in_chunks() {
+    use spikescan::DeviceOptions;
+    let name = "mamba-hf-tied";
+    let whole_dev = device();
+    let prompt: Vec<u32> = (0..200u32).map(|i| 1 + (i * 37 + i / 7) % 96).collect();
+    let want = load(&whole_dev, name)
+        .logits(&whole_dev, &prompt, 2)
+        .unwrap();
+    let small = Device::with_options(DeviceOptions {
+        max_binding: Some(64 << 10),
+        ..DeviceOptions::from_env()
+    })
+    .unwrap();
+    let m = load(&small, name);
+    // One pass over all 200 tokens does not fit.
+    let t = small.tensor_u32(&prompt, &[2, 100]).unwrap();
+    let mut state = m.new_state(&small, 2).unwrap();
+    let mut rec = small.recorder("one pass");
+    assert!(m.prefill(&mut rec, &t, &mut state, true).is_err());
+    drop(rec);
+    let got = m.logits(&small, &prompt, 2).unwrap();
+    let err = rel_l2(&got, &want);
+    eprintln!("chunked prompt (64 KiB bindings) vs one pass: relative L2 {err:.3e}");
+    assert!(err <= 1e-5, "{err:.3e}");
+}

@@ -421,3 +421,59 @@ fn inputs_of_the_wrong_shape_are_refused() {
         .to_string();
     assert!(e.contains("5 values"), "{e}");
 }
+
+/// A batch whose activations do not fit one storage binding runs in micro-batches inside
+/// `run`: on a device capped so that one image's activations fit and four images' do not,
+/// `forward` on the whole batch reports the oversized buffer and `run` gives the logits of an
+/// uncapped device.
+#[test]
+fn batches_over_the_binding_limit_run_in_micro_batches() {
+    use spikescan::{Device, DeviceOptions};
+    let name = "spikformer-imagenet-exact";
+    let io = Io::open(name);
+    let (img, s) = io.get("input");
+    // Four images: the fixture's two, twice.
+    let four: Vec<f32> = img.iter().chain(img.iter()).copied().collect();
+    let shape = [4, s[1], s[2], s[3]];
+    let whole_dev = device();
+    let want = load(&whole_dev, name)
+        .run(&whole_dev, &four, &shape)
+        .unwrap();
+    let fits = |dev: &Device, m: &Spikformer, n: usize| -> Result<(), String> {
+        let mut sh = shape;
+        sh[0] = n;
+        let x = dev.tensor_f32(&four[..n * four.len() / 4], &sh).unwrap();
+        let mut rec = dev.recorder("probe");
+        m.forward(&mut rec, &x, None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let mut tried = Vec::new();
+    for kib in [1024u64, 768, 512, 384, 256, 192, 128] {
+        let Ok(small) = Device::with_options(DeviceOptions {
+            max_binding: Some(kib << 10),
+            ..DeviceOptions::from_env()
+        }) else {
+            continue;
+        };
+        let Ok(Model::Spikformer(m)) = Model::load(&small, fixture(name)) else {
+            continue; // a weight no longer fits
+        };
+        match (fits(&small, &m, 1), fits(&small, &m, 4)) {
+            (Ok(()), Err(e)) => {
+                assert!(e.contains("exceeds"), "{e}");
+                let got = m.run(&small, &four, &shape).unwrap();
+                assert_eq!(
+                    got, want,
+                    "micro-batched logits ({kib} KiB bindings) differ"
+                );
+                let (logits, _) = io.get("logits");
+                assert_eq!(&got[..logits.len()], &logits[..]);
+                eprintln!("{kib} KiB bindings: 4 images in micro-batches, logits identical");
+                return;
+            }
+            (a, b) => tried.push(format!("{kib} KiB: 1 image {a:?}, 4 images {b:?}")),
+        }
+    }
+    panic!("no binding cap splits this batch: {tried:#?}");
+}

@@ -156,7 +156,7 @@ pub(crate) fn run_images(
     shape: &[usize],
     label: &'static str,
     check: impl FnOnce(&[usize]) -> Result<()>,
-    forward: impl FnOnce(
+    forward: impl Fn(
         &mut spikescan_runtime::Recorder,
         &spikescan_runtime::Tensor,
     ) -> Result<spikescan_runtime::Tensor>,
@@ -168,11 +168,38 @@ pub(crate) fn run_images(
             images.len()
         )));
     }
-    let x = dev.tensor_f32(images, shape)?;
-    let mut rec = dev.recorder(label);
-    let logits = forward(&mut rec, &x)?;
-    rec.submit()?;
-    Ok(dev.read_f32(&logits)?)
+    let batch = shape[0];
+    let per_image = images.len() / batch.max(1);
+    let run = |start: usize, n: usize| -> Result<Vec<f32>> {
+        let mut s = shape.to_vec();
+        s[0] = n;
+        let x = dev.tensor_f32(&images[start * per_image..(start + n) * per_image], &s)?;
+        let mut rec = dev.recorder(label);
+        let logits = forward(&mut rec, &x)?;
+        rec.submit()?;
+        Ok(dev.read_f32(&logits)?)
+    };
+    // Micro-batches: a batch whose largest activation does not fit one storage binding (128
+    // MiB on WebGPU's default limits: Spikformer's first activation at 224 px, T = 4 is ~37 MiB
+    // per image) runs in the largest halving that fits. A recording that fails to allocate is
+    // dropped unsubmitted, so nothing of it runs.
+    let mut micro = batch;
+    let mut out = loop {
+        match run(0, micro) {
+            Ok(v) => break v,
+            Err(ModelError::Runtime(RuntimeError::BufferTooLarge { .. })) if micro > 1 => {
+                micro = micro.div_ceil(2);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut start = micro;
+    while start < batch {
+        let n = micro.min(batch - start);
+        out.extend(run(start, n)?);
+        start += n;
+    }
+    Ok(out)
 }
 
 /// A model directory: its config and its checkpoint.

@@ -648,7 +648,8 @@ impl Mamba {
         Ok(self.lm_head.head(rec, &normed)?)
     }
 
-    /// Logits `[B, L, V]` of a batch of prompts (`ids` row-major `[B, L]`), from fresh states.
+    /// Logits `[B, L, V]` of a batch of prompts (`ids` row-major `[B, L]`), from fresh states;
+    /// prompts too large for one storage binding run in chunks (one submit each).
     pub fn logits(&self, dev: &Device, ids: &[u32], batch: usize) -> Result<Vec<f32>> {
         self.check_ids(ids)?;
         if batch == 0 || !ids.len().is_multiple_of(batch) {
@@ -658,12 +659,39 @@ impl Mamba {
             )));
         }
         let l = ids.len() / batch;
-        let t = dev.tensor_u32(ids, &[batch, l])?;
-        let mut state = self.new_state(dev, batch)?;
-        let mut rec = dev.recorder("mamba prefill");
-        let logits = self.prefill(&mut rec, &t, &mut state, true)?;
-        rec.submit()?;
-        Ok(dev.read_f32(&logits)?)
+        let c = &self.config;
+        let v = c.vocab_padded;
+        // Token rows per pass: the widest per-token activation (in_proj's [tokens, 2 d_inner]
+        // or the logits' [tokens, V]) must fit one storage binding. B = 8 x L = 2048 prompts
+        // of mamba-130m have 3.3 GB of logits; they run as groups of sequences and chunks of
+        // tokens, each chunk's scan and conv continuing from the state the previous one left.
+        let lim = dev.limits();
+        let limit = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
+        let row_bytes = 4 * (2 * c.d_inner).max(v).max(c.d_model) as u64;
+        let rows = (limit / row_bytes).max(1) as usize;
+        let group = batch.min(rows);
+        let mut out = vec![0.0f32; batch * l * v];
+        for b0 in (0..batch).step_by(group) {
+            let g = group.min(batch - b0);
+            let chunk = (rows / g).clamp(1, l);
+            let mut state = self.new_state(dev, g)?;
+            for t0 in (0..l).step_by(chunk) {
+                let n = chunk.min(l - t0);
+                let sub: Vec<u32> = (b0..b0 + g)
+                    .flat_map(|s| ids[s * l + t0..s * l + t0 + n].iter().copied())
+                    .collect();
+                let t = dev.tensor_u32(&sub, &[g, n])?;
+                let mut rec = dev.recorder("mamba prefill");
+                let logits = self.prefill(&mut rec, &t, &mut state, true)?;
+                rec.submit()?;
+                let got = dev.read_f32(&logits)?;
+                for (i, row) in got.chunks(n * v).enumerate() {
+                    let at = ((b0 + i) * l + t0) * v;
+                    out[at..at + n * v].copy_from_slice(row);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Picks the next token of each sequence from logits `[B, V]` on the GPU, submitting
