@@ -40,22 +40,35 @@ fn wide_meta_spikeformer_t4_matches_pytorch_end_to_end() {
     end_to_end("meta-spikeformer-wide-exact-t4", 1.0, 1e-6);
 }
 
+/// A copy of fixture `name`'s model directory in a temporary folder, its config edited.
+fn with_config(
+    name: &str,
+    tag: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("spikescan-meta-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture(name);
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    dir
+}
+
 /// The official code before commit d95ad13: `head` read the token mean, not the spikes.
 #[test]
 fn meta_spikeformer_membrane_readout_matches_commit_03cc73e() {
     end_to_end("meta-spikeformer-03cc73e-exact-t4-kd", 1.0, 1e-6);
     // The same weights read as today's code would: the logits differ.
     let dev = device();
-    let dir = std::env::temp_dir().join(format!("spikescan-meta-readout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = fixture("meta-spikeformer-03cc73e-exact-t4-kd");
-    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    assert_eq!(cfg["head_input"], "membrane");
-    cfg.as_object_mut().unwrap().remove("head_input");
-    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    let io = Checkpoint::open(src.join("io.safetensors")).unwrap();
+    let name = "meta-spikeformer-03cc73e-exact-t4-kd";
+    let dir = with_config(name, "readout", |cfg| {
+        assert_eq!(cfg["head_input"], "membrane");
+        cfg.as_object_mut().unwrap().remove("head_input");
+    });
+    let io = Checkpoint::open(fixture(name).join("io.safetensors")).unwrap();
     let m = load_dir(&dev, &dir);
     let got = m
         .run(
@@ -72,14 +85,9 @@ fn meta_spikeformer_membrane_readout_matches_commit_03cc73e() {
 
 #[test]
 fn bad_head_input_is_a_config_error() {
-    let dir = std::env::temp_dir().join(format!("spikescan-meta-badhead-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = fixture("meta-spikeformer-exact-t1");
-    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    cfg["head_input"] = "logits".into();
-    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let dir = with_config("meta-spikeformer-exact-t1", "badhead", |cfg| {
+        cfg["head_input"] = "logits".into();
+    });
     let err = match Model::load(&device(), &dir) {
         Ok(_) => panic!("a bad head_input loaded"),
         Err(e) => e.to_string(),

@@ -163,17 +163,12 @@ pub struct VariantPipeline {
 impl VariantPipeline {
     /// `selective_scan.wgsl[SUBGROUPS]:selective_scan{NS=16}`
     pub fn label(&self) -> String {
-        let c: Vec<String> = self
-            .constants
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
         format!(
             "{}[{}]:{}{{{}}}",
             self.shader.file(),
             self.defines.join(","),
             self.needs.entry,
-            c.join(",")
+            constants_label(&self.constants)
         )
     }
 }
@@ -402,19 +397,20 @@ impl PipelineKey {
     }
     /// Readable label: `matmul.wgsl:matmul[F16]{TILE=4}`.
     pub fn label(&self) -> String {
-        let c: Vec<String> = self
-            .constants
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
         format!(
             "{}:{}[{}]{{{}}}",
             self.shader.file(),
             self.entry,
             self.defines.join(","),
-            c.join(",")
+            constants_label(&self.constants)
         )
     }
+}
+
+/// `NAME=value,…` of override constants, for labels.
+fn constants_label(constants: &[(&'static str, u32)]) -> String {
+    let c: Vec<String> = constants.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    c.join(",")
 }
 
 /// A compiled compute pipeline and its bind group layout.
