@@ -121,6 +121,61 @@ fn run_writes_the_reference_logits_and_prints_stats() {
     );
 }
 
+/// Every exact vision fixture made by the official code, through the CLI as a user runs it:
+/// the official logits to rounding (they are exact) and the same top-1.
+#[test]
+fn run_reproduces_the_official_logits_of_every_exact_vision_fixture() {
+    for name in [
+        "spikformer-cifar-exact",
+        "spikformer-cifar-exact-t4",
+        "meta-spikeformer-exact-t1",
+        "meta-spikeformer-exact-t4-kd",
+        "meta-spikeformer-wide-exact-t1-kd",
+        "meta-spikeformer-wide-exact-t4",
+        "meta-spikeformer-03cc73e-exact-t4-kd",
+    ] {
+        let dir = fixture(name);
+        let out = tmp(&format!("official-{name}")).join("y.safetensors");
+        let io = dir.join("io.safetensors");
+        let (code, _, err) = spikescan(
+            &[
+                "run",
+                "--model",
+                dir.to_str().unwrap(),
+                "--input",
+                io.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{name}: {err}");
+        let got = spikescan::loader::Checkpoint::open(&out).unwrap();
+        let want = spikescan::loader::Checkpoint::open(&io).unwrap();
+        let (g, w) = (
+            got.f32_any("logits").unwrap(),
+            want.f32_any("logits").unwrap(),
+        );
+        assert_eq!(got.shape("logits"), want.shape("logits"), "{name}");
+        let num: f64 = g
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum();
+        let den: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum();
+        let rel = (num / den).sqrt();
+        eprintln!("{name}: spikescan run vs the official logits: relative L2 {rel:.3e}");
+        assert!(rel <= 1e-6, "{name}: relative L2 {rel:.3e}");
+        let k = want.shape("logits").unwrap()[1];
+        let top = |v: &[f32]| -> Vec<usize> {
+            v.chunks(k)
+                .map(|r| (0..k).fold(0, |b, i| if r[i] > r[b] { i } else { b }))
+                .collect()
+        };
+        assert_eq!(top(&g), top(&w), "{name}: top-1");
+    }
+}
+
 #[test]
 fn run_takes_a_png_and_prints_the_top_classes_with_labels() {
     let model = tmp("png-model");
