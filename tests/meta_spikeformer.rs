@@ -185,7 +185,10 @@ fn meta_spikeformer_units_agree_teacher_forced() {
         teacher_forced(name, 1e-6);
     }
     // Not exact in f32: a spike a rounding away from its threshold may flip, and a flipped
-    // spike moves a unit's output by one weight.
+    // spike moves a unit's output by one weight. Free-running, this network is chaotic:
+    // PyTorch's own float32 and float64 runs of the official code differ by 0.147 in the
+    // logits and agree on only 80.5% of one layer's spikes (the engine: 0.146, 80.5%), so it
+    // is checked unit by unit only.
     teacher_forced("meta-spikeformer-realistic-t4", 5e-2);
 }
 
