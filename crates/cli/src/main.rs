@@ -240,12 +240,22 @@ fn model_info(dir: &std::path::Path) -> anyhow::Result<()> {
         .map(|k| ck.shape(k).map_or(0, |s| s.iter().product::<usize>()))
         .sum();
     let _ = &model;
+    // It loaded, so every weight fits this adapter's limits (vocabulary matrices over one
+    // binding are split into row blocks); activations over one binding run in micro-batches.
+    let largest = ck
+        .keys()
+        .filter(|k| !unused.iter().any(|u| u == k))
+        .map(|k| ck.shape(k).map_or(0, |s| s.iter().product::<usize>()) as u64 * 4)
+        .max()
+        .unwrap_or(0);
+    let binding = dev.limits().max_storage_buffer_binding_size;
     if ui::json() {
         ui::emit(serde_json::json!({
             "model": dir.display().to_string(), "architecture": arch,
             "parameters": ck.parameter_count(), "parameters_used": used_params,
             "dtypes": dtypes, "gpu_weight_bytes": used_params * 4,
             "load_seconds": before.elapsed().as_secs_f64(), "unused_keys": unused,
+            "fits_adapter": true, "largest_weight_bytes": largest, "binding_limit_bytes": binding,
         }));
         return Ok(());
     }
@@ -266,6 +276,17 @@ fn model_info(dir: &std::path::Path) -> anyhow::Result<()> {
         "load time    {:.2} s on {}",
         before.elapsed().as_secs_f64(),
         dev.describe()
+    );
+    println!(
+        "fits         yes, within this adapter's limits: largest weight {:.1} MiB, binding \
+         limit {:.0} MiB{}; batches and prompts over one binding run in micro-batches",
+        largest as f64 / 1048576.0,
+        binding as f64 / 1048576.0,
+        if largest > binding {
+            " (split into row blocks)"
+        } else {
+            ""
+        }
     );
     println!(
         "unused keys  {}{}",

@@ -407,6 +407,8 @@ fn info_describes_a_model_directory() {
         "gpu weights",
         "unused keys",
         "norm1",
+        "fits         yes",
+        "binding limit",
     ] {
         assert!(out.contains(field), "missing {field}:\n{out}");
     }
