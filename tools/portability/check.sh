@@ -13,7 +13,9 @@ cd "$(dirname "$0")/../.."
 here=tools/portability
 out=target/portability/export
 
-eval "$($here/setup.sh)"
+# (Assigned first: a failing setup must stop the gate, which `eval "$(…)"` would hide.)
+env=$("$here/setup.sh")
+eval "$env"
 cargo run -q -p spikescan-runtime --example export_shaders -- "$out"
 
 if ! command -v spirv-val >/dev/null; then

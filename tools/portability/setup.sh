@@ -14,10 +14,12 @@ mkdir -p "$root" "$apt/lists/partial" "$apt/cache/archives/partial" "$mesa"
 if [ ! -f "$mesa/icd.json" ]; then
   echo "portability: fetching Mesa 25 lavapipe from bookworm-backports" >&2
   # The machine's own Debian mirror (deb822 .sources or one-line lists), bookworm's suite.
+  # (A missing file is not an error here: either layout may be absent.)
   mirror=$( { awk '/^URIs:/ {u = $2} /^Suites:/ && / bookworm( |$)/ {print u; exit}' \
-                /etc/apt/sources.list.d/*.sources 2>/dev/null
+                /etc/apt/sources.list.d/*.sources 2>/dev/null || true
               awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' \
-                /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null; } | head -n1 )
+                /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true; } \
+            | sed -n 1p )
   [ -n "$mirror" ] || { echo "portability: no Debian bookworm mirror in this machine's apt sources" >&2; exit 2; }
   echo "deb $mirror bookworm-backports main" > "$apt/sources.list"
   opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=-"
