@@ -85,24 +85,32 @@ fn tmp(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// `spikescan run` on a fixture's model with its own io.safetensors as input.
+fn run_fixture(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let io = dir.join("io.safetensors");
+    let mut args = vec![
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--input",
+        io.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    spikescan(&args, &[])
+}
+
 #[test]
 fn run_writes_the_reference_logits_and_prints_stats() {
     let dir = fixture("spikformer-imagenet-exact");
     let out = tmp("run").join("y.safetensors");
     let io = dir.join("io.safetensors");
-    let (code, stdout, err) = spikescan(
-        &[
-            "run",
-            "--model",
-            dir.to_str().unwrap(),
-            "--input",
-            io.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--stats",
-        ],
-        &[],
-    );
+    let (code, stdout, err) = run_fixture(&dir, &out, &["--stats"]);
     assert_eq!(code, 0, "{err}");
     let got = spikescan::loader::Checkpoint::open(&out).unwrap();
     let want = spikescan::loader::Checkpoint::open(&io).unwrap();
@@ -137,18 +145,7 @@ fn run_reproduces_the_official_logits_of_every_exact_vision_fixture() {
         let dir = fixture(name);
         let out = tmp(&format!("official-{name}")).join("y.safetensors");
         let io = dir.join("io.safetensors");
-        let (code, _, err) = spikescan(
-            &[
-                "run",
-                "--model",
-                dir.to_str().unwrap(),
-                "--input",
-                io.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let (code, _, err) = run_fixture(&dir, &out, &[]);
         assert_eq!(code, 0, "{name}: {err}");
         let got = spikescan::loader::Checkpoint::open(&out).unwrap();
         let want = spikescan::loader::Checkpoint::open(&io).unwrap();
@@ -279,18 +276,7 @@ fn run_gives_mamba_logits_and_generate_streams_the_greedy_continuation() {
     let dir = fixture("mamba-ssm-untied");
     let io = dir.join("io.safetensors");
     let out = tmp("mamba").join("logits.safetensors");
-    let (code, _, err) = spikescan(
-        &[
-            "run",
-            "--model",
-            dir.to_str().unwrap(),
-            "--input",
-            io.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, _, err) = run_fixture(&dir, &out, &[]);
     assert_eq!(code, 0, "{err}");
     let got = spikescan::loader::Checkpoint::open(&out).unwrap();
     let want = spikescan::loader::Checkpoint::open(&io).unwrap();
