@@ -28,7 +28,6 @@ fn erfc_approx(z: f32) -> f32 {
     return select(2.0 - r, r, z >= 0.0);
 }
 
-
 fn unary_op(x: f32) -> f32 {
     switch OP {
         // ReLU

@@ -60,9 +60,10 @@ fn selective_scan(ids: Ids, wg: Wg) {
     let n = ids.lid % NS;
     let t = ids.lid / NS;
     let active_n = n < p.n;
+    let cw_row = ch * (p.n + 2u);
     var a_n = 0.0;
     if (active_n) {
-        a_n = cw[ch * (p.n + 2u) + n];
+        a_n = cw[cw_row + n];
     }
     if (ids.lid < NS) {
         var h = 0.0;
@@ -72,8 +73,8 @@ fn selective_scan(ids: Ids, wg: Wg) {
         carry[n] = h;
     }
     workgroupBarrier();
-    let bias = cw[ch * (p.n + 2u) + p.n];
-    let dsk = cw[ch * (p.n + 2u) + p.n + 1u];
+    let bias = cw[cw_row + p.n];
+    let dsk = cw[cw_row + p.n + 1u];
     let chunks = (p.len + tc - 1u) / tc;
     for (var k = 0u; k < chunks; k += 1u) {
         let tok = k * tc + t;
@@ -159,12 +160,13 @@ fn selective_state_update(ids: Ids, wg: Wg) {
     let b = gi / p.d;
     let ch = gi % p.d;
     let live = b < p.batch && n < p.n;
+    let cw_row = ch * (p.n + 2u);
     var contrib = 0.0;
     if (live) {
         let uv = su[b * p.u_stride + ch];
-        let delta = softplus(sdt[b * p.dt_stride + ch] + scw[ch * (p.n + 2u) + p.n]);
+        let delta = softplus(sdt[b * p.dt_stride + ch] + scw[cw_row + p.n]);
         let si = (b * p.d + ch) * p.n + n;
-        let h = exp(delta * scw[ch * (p.n + 2u) + n]) * state[si]
+        let h = exp(delta * scw[cw_row + n]) * state[si]
             + delta * sbc[b * p.bc_stride + p.b_offset + n] * uv;
         state[si] = h;
         contrib = h * sbc[b * p.bc_stride + p.c_offset + n];
@@ -180,6 +182,6 @@ fn selective_state_update(ids: Ids, wg: Wg) {
     if (n == 0u && b < p.batch) {
         let uv = su[b * p.u_stride + ch];
         let zz = sz[b * p.z_stride + p.z_offset + ch];
-        sy[b * p.d + ch] = (red[ids.lid] + scw[ch * (p.n + 2u) + p.n + 1u] * uv) * silu(zz);
+        sy[b * p.d + ch] = (red[ids.lid] + scw[cw_row + p.n + 1u] * uv) * silu(zz);
     }
 }

@@ -97,7 +97,7 @@ impl SpikformerConfig {
         };
         if c.t == 0 || embed < 8 || heads == 0 || embed % heads != 0 || c.mlp_hidden == 0 {
             return Err(bad(format!(
-                "T = {}, embed_dims = {embed} (at least 8: SPS widens embed_dims / 8 channels), num_heads = {heads} (dividing embed_dims): invalid",
+                "T = {}, embed_dims = {embed} (at least 8: SPS's first conv has embed_dims / 8 channels), num_heads = {heads} (dividing embed_dims): invalid",
                 c.t
             )));
         }
