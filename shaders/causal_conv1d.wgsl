@@ -40,9 +40,9 @@ fn x_at(b: u32, pos: i32, c: u32) -> f32 {
     return state_in[(b * p.d + c) * u32(km1) + u32(km1 + pos)];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn causal_conv1d(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.batch * p.len * p.d) {
         return;
     }
@@ -69,9 +69,9 @@ fn causal_conv1d(ids: Ids, wg: Wg) {
 @group(0) @binding(4) var<storage, read_write> sout: array<f32>;
 @group(0) @binding(5) var<storage, read_write> sstate: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn causal_conv1d_step(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.batch * p.d) {
         return;
     }

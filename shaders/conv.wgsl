@@ -42,9 +42,9 @@ fn out_coords(i: u32) -> vec4<u32> {
     return vec4<u32>(i % p.ow, (i / p.ow) % p.oh, (i / (p.ow * p.oh)) % p.cout, i / (p.ow * p.oh * p.cout));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn conv2d(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     let total = p.n * p.cout * p.oh * p.ow;
     if (i >= total) {
         return;
@@ -91,9 +91,9 @@ fn conv2d(ids: Ids, wg: Wg) {
 @group(0) @binding(3) var<storage, read> sbias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> sout: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn spike_conv2d(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.n * p.cout * p.oh * p.ow) {
         return;
     }

@@ -5,7 +5,6 @@
 #include "lib/math.wgsl"
 
 override OP: u32 = 0u;
-override WG: u32 = 256u;
 
 struct UnaryParams {
     n: u32,

@@ -30,9 +30,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> table: array<TT>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gather_rows(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.rows * p.dim) {
         return;
     }

@@ -16,7 +16,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn layer_norm(ids: Ids, wg: Wg) {
     let row = group_index(wg);
     if (row >= p.rows) {
@@ -24,17 +24,17 @@ fn layer_norm(ids: Ids, wg: Wg) {
     }
     let o = row * p.d;
     var s = 0.0;
-    for (var i = ids.lid; i < p.d; i += RED_WG) {
+    for (var i = ids.lid; i < p.d; i += WG) {
         s += x[o + i];
     }
     let mean = block_sum(s, ids) / f32(p.d);
     var q = 0.0;
-    for (var i = ids.lid; i < p.d; i += RED_WG) {
+    for (var i = ids.lid; i < p.d; i += WG) {
         let c = x[o + i] - mean;
         q += c * c;
     }
     let rstd = 1.0 / sqrt(block_sum(q, ids) / f32(p.d) + p.eps);
-    for (var i = ids.lid; i < p.d; i += RED_WG) {
+    for (var i = ids.lid; i < p.d; i += WG) {
         out[o + i] = (x[o + i] - mean) * rstd * gamma[i] + beta[i];
     }
 }

@@ -38,10 +38,10 @@ fn charge(xv: f32, c: u32) -> f32 {
     return xv;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn lif(ids: Ids, wg: Wg) {
     let n = p.b * p.c * p.s;
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= n) {
         return;
     }
@@ -66,10 +66,10 @@ fn lif(ids: Ids, wg: Wg) {
 @group(0) @binding(4) var<storage, read_write> bits: array<u32>;
 
 // One invocation per output word: 32 membranes carried over T.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn lif_bits(ids: Ids, wg: Wg) {
     let rows = p.b * p.c;
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= rows * p.words) {
         return;
     }
@@ -107,10 +107,10 @@ fn lif_bits(ids: Ids, wg: Wg) {
 
 // One time step of b * c * s neurons whose membranes persist in `sv` between calls
 // (streaming: each call is the next step).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn lif_state(ids: Ids, wg: Wg) {
     let n = p.b * p.c * p.s;
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= n) {
         return;
     }

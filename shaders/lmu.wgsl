@@ -32,9 +32,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> ht: array<f32>;
 @group(0) @binding(3) var<storage, read_write> lm: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn memory_local(ids: Ids, wg: Wg) {
-    let idx = group_index(wg) * 256u + ids.lid;
+    let idx = group_index(wg) * WG + ids.lid;
     if (idx >= p.n * p.b * p.m) {
         return;
     }
@@ -55,14 +55,14 @@ fn memory_local(ids: Ids, wg: Wg) {
 @group(0) @binding(3) var<storage, read_write> carry: array<f32>;
 
 const MAX_M: u32 = 2048u;
-const PER_THREAD: u32 = 8u; // MAX_M / 256
+const PER_THREAD: u32 = MAX_M / WG;
 var<workgroup> ev: array<f32, MAX_M>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn memory_carry(ids: Ids, wg: Wg) {
     let b = wg.wid.x;
     let end0 = ((p.chunk - 1u) * p.b + b) * p.m;
-    for (var i = ids.lid; i < p.m; i += 256u) {
+    for (var i = ids.lid; i < p.m; i += WG) {
         let v = cm[end0 + i];
         ev[i] = v;
         carry[b * p.m + i] = v;
@@ -72,7 +72,7 @@ fn memory_carry(ids: Ids, wg: Wg) {
         var nv: array<f32, PER_THREAD>;
         let end = (((j + 1u) * p.chunk - 1u) * p.b + b) * p.m;
         for (var r = 0u; r < PER_THREAD; r += 1u) {
-            let i = ids.lid + r * 256u;
+            let i = ids.lid + r * WG;
             if (i < p.m) {
                 var acc = 0.0;
                 for (var l = 0u; l < p.m; l += 1u) {
@@ -83,7 +83,7 @@ fn memory_carry(ids: Ids, wg: Wg) {
         }
         workgroupBarrier();
         for (var r = 0u; r < PER_THREAD; r += 1u) {
-            let i = ids.lid + r * 256u;
+            let i = ids.lid + r * WG;
             if (i < p.m) {
                 ev[i] = nv[r];
                 carry[(j * p.b + b) * p.m + i] = nv[r];
@@ -98,10 +98,10 @@ fn memory_carry(ids: Ids, wg: Wg) {
 @group(0) @binding(2) var<storage, read> fe: array<f32>;
 @group(0) @binding(3) var<storage, read_write> fm: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn memory_free(ids: Ids, wg: Wg) {
     let start = p.chunk * p.b * p.m;
-    let idx = start + group_index(wg) * 256u + ids.lid;
+    let idx = start + group_index(wg) * WG + ids.lid;
     if (idx >= p.n * p.b * p.m) {
         return;
     }
@@ -126,9 +126,9 @@ fn memory_free(ids: Ids, wg: Wg) {
 @group(0) @binding(4) var<storage, read> m_in: array<f32>;
 @group(0) @binding(5) var<storage, read_write> m_out: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn memory_step(ids: Ids, wg: Wg) {
-    let idx = group_index(wg) * 256u + ids.lid;
+    let idx = group_index(wg) * WG + ids.lid;
     if (idx >= p.b * p.m) {
         return;
     }

@@ -1,7 +1,8 @@
 // Matrix products with weights in PyTorch's [out, in] layout (or any strides):
 //   out[b, m, n] = sum_k x[b, m, k] * w[b, n, k] + bias[n]
 // (output rows may be strided: a column block of a wider matrix)
-// `matmul`: 64x64 output tiles, 16-deep k tiles in workgroup memory, 4x4 outputs per invocation.
+// `matmul`: 64x64 output tiles, 16-deep k tiles in workgroup memory, 4x4 outputs per invocation
+// (8x4 in the 128-invocation variant).
 // `gemv`: one output row per 64 invocations, for a single activation row (decode, heads).
 // F16: weights stored as f16, products accumulated in f32.
 #ifdef F16
@@ -47,26 +48,33 @@ struct Params {
 const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
+// Invocations as 16 columns x TY rows; each owns RM rows x 4 columns of the tile (4 x 4 with
+// 256 invocations, 8 x 4 with 128).
+const TY: u32 = WG / 16u;
+const RM: u32 = TM / TY;
+// Rows of the shared tiles are padded by one: the loads store consecutive k of one row from
+// consecutive invocations, which a stride of 64 would put in one memory bank.
+const TP: u32 = TM + 1u;
 
-var<workgroup> xs: array<f32, 1024>; // [TK][TM]
-var<workgroup> ws: array<f32, 1024>; // [TK][TN]
+var<workgroup> xs: array<f32, 1040>; // [TK][TP]
+var<workgroup> ws: array<f32, 1040>; // [TK][TP]
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn matmul(ids: Ids, wg: Wg) {
     let b = wg.wid.z;
     let m0 = wg.wid.y * TM;
     let n0 = wg.wid.x * TN;
     let tx = ids.lid % 16u;
     let ty = ids.lid / 16u;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i += 1u) {
+    var acc: array<f32, RM * 4u>;
+    for (var i = 0u; i < RM * 4u; i += 1u) {
         acc[i] = 0.0;
     }
     let xb = b * p.xs_b + p.x_offset;
     let wb = b * p.ws_b;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        for (var e = 0u; e < 4u; e += 1u) {
-            let idx = ids.lid + e * 256u;
+        for (var e = 0u; e < TK * TM / WG; e += 1u) {
+            let idx = ids.lid + e * WG;
             let r = idx / TK;
             let kk = idx % TK;
             let gk = k0 + kk;
@@ -75,42 +83,44 @@ fn matmul(ids: Ids, wg: Wg) {
             if (gm < p.m && gk < p.k) {
                 xv = x[xb + gm * p.xs_m + gk * p.xs_k];
             }
-            xs[kk * TM + r] = xv;
+            xs[kk * TP + r] = xv;
             let gn = n0 + r;
             var wv = 0.0;
             if (gn < p.n && gk < p.k) {
                 wv = f32(w[wb + gn * p.ws_n + gk * p.ws_k]);
             }
-            ws[kk * TN + r] = wv;
+            ws[kk * TP + r] = wv;
         }
         workgroupBarrier();
         // Each K tile is summed apart and then added to the total (blocked summation): one
         // running sum over all of K lost 2x the accuracy of PyTorch's f32 GEMM at Mamba's
         // shapes (K = 768..1536), and the error compounds over the layers.
-        var part: array<f32, 16>;
-        for (var i = 0u; i < 16u; i += 1u) {
+        var part: array<f32, RM * 4u>;
+        for (var i = 0u; i < RM * 4u; i += 1u) {
             part[i] = 0.0;
         }
         for (var kk = 0u; kk < TK; kk += 1u) {
-            var a: array<f32, 4>;
+            var a: array<f32, RM>;
             var c: array<f32, 4>;
-            for (var i = 0u; i < 4u; i += 1u) {
-                a[i] = xs[kk * TM + ty + 16u * i];
-                c[i] = ws[kk * TN + tx + 16u * i];
+            for (var i = 0u; i < RM; i += 1u) {
+                a[i] = xs[kk * TP + ty + TY * i];
             }
-            for (var i = 0u; i < 4u; i += 1u) {
+            for (var j = 0u; j < 4u; j += 1u) {
+                c[j] = ws[kk * TP + tx + 16u * j];
+            }
+            for (var i = 0u; i < RM; i += 1u) {
                 for (var j = 0u; j < 4u; j += 1u) {
                     part[i * 4u + j] = fma(a[i], c[j], part[i * 4u + j]);
                 }
             }
         }
-        for (var i = 0u; i < 16u; i += 1u) {
+        for (var i = 0u; i < RM * 4u; i += 1u) {
             acc[i] += part[i];
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i += 1u) {
-        let gm = m0 + ty + 16u * i;
+    for (var i = 0u; i < RM; i += 1u) {
+        let gm = m0 + ty + TY * i;
         for (var j = 0u; j < 4u; j += 1u) {
             let gn = n0 + tx + 16u * j;
             if (gm < p.m && gn < p.n) {
@@ -126,13 +136,13 @@ fn matmul(ids: Ids, wg: Wg) {
     }
 }
 
-const GEMV_ROWS: u32 = 4u;
 const GEMV_LANES: u32 = 64u;
+const GEMV_ROWS: u32 = WG / GEMV_LANES;
 
-var<workgroup> gsum: array<f32, 256>;
+var<workgroup> gsum: array<f32, WG>;
 
-// Grid: (x, y) fold ceil(n / 4) row groups; z = batch * m (one activation row each).
-@compute @workgroup_size(256)
+// Grid: (x, y) fold ceil(n / GEMV_ROWS) row groups; z = batch * m (one activation row each).
+@compute @workgroup_size(WG)
 fn gemv(ids: Ids, wg: Wg) {
     let row = wg.wid.z;
     let b = row / p.m;

@@ -30,9 +30,9 @@ fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn maxpool2d(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.n * p.c * p.oh * p.ow) {
         return;
     }
@@ -71,11 +71,11 @@ fn bit_at(row_base: u32, pos: u32) -> u32 {
     return (in_bits[row_base + pos / 32u] >> (pos % 32u)) & 1u;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn maxpool2d_bits(ids: Ids, wg: Wg) {
     let in_words = (p.h * p.w + 31u) / 32u;
     let out_words = (p.oh * p.ow + 31u) / 32u;
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.n * p.c * out_words) {
         return;
     }

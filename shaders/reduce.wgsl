@@ -14,9 +14,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mean_axis(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.outer * p.inner) {
         return;
     }

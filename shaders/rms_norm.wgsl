@@ -17,7 +17,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn rms_norm(ids: Ids, wg: Wg) {
     let row = group_index(wg);
     if (row >= p.rows) {
@@ -25,12 +25,12 @@ fn rms_norm(ids: Ids, wg: Wg) {
     }
     let o = row * p.d;
     var q = 0.0;
-    for (var i = ids.lid; i < p.d; i += RED_WG) {
+    for (var i = ids.lid; i < p.d; i += WG) {
         let v = x[o + i];
         q += v * v;
     }
     let r = 1.0 / sqrt(block_sum(q, ids) / f32(p.d) + p.eps);
-    for (var i = ids.lid; i < p.d; i += RED_WG) {
+    for (var i = ids.lid; i < p.d; i += WG) {
         out[o + i] = x[o + i] * r * weight[i];
     }
 }
@@ -41,7 +41,7 @@ fn rms_norm(ids: Ids, wg: Wg) {
 @group(0) @binding(4) var<storage, read_write> aout: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ares_out: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn add_rms_norm(ids: Ids, wg: Wg) {
     let row = group_index(wg);
     if (row >= p.rows) {
@@ -49,13 +49,13 @@ fn add_rms_norm(ids: Ids, wg: Wg) {
     }
     let o = row * p.d;
     var q = 0.0;
-    for (var i = ids.lid; i < p.d; i += RED_WG) {
+    for (var i = ids.lid; i < p.d; i += WG) {
         let v = ax[o + i] + ares[o + i];
         ares_out[o + i] = v;
         q += v * v;
     }
     let r = 1.0 / sqrt(block_sum(q, ids) / f32(p.d) + p.eps);
-    for (var i = ids.lid; i < p.d; i += RED_WG) {
+    for (var i = ids.lid; i < p.d; i += WG) {
         let v = ax[o + i] + ares[o + i];
         aout[o + i] = v * r * aweight[i];
     }

@@ -21,9 +21,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn sdsa(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.b * p.c) {
         return;
     }

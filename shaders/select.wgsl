@@ -18,8 +18,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out_idx: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out_val: array<f32>;
 
-var<workgroup> best_v: array<f32, 256>;
-var<workgroup> best_i: array<u32, 256>;
+var<workgroup> best_v: array<f32, WG>;
+var<workgroup> best_i: array<u32, WG>;
 
 fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
@@ -40,7 +40,7 @@ fn before(av: f32, ai: u32, bv: f32, bi: u32) -> bool {
 
 const NONE: u32 = 0xffffffffu;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn topk(ids: Ids, wg: Wg) {
     let row = group_index(wg);
     if (row >= p.rows) {
@@ -52,7 +52,7 @@ fn topk(ids: Ids, wg: Wg) {
     for (var j = 0u; j < p.k; j += 1u) {
         var bv = 0.0;
         var bi = NONE;
-        for (var e = ids.lid; e < p.n; e += 256u) {
+        for (var e = ids.lid; e < p.n; e += WG) {
             let v = x[o + e];
             let eligible = prev_i == NONE || before(prev_v, prev_i, v, e);
             if (eligible && (bi == NONE || before(v, e, bv, bi))) {
@@ -63,7 +63,7 @@ fn topk(ids: Ids, wg: Wg) {
         best_v[ids.lid] = bv;
         best_i[ids.lid] = bi;
         workgroupBarrier();
-        for (var s = 128u; s > 0u; s = s >> 1u) {
+        for (var s = WG / 2u; s > 0u; s = s >> 1u) {
             if (ids.lid < s) {
                 let ov = best_v[ids.lid + s];
                 let oi = best_i[ids.lid + s];

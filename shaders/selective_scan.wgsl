@@ -13,7 +13,7 @@
 #include "lib/common.wgsl"
 #include "lib/math.wgsl"
 
-// Padded state count (a power of two >= N); TC = 256 / NS tokens per chunk.
+// Padded state count (a power of two >= N); TC = WG / NS tokens per chunk.
 override NS: u32 = 16u;
 
 struct Params {
@@ -44,13 +44,13 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 @group(0) @binding(8) var<storage, read_write> h_out: array<f32>;
 
-var<workgroup> sa: array<f32, 256>;
-var<workgroup> sb: array<f32, 256>;
+var<workgroup> sa: array<f32, WG>;
+var<workgroup> sb: array<f32, WG>;
 var<workgroup> carry: array<f32, 64>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn selective_scan(ids: Ids, wg: Wg) {
-    let tc = 256u / NS;
+    let tc = WG / NS;
     let bd = group_index(wg);
     if (bd >= p.batch * p.d) {
         return;
@@ -139,7 +139,7 @@ fn selective_scan(ids: Ids, wg: Wg) {
     }
 }
 
-// One token per sequence, the state [B, D, N] updated in place. Threads: 256 / NS channels
+// One token per sequence, the state [B, D, N] updated in place. Threads: WG / NS channels
 // x NS states; y as above.
 @group(0) @binding(1) var<storage, read> su: array<f32>;
 @group(0) @binding(2) var<storage, read> sdt: array<f32>;
@@ -149,11 +149,11 @@ fn selective_scan(ids: Ids, wg: Wg) {
 @group(0) @binding(6) var<storage, read_write> sy: array<f32>;
 @group(0) @binding(7) var<storage, read_write> state: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
+var<workgroup> red: array<f32, WG>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn selective_state_update(ids: Ids, wg: Wg) {
-    let per = 256u / NS;
+    let per = WG / NS;
     let n = ids.lid % NS;
     let local_ch = ids.lid / NS;
     let gi = group_index(wg) * per + local_ch;

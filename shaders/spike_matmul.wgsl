@@ -23,9 +23,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 // One invocation per (r, co, word): 32 outputs along n.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn spike_linear(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.r * p.cout * p.words) {
         return;
     }
@@ -61,9 +61,9 @@ fn spike_linear(ids: Ids, wg: Wg) {
 @group(0) @binding(2) var<storage, read_write> packed: array<u32>;
 
 // Packs a 0/1 map [R, N] into words [R, W] (any non-zero counts as a spike).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn pack_bits(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.r * p.words) {
         return;
     }
@@ -82,9 +82,9 @@ fn pack_bits(ids: Ids, wg: Wg) {
 @group(0) @binding(2) var<storage, read_write> unpacked: array<f32>;
 
 // Unpacks words [R, W] into a 0/1 map [R, N].
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn unpack_bits(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.r * p.n) {
         return;
     }

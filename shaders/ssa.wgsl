@@ -29,10 +29,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> v_bits: array<u32>;
 @group(0) @binding(3) var<storage, read_write> kv: array<u32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn ssa_kv(ids: Ids, wg: Wg) {
     let dd = p.d * p.d;
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.t * p.b * p.heads * dd) {
         return;
     }
@@ -56,9 +56,9 @@ fn ssa_kv(ids: Ids, wg: Wg) {
 @group(0) @binding(3) var<storage, read_write> attn_bits: array<u32>;
 
 // One invocation per (b, h, j2, word): 32 token membranes carried over T.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn ssa_attn(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * 256u + ids.lid;
+    let i = group_index(wg) * WG + ids.lid;
     if (i >= p.b * p.heads * p.d * p.words) {
         return;
     }

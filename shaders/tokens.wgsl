@@ -32,9 +32,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> ux: array<f32>;
 @group(0) @binding(2) var<storage, read_write> uout: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn unfold(ids: Ids, wg: Wg) {
-    let idx = group_index(wg) * 256u + ids.lid;
+    let idx = group_index(wg) * WG + ids.lid;
     let kc = p.k * p.c;
     if (idx >= p.n * p.b * kc) {
         return;
@@ -55,9 +55,9 @@ fn unfold(ids: Ids, wg: Wg) {
 @group(0) @binding(1) var<storage, read> wx: array<f32>;
 @group(0) @binding(2) var<storage, read_write> win: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn window_push(ids: Ids, wg: Wg) {
-    let idx = group_index(wg) * 256u + ids.lid;
+    let idx = group_index(wg) * WG + ids.lid;
     if (idx >= p.b * p.c) {
         return;
     }
@@ -74,9 +74,9 @@ fn window_push(ids: Ids, wg: Wg) {
 @group(0) @binding(2) var<storage, read_write> cdst: array<f32>;
 
 // n rows of c columns.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn copy_cols(ids: Ids, wg: Wg) {
-    let idx = group_index(wg) * 256u + ids.lid;
+    let idx = group_index(wg) * WG + ids.lid;
     if (idx >= p.n * p.c) {
         return;
     }
@@ -89,9 +89,9 @@ fn copy_cols(ids: Ids, wg: Wg) {
 @group(0) @binding(2) var<storage, read_write> mout: array<f32>;
 
 // x [n, c] (c = every column: batch x channels).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn running_mean(ids: Ids, wg: Wg) {
-    let r = group_index(wg) * 256u + ids.lid;
+    let r = group_index(wg) * WG + ids.lid;
     if (r >= p.c) {
         return;
     }
@@ -106,9 +106,9 @@ fn running_mean(ids: Ids, wg: Wg) {
 @group(0) @binding(2) var<storage, read_write> ssum: array<f32>;
 @group(0) @binding(3) var<storage, read_write> sout: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn running_mean_step(ids: Ids, wg: Wg) {
-    let r = group_index(wg) * 256u + ids.lid;
+    let r = group_index(wg) * WG + ids.lid;
     if (r >= p.c) {
         return;
     }

@@ -1,5 +1,6 @@
 // Shared by every kernel: the invocation ids and workgroup-wide reductions.
-// Reductions assume a 1-D workgroup of RED_WG = 256 invocations.
+// Every kernel runs 1-D workgroups of WG invocations: 256, or 128 in the WG128 variants
+// chosen where the device allows fewer (Dawn's compatibility mode, some mobile GPUs).
 
 // Tint (Dawn, browsers) needs the directive for subgroup builtins; naga rejects it, so only
 // WGSL produced for Tint defines ENABLE_SUBGROUPS (`pipeline::Target::Tint`).
@@ -29,14 +30,18 @@ struct Ids {
 #endif
 }
 
-const RED_WG: u32 = 256u;
+#ifdef WG128
+const WG: u32 = 128u;
+#else
+const WG: u32 = 256u;
+#endif
 
 // Linear workgroup index of a grid folded into (x, y) past 65,535 groups.
 fn group_index(wg: Wg) -> u32 {
     return wg.wid.x + wg.wid.y * wg.nwg.x;
 }
 
-var<workgroup> red_scratch: array<f32, RED_WG>;
+var<workgroup> red_scratch: array<f32, WG>;
 
 // Sum of `v` over the workgroup, returned to every invocation. Must be called in uniform
 // control flow. The subgroup variant sums within subgroups first.
@@ -56,7 +61,7 @@ fn block_sum(v: f32, ids: Ids) -> f32 {
 #else
     red_scratch[ids.lid] = v;
     workgroupBarrier();
-    for (var s = RED_WG / 2u; s > 0u; s = s >> 1u) {
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
         if (ids.lid < s) {
             red_scratch[ids.lid] += red_scratch[ids.lid + s];
         }

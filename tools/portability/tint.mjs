@@ -1,8 +1,9 @@
 // Every shader variant through Dawn (Chrome's WebGPU implementation) and its WGSL compiler
 // Tint, on dawn.node (npm `webgpu`): each variant compiled and each of its pipelines built
 // under the adapter's limits and under WebGPU's default limits (a device asking for nothing
-// beyond the features the variant needs), then a few kernels dispatched and compared with
-// values computed here. Every failure is reported with file, variant, entry point and
+// beyond the features the variant needs), and each 128-invocation (WG128) variant under
+// Dawn's compatibility feature level (128 invocations per workgroup, as its GLES backend);
+// then a few kernels dispatched and compared with values computed here. Every failure is reported with file, variant, entry point and
 // message; the exit status is 1 when anything failed.
 //
 // node tint.mjs EXPORT_DIR WEBGPU_INDEX_JS   (EXPORT_DIR from examples/export_shaders.rs)
@@ -44,6 +45,8 @@ async function device(limitSet, features) {
   const key = `${limitSet}|${features.join(",")}`;
   if (devices.has(key)) return devices.get(key);
   const missing = features.filter((f) => !adapter.features.has(f));
+  // Compatibility mode: a variant that needs an optional feature the compat adapter lacks is
+  // reported as such below.
   let dev = null;
   if (missing.length === 0) {
     const desc = { requiredFeatures: features };
@@ -52,7 +55,7 @@ async function device(limitSet, features) {
       for (const k in adapter.limits) desc.requiredLimits[k] = adapter.limits[k];
     }
     // An adapter creates one device: each device gets its own.
-    const own = await gpu.requestAdapter();
+    const own = await gpu.requestAdapter(limitSet === "compat" ? { featureLevel: "compatibility" } : {});
     dev = await own.requestDevice(desc);
     dev.addEventListener("uncapturederror", (e) => fail(`${key} uncaptured`, e.error.message));
   }
@@ -68,11 +71,13 @@ function sourceLine(code, line) {
   return (code.split("\n")[line - 1] || "").trim();
 }
 
+const wg128 = (m) => m.defines.includes("WG128");
 const counts = {};
-for (const limitSet of ["adapter", "webgpu-default"]) {
+for (const limitSet of ["adapter", "webgpu-default", "compat"]) {
   let modules = 0;
   let pipelines = 0;
-  for (const m of manifest.modules) {
+  const set = manifest.modules.filter((m) => limitSet !== "compat" || wg128(m));
+  for (const m of set) {
     const where = `${limitSet} ${variantName(m)}`;
     const dev = await device(limitSet, featuresOf(m));
     if (!dev) {
@@ -112,12 +117,27 @@ for (const limitSet of ["adapter", "webgpu-default"]) {
       }
     }
   }
-  const total = manifest.modules.reduce((s, m) => s + m.pipelines.length, 0);
+  const total = set.reduce((s, m) => s + m.pipelines.length, 0);
   counts[limitSet] = { modules, pipelines, total };
   console.log(
-    `tint ${limitSet}: ${modules} of ${manifest.modules.length} variants compiled, ` +
+    `tint ${limitSet}: ${modules} of ${set.length} variants compiled, ` +
       `${pipelines} of ${total} pipelines built`,
   );
+}
+
+// The compat device must refuse a 256-invocation pipeline, or the check above proves nothing.
+{
+  const m = manifest.modules.find((v) => v.file === "elementwise.wgsl" && v.defines.length === 0);
+  const dev = await device("compat", []);
+  const module = dev.createShaderModule({ code: readFileSync(join(dir, m.wgsl), "utf8") });
+  let refused = false;
+  try {
+    await dev.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "unary", constants: {} } });
+  } catch {
+    refused = true;
+  }
+  if (!refused) fail("compat", "a 256-invocation pipeline was accepted at the compatibility feature level");
+  else console.log("tint compat: a 256-invocation pipeline is refused, as it must be");
 }
 
 // ---- A few kernels dispatched through Dawn (default WebGPU limits) and compared. ----
@@ -131,7 +151,7 @@ function rng(seed) {
 }
 
 async function run(m, entry, constants, params, inputs, outLen, workgroups) {
-  const dev = await device("webgpu-default", featuresOf(m));
+  const dev = await device(wg128(m) ? "compat" : "webgpu-default", featuresOf(m));
   const code = readFileSync(join(dir, m.wgsl), "utf8");
   const module = dev.createShaderModule({ code });
   const pipeline = await dev.createComputePipelineAsync({
@@ -183,9 +203,13 @@ const find = (file, defines) =>
 let dispatched = 0;
 const r = rng(7);
 
+// Each kernel below runs as the 256-invocation variant (default limits) and as the WG128 one
+// (compatibility feature level), its grid sized by the variant's width.
+const widths = [[[], 256], [["WG128"], 128]];
+
 // Elementwise unary: relu, silu, sigmoid, affine over 1000 values (not a multiple of 256).
-{
-  const m = find("elementwise.wgsl", []);
+for (const [wide, wg] of widths) {
+  const m = find("elementwise.wgsl", wide);
   const n = 1000;
   const x = Float32Array.from({ length: n }, () => r() * 16 - 8);
   const ops = [
@@ -198,16 +222,16 @@ const r = rng(7);
     const params = new ArrayBuffer(16);
     new Uint32Array(params, 0, 1)[0] = n;
     new Float32Array(params, 4, 2).set([0.5, -1.25]);
-    const got = await run(m, "unary", { OP: code }, new Uint8Array(params), [x], n, Math.ceil(n / 256));
+    const got = await run(m, "unary", { OP: code }, new Uint8Array(params), [x], n, Math.ceil(n / wg));
     const tol = ops.find((o) => o[1] === name)[3];
-    if (compare(`elementwise unary ${name}`, got, Array.from(x, f), tol)) dispatched += 1;
+    if (compare(`${variantName(m)} unary ${name}`, got, Array.from(x, f), tol)) dispatched += 1;
   }
 }
 
 // RMSNorm and LayerNorm rows (workgroup reductions with barriers), plain and subgroup
 // variants: 3 rows of 300 (more than one value per invocation).
 for (const [file, entry] of [["rms_norm.wgsl", "rms_norm"], ["layer_norm.wgsl", "layer_norm"]]) {
-  for (const defines of [[], ["SUBGROUPS"]]) {
+  for (const defines of [[], ["SUBGROUPS"], ["WG128"], ["SUBGROUPS", "WG128"]]) {
     const m = find(file, defines);
     if (!m) continue;
     if (defines.length && !adapter.features.has("subgroups")) {
@@ -243,14 +267,14 @@ for (const [file, entry] of [["rms_norm.wgsl", "rms_norm"], ["layer_norm.wgsl", 
 
 // Max pooling 3x3, stride 2, padding 1 over 2 x 7 x 7 (windows at the border read the
 // implicit -inf padding): exact.
-{
-  const m = find("pool.wgsl", []);
+for (const [wide, wg] of widths) {
+  const m = find("pool.wgsl", wide);
   const [n, c, h, w, k, s, pad] = [1, 2, 7, 7, 3, 2, 1];
   const oh = Math.floor((h + 2 * pad - k) / s) + 1;
   const ow = Math.floor((w + 2 * pad - k) / s) + 1;
   const x = Float32Array.from({ length: n * c * h * w }, () => -1 - r() * 8);
   const params = new Uint32Array([n, c, h, w, oh, ow, k, k, s, s, pad, pad, 1, 1, 0, 0]);
-  const got = await run(m, "maxpool2d", {}, params, [x], n * c * oh * ow, Math.ceil((n * c * oh * ow) / 256));
+  const got = await run(m, "maxpool2d", {}, params, [x], n * c * oh * ow, Math.ceil((n * c * oh * ow) / wg));
   const want = [];
   for (let p = 0; p < n * c; p++) {
     for (let oy = 0; oy < oh; oy++) {
@@ -267,7 +291,7 @@ for (const [file, entry] of [["rms_norm.wgsl", "rms_norm"], ["layer_norm.wgsl", 
       }
     }
   }
-  if (compare("pool.wgsl maxpool2d", got, want, 0)) dispatched += 1;
+  if (compare(`${variantName(m)} maxpool2d`, got, want, 0)) dispatched += 1;
 }
 
 console.log(

@@ -37,8 +37,11 @@ pub struct DeviceOptions {
     /// storage, 256 invocations, 128 MiB bindings, 256 MiB buffers) and no optional feature,
     /// to run as the least capable WebGPU device would.
     pub webgpu_limits: bool,
-    /// A `SPIKESCAN_LIMITS` value that is neither `adapter` nor `webgpu`: opening a device
-    /// fails naming it.
+    /// Caps the invocations per workgroup below the adapter's, to run as a device with a
+    /// lower limit would (Dawn's compatibility mode allows 128): below 256 the runtime
+    /// compiles every kernel's 128-invocation variant.
+    pub max_invocations: Option<u32>,
+    /// A `SPIKESCAN_LIMITS` value that is not a limit set: opening a device fails naming it.
     pub bad_limits: Option<String>,
 }
 
@@ -54,6 +57,7 @@ impl Default for DeviceOptions {
             poll_timeout: Duration::from_secs(120),
             max_binding: None,
             webgpu_limits: false,
+            max_invocations: None,
             bad_limits: None,
         }
     }
@@ -70,8 +74,10 @@ impl DeviceOptions {
     /// Options from `SPIKESCAN_ADAPTER`, `SPIKESCAN_BACKEND`, `SPIKESCAN_FORCE_F32`,
     /// `SPIKESCAN_NO_SUBGROUPS`, `SPIKESCAN_DEBUG`, `SPIKESCAN_PROFILE`,
     /// `SPIKESCAN_POLL_TIMEOUT` (seconds), `SPIKESCAN_MAX_BINDING` (bytes; a `K`, `M` or
-    /// `G` suffix multiplies by 1024, 1024² or 1024³) and `SPIKESCAN_LIMITS` (`adapter`, the
-    /// default, or `webgpu`).
+    /// `G` suffix multiplies by 1024, 1024² or 1024³), `SPIKESCAN_MAX_INVOCATIONS` and
+    /// `SPIKESCAN_LIMITS` (`adapter`, the default; `webgpu`, WebGPU's default limits and no
+    /// optional feature; `compat`, the same with 128 invocations per workgroup, as Dawn's
+    /// compatibility mode).
     pub fn from_env() -> Self {
         let non_empty = |n: &str| std::env::var(n).ok().filter(|s| !s.trim().is_empty());
         let mut o = Self {
@@ -91,10 +97,28 @@ impl DeviceOptions {
             None => {}
             Some(s) if s == "adapter" => {}
             Some(s) if s == "webgpu" => o.webgpu_limits = true,
+            Some(s) if s == "compat" => {
+                o.webgpu_limits = true;
+                o.max_invocations = Some(128);
+            }
             Some(s) => o.bad_limits = Some(s),
+        }
+        if let Some(v) = non_empty("SPIKESCAN_MAX_INVOCATIONS") {
+            match v.trim().parse::<u32>() {
+                Ok(n) => o.max_invocations = Some(o.max_invocations.map_or(n, |m| m.min(n))),
+                Err(_) => o.bad_limits = Some(format!("SPIKESCAN_MAX_INVOCATIONS={v}")),
+            }
         }
         o
     }
+}
+
+/// The workgroup width the kernels can run with under `limits`: 256, 128, or none.
+pub fn workgroup_width(limits: &wgpu::Limits) -> Option<u32> {
+    [256, 128].into_iter().find(|&w| {
+        limits.max_compute_invocations_per_workgroup >= w
+            && limits.max_compute_workgroup_size_x >= w
+    })
 }
 
 /// `"134217728"`, `"128M"`, `"2G"`, `"64k"` → bytes; `None` if it is not a size.
@@ -249,6 +273,8 @@ pub(crate) struct Inner {
     pub(crate) adapter: wgpu::Adapter,
     pub(crate) summary: AdapterSummary,
     pub(crate) limits: wgpu::Limits,
+    /// Invocations per workgroup of every kernel: 256, or 128 (the `WG128` variants).
+    pub(crate) wg: u32,
     pub(crate) caps: Caps,
     pub(crate) options: DeviceOptions,
     pub(crate) kernels: Mutex<HashMap<PipelineKey, Arc<Kernel>>>,
@@ -287,9 +313,13 @@ impl Device {
     /// Opens a device with explicit options.
     pub fn with_options(options: DeviceOptions) -> Result<Self> {
         if let Some(bad) = &options.bad_limits {
-            return Err(RuntimeError::NoAdapter(format!(
-                "SPIKESCAN_LIMITS='{bad}' is not a limit set; use adapter or webgpu"
-            )));
+            return Err(RuntimeError::NoAdapter(if bad.contains('=') {
+                format!("{bad} is not a number of invocations")
+            } else {
+                format!(
+                    "SPIKESCAN_LIMITS='{bad}' is not a limit set; use adapter, webgpu or compat"
+                )
+            }));
         }
         let backends = parse_backend(options.backend.as_deref())?;
         let (_instance, list) = adapters(backends);
@@ -327,6 +357,20 @@ impl Device {
             limits.max_storage_buffer_binding_size =
                 limits.max_storage_buffer_binding_size.min(cap);
         }
+        if let Some(cap) = options.max_invocations {
+            limits.max_compute_invocations_per_workgroup =
+                limits.max_compute_invocations_per_workgroup.min(cap);
+            limits.max_compute_workgroup_size_x = limits.max_compute_workgroup_size_x.min(cap);
+            limits.max_compute_workgroup_size_y = limits.max_compute_workgroup_size_y.min(cap);
+            limits.max_compute_workgroup_size_z = limits.max_compute_workgroup_size_z.min(cap);
+        }
+        let wg = workgroup_width(&limits).ok_or_else(|| RuntimeError::RequestDevice {
+            adapter: info.name.clone(),
+            reason: format!(
+                "it allows {} invocations per workgroup ({} along x); spikescan's kernels need 128",
+                limits.max_compute_invocations_per_workgroup, limits.max_compute_workgroup_size_x
+            ),
+        })?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("spikescan"),
             required_features: features,
@@ -363,6 +407,7 @@ impl Device {
                 adapter,
                 summary,
                 limits,
+                wg,
                 caps: Caps {
                     f16: want_f16,
                     subgroups: want_sg,
@@ -389,6 +434,11 @@ impl Device {
     /// What the runtime uses: f16, subgroups, timestamps.
     pub fn caps(&self) -> Caps {
         self.inner.caps
+    }
+    /// Invocations per workgroup the kernels run with: 256, or 128 where the limits allow
+    /// fewer than 256 (each kernel's `WG128` variant).
+    pub fn wg(&self) -> u32 {
+        self.inner.wg
     }
     /// The limits in force (the adapter's own, or WebGPU's defaults with `webgpu_limits`).
     pub fn limits(&self) -> &wgpu::Limits {

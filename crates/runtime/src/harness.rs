@@ -304,7 +304,8 @@ pub fn run_cases(dev: &Device, device_label: &str, cases: &[Case], seed: u64) ->
         .collect()
 }
 
-/// The two test devices: `native` (every feature the adapter has) and `plain` (the twins).
+/// The test devices: `native` (every feature the adapter has), `plain` (the twins) and
+/// `wg128` (native's features, the 128-invocation variants).
 /// Tests FAIL when there is no adapter: they never skip.
 pub fn test_devices() -> &'static [(&'static str, Device)] {
     static DEVICES: OnceLock<Vec<(&'static str, Device)>> = OnceLock::new();
@@ -333,7 +334,19 @@ pub fn test_devices() -> &'static [(&'static str, Device)] {
             ..DeviceOptions::from_env()
         })
         .expect("second device on the same adapter");
-        vec![("native", native), ("plain", plain)]
+        // Every kernel's 128-invocation variant (devices that allow fewer than 256), with the
+        // adapter's features.
+        let wg128 = Device::with_options(DeviceOptions {
+            max_invocations: Some(128),
+            ..DeviceOptions::from_env()
+        })
+        .expect("third device on the same adapter");
+        assert_eq!(
+            wg128.wg(),
+            128,
+            "a 128-invocation device runs WG128 kernels"
+        );
+        vec![("native", native), ("plain", plain), ("wg128", wg128)]
     })
 }
 

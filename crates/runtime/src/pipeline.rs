@@ -10,7 +10,7 @@ use crate::device::Device;
 use crate::error::{Result, RuntimeError};
 
 macro_rules! shaders {
-    ($($variant:ident => $file:literal, [$($vars:expr),*];)*) => {
+    ($($variant:ident => $file:literal, [$([$($d:literal),*]),*];)*) => {
         /// A WGSL kernel family: one file under `shaders/`.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Shader { $($variant),* }
@@ -26,33 +26,35 @@ macro_rules! shaders {
             pub fn source(self) -> &'static str {
                 match self { $(Shader::$variant => include_str!(concat!("../../../shaders/", $file))),* }
             }
-            /// Every `#define` set the runtime compiles this family with.
+            /// Every `#define` set the runtime compiles this family with (sorted, as in
+            /// [`PipelineKey`]): each listed set, then each again with `WG128` (the
+            /// 128-invocation variant, for devices that allow fewer than 256).
             pub fn variants(self) -> &'static [&'static [&'static str]] {
-                match self { $(Shader::$variant => &[$($vars),*]),* }
+                match self { $(Shader::$variant => &[$(&[$($d),*]),*, $(&[$($d,)* "WG128"]),*]),* }
             }
         }
     };
 }
 
 shaders! {
-    Elementwise => "elementwise.wgsl", [&[]];
-    Matmul => "matmul.wgsl", [&[], &["F16"]];
-    Conv => "conv.wgsl", [&[]];
-    BatchNorm => "batch_norm.wgsl", [&[]];
-    LayerNorm => "layer_norm.wgsl", [&[], &["SUBGROUPS"]];
-    RmsNorm => "rms_norm.wgsl", [&[], &["SUBGROUPS"]];
-    Pool => "pool.wgsl", [&[]];
-    Reduce => "reduce.wgsl", [&[]];
-    Embedding => "embedding.wgsl", [&[], &["F16"]];
-    Select => "select.wgsl", [&[]];
-    Lif => "lif.wgsl", [&[]];
-    SpikeMatmul => "spike_matmul.wgsl", [&[]];
-    Ssa => "ssa.wgsl", [&[]];
-    Sdsa => "sdsa.wgsl", [&[]];
-    SelectiveScan => "selective_scan.wgsl", [&[]];
-    CausalConv1d => "causal_conv1d.wgsl", [&[]];
-    Tokens => "tokens.wgsl", [&[]];
-    Lmu => "lmu.wgsl", [&[]];
+    Elementwise => "elementwise.wgsl", [[]];
+    Matmul => "matmul.wgsl", [[], ["F16"]];
+    Conv => "conv.wgsl", [[]];
+    BatchNorm => "batch_norm.wgsl", [[]];
+    LayerNorm => "layer_norm.wgsl", [[], ["SUBGROUPS"]];
+    RmsNorm => "rms_norm.wgsl", [[], ["SUBGROUPS"]];
+    Pool => "pool.wgsl", [[]];
+    Reduce => "reduce.wgsl", [[]];
+    Embedding => "embedding.wgsl", [[], ["F16"]];
+    Select => "select.wgsl", [[]];
+    Lif => "lif.wgsl", [[]];
+    SpikeMatmul => "spike_matmul.wgsl", [[]];
+    Ssa => "ssa.wgsl", [[]];
+    Sdsa => "sdsa.wgsl", [[]];
+    SelectiveScan => "selective_scan.wgsl", [[]];
+    CausalConv1d => "causal_conv1d.wgsl", [[]];
+    Tokens => "tokens.wgsl", [[]];
+    Lmu => "lmu.wgsl", [[]];
 }
 
 /// The WGSL compiler a preprocessed source is for. The two disagree on one directive:
@@ -420,6 +422,13 @@ pub struct Kernel {
     pub(crate) label: String,
 }
 
+impl Kernel {
+    /// The label of the key it was compiled for (with the `WG128` define where added).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
 impl Device {
     fn module(&self, key: &PipelineKey) -> Result<wgpu::ShaderModule> {
         let id = key.module_id();
@@ -455,8 +464,12 @@ impl Device {
         Ok(module)
     }
 
-    /// The cached pipeline for `key`, compiled on first use.
+    /// The cached pipeline for `key`, compiled on first use; on a device whose workgroups
+    /// hold fewer than 256 invocations ([`Device::wg`]), the key's `WG128` variant.
     pub fn kernel(&self, key: &PipelineKey) -> Result<Arc<Kernel>> {
+        if self.wg() < 256 && !key.defines.contains(&"WG128") {
+            return self.kernel(&key.clone().define_if("WG128", true));
+        }
         if let Some(k) = self
             .inner
             .kernels
@@ -688,6 +701,50 @@ mod tests {
             over.join("\n")
         );
         assert!(entries > Shader::ALL.len());
+    }
+
+    /// Every variant comes in a 256- and a 128-invocation form, and nothing else: the
+    /// launchers' grids assume `Device::wg` invocations per workgroup.
+    #[test]
+    fn every_entry_point_runs_wg_invocations() {
+        let compat = wgpu::Limits {
+            max_compute_invocations_per_workgroup: 128,
+            max_compute_workgroup_size_x: 128,
+            max_compute_workgroup_size_y: 128,
+            max_compute_workgroup_size_z: 64,
+            ..wgpu::Limits::default()
+        };
+        let mut narrow = 0;
+        for &shader in Shader::ALL {
+            let v = shader.variants();
+            assert_eq!(
+                v.iter().filter(|d| d.contains(&"WG128")).count() * 2,
+                v.len()
+            );
+            for defines in v {
+                let wg = if defines.contains(&"WG128") { 128 } else { 256 };
+                for n in shader.needs(defines).unwrap() {
+                    assert_eq!(
+                        n.workgroup_size,
+                        [wg, 1, 1],
+                        "{} {defines:?} {}",
+                        shader.file(),
+                        n.entry
+                    );
+                    if wg == 128 {
+                        narrow += 1;
+                        assert!(
+                            n.exceeds(&compat).is_empty(),
+                            "{} {defines:?} {}: {:?}",
+                            shader.file(),
+                            n.entry,
+                            n.exceeds(&compat)
+                        );
+                    }
+                }
+            }
+        }
+        assert!(narrow > Shader::ALL.len());
     }
 
     #[test]

@@ -213,9 +213,11 @@ fn an_upload_never_overwrites_a_buffer_a_pending_recording_still_reads() {
 fn webgpu_limits_request_the_defaults_and_no_optional_feature() {
     let d = Device::with_options(DeviceOptions {
         webgpu_limits: true,
+        max_invocations: None,
         ..DeviceOptions::from_env()
     })
     .unwrap();
+    assert_eq!(d.wg(), 256);
     let l = d.limits();
     assert_eq!(l.max_storage_buffers_per_shader_stage, 8);
     assert_eq!(l.max_compute_workgroup_storage_size, 16 << 10);
@@ -229,6 +231,46 @@ fn webgpu_limits_request_the_defaults_and_no_optional_feature() {
     let y = elementwise::relu(&mut rec, &x).unwrap();
     rec.submit().unwrap();
     assert_eq!(d.read_f32(&y).unwrap(), vec![0.0, 2.0]);
+}
+
+#[test]
+fn fewer_than_256_invocations_select_the_wg128_variants() {
+    use spikescan_runtime::pipeline::PipelineKey;
+    use spikescan_runtime::Shader;
+    let d = Device::with_options(DeviceOptions {
+        max_invocations: Some(200),
+        ..DeviceOptions::from_env()
+    })
+    .unwrap();
+    assert_eq!(d.wg(), 128);
+    assert!(d.limits().max_compute_invocations_per_workgroup <= 200);
+    let k = d
+        .kernel(&PipelineKey::new(Shader::Matmul, "matmul", 3, 1))
+        .unwrap();
+    assert!(k.label().contains("WG128"), "{}", k.label());
+    // The same GEMM (tiled: 5 rows) and GEMV (1 row) as on a 256-invocation device.
+    let wide = dev();
+    let mut rng = spikescan_runtime::harness::Rng::new(3);
+    let (xv, wv) = (rng.vec(5 * 70, -1.0, 1.0), rng.vec(33 * 70, -1.0, 1.0));
+    for rows in [1usize, 5] {
+        let mut got = Vec::new();
+        for dv in [&d, wide] {
+            let x = dv.tensor_f32(&xv[..rows * 70], &[rows, 70]).unwrap();
+            let w = dv.tensor_f32(&wv, &[33, 70]).unwrap();
+            let mut rec = dv.recorder("wg");
+            let y = matmul::linear(&mut rec, &x, &w, None).unwrap();
+            rec.submit().unwrap();
+            got.push(dv.read_f32(&y).unwrap());
+        }
+        assert_eq!(got[0], got[1], "rows = {rows}");
+    }
+    // Below 128 nothing runs: a clear error, not a failed pipeline later.
+    let err = Device::with_options(DeviceOptions {
+        max_invocations: Some(64),
+        ..DeviceOptions::from_env()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("need 128"), "{err}");
 }
 
 #[test]

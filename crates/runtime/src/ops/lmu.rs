@@ -306,7 +306,7 @@ pub fn memory_chunked_into(
         &p,
         &[u, &mats.ht],
         &[out],
-        grid_elems(n * b * m),
+        grid_elems(rec.device().wg(), n * b * m),
         || OpInfo {
             name: "lmu_toeplitz",
             shape: format!("n={n} b={b} m={m} chunk={c}"),
@@ -339,7 +339,7 @@ pub fn memory_chunked_into(
         &p,
         &[&ch.kt, &carry],
         &[out],
-        grid_elems((n - c) * b * m),
+        grid_elems(rec.device().wg(), (n - c) * b * m),
         || OpInfo {
             name: "lmu_free",
             shape: format!("n={n} b={b} m={m} chunk={c}"),
@@ -380,7 +380,7 @@ pub fn memory_step_into(
         &p,
         &[&mats.at, &mats.b, u, m_in],
         &[m_out],
-        grid_elems(s * m),
+        grid_elems(rec.device().wg(), s * m),
         || OpInfo {
             name: "lmu_step",
             shape: format!("s={s} m={m}"),

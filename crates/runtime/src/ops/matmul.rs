@@ -184,7 +184,8 @@ pub fn gemm_into(
         _pad: [0; 2],
     };
     let groups = if gemv {
-        let mut gr = grid_rows(g.n.div_ceil(4));
+        // GEMV_ROWS = WG / 64 output rows per workgroup.
+        let mut gr = grid_rows(g.n.div_ceil(rec.device().wg() as usize / 64));
         gr[2] = (g.batch * g.m) as u32;
         gr
     } else {

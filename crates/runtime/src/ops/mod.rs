@@ -26,9 +26,9 @@ use crate::harness::Case;
 pub(crate) use crate::record::grid_1d;
 use crate::tensor::{DType, Tensor};
 
-/// Grid for one invocation per element with 256-wide workgroups.
-pub(crate) fn grid_elems(n: usize) -> [u32; 3] {
-    grid_1d(n.div_ceil(256) as u32)
+/// Grid for one invocation per element with `wg`-wide workgroups ([`crate::Device::wg`]).
+pub(crate) fn grid_elems(wg: u32, n: usize) -> [u32; 3] {
+    grid_1d(n.div_ceil(wg as usize) as u32)
 }
 
 /// Grid for one workgroup per row.

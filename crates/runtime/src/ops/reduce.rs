@@ -46,14 +46,19 @@ pub fn mean_into(rec: &mut Recorder, x: &Tensor, axis: usize, out: &Tensor) -> R
         _pad: 0,
     };
     let key = PipelineKey::new(Shader::Reduce, "mean_axis", 1, 1);
-    rec.dispatch(&key, &p, &[x], &[out], grid_elems(outer * inner), || {
-        OpInfo {
+    rec.dispatch(
+        &key,
+        &p,
+        &[x],
+        &[out],
+        grid_elems(rec.device().wg(), outer * inner),
+        || OpInfo {
             name: "mean",
             shape: format!("{:?} axis={axis}", x.shape()),
             bytes: 4 * (x.numel() + out.numel()) as u64,
             flops: x.numel() as u64,
-        }
-    })
+        },
+    )
 }
 
 pub fn mean(rec: &mut Recorder, x: &Tensor, axis: usize) -> Result<Tensor> {

@@ -260,7 +260,7 @@ pub fn selective_state_update(
             "the state must be [B, D, N] and y [B, D]",
         ));
     }
-    let per = 256 / ns as usize;
+    let per = (rec.device().wg() / ns) as usize;
     let key =
         PipelineKey::new(Shader::SelectiveScan, "selective_state_update", 5, 2).constant("NS", ns);
     rec.dispatch(

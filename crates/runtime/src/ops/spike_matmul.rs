@@ -81,7 +81,7 @@ pub fn spike_linear_into(
         &p,
         &[s.words(), w, bias.unwrap_or(w)],
         &[out],
-        grid_elems(r * cout * words),
+        grid_elems(rec.device().wg(), r * cout * words),
         || OpInfo {
             name: "spike_linear",
             shape: format!("s={sh:?} w={:?}", w.shape()),
@@ -141,7 +141,7 @@ pub fn pack_into(rec: &mut Recorder, x: &Tensor, out: &PackedSpikes) -> Result<(
         &p,
         &[x],
         &[out.words()],
-        grid_elems(r * words),
+        grid_elems(rec.device().wg(), r * words),
         || OpInfo {
             name: "pack_bits",
             shape: x.shape_str(),
@@ -177,14 +177,19 @@ pub fn unpack_into(rec: &mut Recorder, s: &PackedSpikes, out: &Tensor) -> Result
         _pad: [0; 2],
     };
     let key = PipelineKey::new(Shader::SpikeMatmul, "unpack_bits", 1, 1);
-    rec.dispatch(&key, &p, &[s.words()], &[out], grid_elems(r * n), || {
-        OpInfo {
+    rec.dispatch(
+        &key,
+        &p,
+        &[s.words()],
+        &[out],
+        grid_elems(rec.device().wg(), r * n),
+        || OpInfo {
             name: "unpack_bits",
             shape: format!("{:?}", s.shape()),
             bytes: s.words().bytes() + out.bytes(),
             flops: 0,
-        }
-    })
+        },
+    )
 }
 
 /// [`unpack_into`] into a new tensor.

@@ -105,12 +105,19 @@ pub fn unfold_into(
         ..Params::default()
     };
     let key = PipelineKey::new(Shader::Tokens, "unfold", 1, 1);
-    rec.dispatch(&key, &p, &[x], &[out], grid_elems(total), || OpInfo {
-        name: "unfold",
-        shape: format!("n={} b={} c={} k={k} pad={pad}", l.n, l.b, l.c),
-        bytes: 4 * (l.n * l.b * l.c + total) as u64,
-        flops: 0,
-    })
+    rec.dispatch(
+        &key,
+        &p,
+        &[x],
+        &[out],
+        grid_elems(rec.device().wg(), total),
+        || OpInfo {
+            name: "unfold",
+            shape: format!("n={} b={} c={} k={k} pad={pad}", l.n, l.b, l.c),
+            bytes: 4 * (l.n * l.b * l.c + total) as u64,
+            flops: 0,
+        },
+    )
 }
 
 /// Streaming [`unfold_into`]: shifts each row of `window [S, K·C]` left by C and appends
@@ -136,12 +143,19 @@ pub fn window_push(rec: &mut Recorder, window: &Tensor, x: &Tensor, k: usize) ->
         ..Params::default()
     };
     let key = PipelineKey::new(Shader::Tokens, "window_push", 1, 1);
-    rec.dispatch(&key, &p, &[x], &[window], grid_elems(s * c), || OpInfo {
-        name: "window_push",
-        shape: format!("s={s} c={c} k={k}"),
-        bytes: 4 * (s * c * (2 * k)) as u64,
-        flops: 0,
-    })
+    rec.dispatch(
+        &key,
+        &p,
+        &[x],
+        &[window],
+        grid_elems(rec.device().wg(), s * c),
+        || OpInfo {
+            name: "window_push",
+            shape: format!("s={s} c={c} k={k}"),
+            bytes: 4 * (s * c * (2 * k)) as u64,
+            flops: 0,
+        },
+    )
 }
 
 /// Where [`copy_cols`] reads or writes: rows of `stride` elements, starting `offset` in.
@@ -187,14 +201,19 @@ pub fn copy_cols(
         ..Params::default()
     };
     let key = PipelineKey::new(Shader::Tokens, "copy_cols", 1, 1);
-    rec.dispatch(&key, &p, &[src], &[dst], grid_elems(rows * cols), || {
-        OpInfo {
+    rec.dispatch(
+        &key,
+        &p,
+        &[src],
+        &[dst],
+        grid_elems(rec.device().wg(), rows * cols),
+        || OpInfo {
             name: "copy_cols",
             shape: format!("rows={rows} cols={cols}"),
             bytes: 8 * (rows * cols) as u64,
             flops: 0,
-        }
-    })
+        },
+    )
 }
 
 /// `out[t] = mean(x[0..=t])` over the leading token axis of `x [N, ...]`.
@@ -214,12 +233,19 @@ pub fn running_mean_into(rec: &mut Recorder, x: &Tensor, out: &Tensor) -> Result
         ..Params::default()
     };
     let key = PipelineKey::new(Shader::Tokens, "running_mean", 1, 1);
-    rec.dispatch(&key, &p, &[x], &[out], grid_elems(r), || OpInfo {
-        name: "running_mean",
-        shape: x.shape_str(),
-        bytes: 8 * x.numel() as u64,
-        flops: 2 * x.numel() as u64,
-    })
+    rec.dispatch(
+        &key,
+        &p,
+        &[x],
+        &[out],
+        grid_elems(rec.device().wg(), r),
+        || OpInfo {
+            name: "running_mean",
+            shape: x.shape_str(),
+            bytes: 8 * x.numel() as u64,
+            flops: 2 * x.numel() as u64,
+        },
+    )
 }
 
 /// One token of [`running_mean_into`]: `sum += x; out = sum / count` (`count` = tokens seen,
@@ -249,14 +275,19 @@ pub fn running_mean_step(
         ..Params::default()
     };
     let key = PipelineKey::new(Shader::Tokens, "running_mean_step", 1, 2);
-    rec.dispatch(&key, &p, &[x], &[sum, out], grid_elems(x.numel()), || {
-        OpInfo {
+    rec.dispatch(
+        &key,
+        &p,
+        &[x],
+        &[sum, out],
+        grid_elems(rec.device().wg(), x.numel()),
+        || OpInfo {
             name: "running_mean_step",
             shape: x.shape_str(),
             bytes: 16 * x.numel() as u64,
             flops: 2 * x.numel() as u64,
-        }
-    })
+        },
+    )
 }
 
 /// f64 reference of [`unfold_into`].
