@@ -113,6 +113,10 @@ impl DeviceOptions {
     }
 }
 
+/// The largest storage binding the runtime uses, whatever the adapter allows: 4 GiB - 4 bytes
+/// (element indices stay below 2^30 and cannot wrap in u32).
+pub const MAX_BINDING_BYTES: u64 = u32::MAX as u64 - 3;
+
 /// The workgroup width the kernels can run with under `limits`: 256, 128, or none.
 pub fn workgroup_width(limits: &wgpu::Limits) -> Option<u32> {
     [256, 128].into_iter().find(|&w| {
@@ -351,6 +355,12 @@ impl Device {
         } else {
             adapter.limits()
         };
+        // Kernels index elements in u32: a binding of at most 4 GiB holds < 2^30 four-byte
+        // elements, so no index (nor `index + WG`) can wrap. Metal reports its whole buffer
+        // size (tens of GiB on unified memory); Vulkan and DX12 already report at most 2 GiB.
+        limits.max_storage_buffer_binding_size = limits
+            .max_storage_buffer_binding_size
+            .min(MAX_BINDING_BYTES);
         if let Some(cap) = options.max_binding {
             // Never below 4 KiB: the uniform arena and small tensors must still bind.
             let cap = cap.max(4096);

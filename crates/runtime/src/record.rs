@@ -48,6 +48,30 @@ pub fn grid_1d(workgroups: u32) -> [u32; 3] {
     }
 }
 
+/// A grid must fit the device's per-dimension limit, and its invocations must be countable
+/// in u32 (kernels form `group_index * WG + local index` in u32): an error naming the op,
+/// never a wrapped index or a failed dispatch.
+pub(crate) fn check_grid(op: &str, groups: [u32; 3], wg: u32, max_dim: u32) -> Result<()> {
+    if let Some(d) = groups.iter().position(|&g| g > max_dim) {
+        return Err(shape_err(
+            "dispatch",
+            format!(
+                "{op}: {} workgroups along {} exceed the device's {max_dim} per dimension",
+                groups[d],
+                ["x", "y", "z"][d]
+            ),
+        ));
+    }
+    let invocations = groups.iter().map(|&g| g as u64).product::<u64>() * wg as u64;
+    if invocations > u32::MAX as u64 {
+        return Err(shape_err(
+            "dispatch",
+            format!("{op}: {invocations} invocations do not fit u32 indices (at most 2^32 - 1)"),
+        ));
+    }
+    Ok(())
+}
+
 impl<'d> Recorder<'d> {
     /// Starts a recording.
     pub fn new(dev: &'d Device, label: &'static str) -> Self {
@@ -190,6 +214,12 @@ impl<'d> Recorder<'d> {
                 ));
             }
         }
+        check_grid(
+            &key.label(),
+            groups,
+            self.dev.wg(),
+            self.dev.limits().max_compute_workgroups_per_dimension,
+        )?;
         let kernel = self.dev.kernel(key)?;
         let pbytes = bytemuck::bytes_of(params);
         let (chunk, offset) = self.stage_params(pbytes)?;
@@ -423,5 +453,31 @@ impl Device {
     /// Starts a recording on this device.
     pub fn recorder(&self, label: &'static str) -> Recorder<'_> {
         Recorder::new(self, label)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_that_would_wrap_u32_indices_are_errors() {
+        // The largest binding's elements (2^30 - 1 f32) in 128-wide groups: fine.
+        let n: u32 = (crate::device::MAX_BINDING_BYTES / 4) as u32;
+        for wg in [128, 256] {
+            let g = grid_1d(n.div_ceil(wg));
+            check_grid("op", g, wg, 65_535).unwrap();
+            // The last invocation's linear index stays in u32.
+            assert!((g[0] as u64 * g[1] as u64) * wg as u64 <= u32::MAX as u64);
+        }
+        // 2^32 invocations: refused, naming the op.
+        let e = check_grid("big", [65_535, 65_535, 1], 256, 65_535).unwrap_err();
+        assert!(
+            e.to_string().contains("big") && e.to_string().contains("u32"),
+            "{e}"
+        );
+        // Past the per-dimension limit (a fold of more than 65,535^2 groups).
+        let e = check_grid("fold", grid_1d(u32::MAX), 1, 65_535).unwrap_err();
+        assert!(e.to_string().contains("along y"), "{e}");
     }
 }
