@@ -423,57 +423,86 @@ fn inputs_of_the_wrong_shape_are_refused() {
 }
 
 /// A batch whose activations do not fit one storage binding runs in micro-batches inside
-/// `run`: on a device capped so that one image's activations fit and four images' do not,
-/// `forward` on the whole batch reports the oversized buffer and `run` gives the logits of an
-/// uncapped device.
+/// `forward` itself: on a device capped between one image's largest activation and the whole
+/// batch's, one recording of `forward` gives the logits of an uncapped device, bit for bit
+/// (Spikformer and Meta-SpikeFormer); with per-layer taps, which need one pass, it is an
+/// error that says so; and `run` gives the same logits.
 #[test]
-fn batches_over_the_binding_limit_run_in_micro_batches() {
+fn batches_over_the_binding_limit_run_in_micro_batches_inside_forward() {
+    use spikescan::runtime::tensor::largest_allocation;
     use spikescan::{Device, DeviceOptions};
-    let name = "spikformer-imagenet-exact";
-    let io = Io::open(name);
-    let (img, s) = io.get("input");
-    // Four images: the fixture's two, twice.
-    let four: Vec<f32> = img.iter().chain(img.iter()).copied().collect();
-    let shape = [4, s[1], s[2], s[3]];
-    let whole_dev = device();
-    let want = load(&whole_dev, name)
-        .run(&whole_dev, &four, &shape)
-        .unwrap();
-    let fits = |dev: &Device, m: &Spikformer, n: usize| -> Result<(), String> {
-        let mut sh = shape;
-        sh[0] = n;
-        let x = dev.tensor_f32(&four[..n * four.len() / 4], &sh).unwrap();
-        let mut rec = dev.recorder("probe");
-        m.forward(&mut rec, &x, None)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
-    let mut tried = Vec::new();
-    for kib in [1024u64, 768, 512, 384, 256, 192, 128] {
-        let Ok(small) = Device::with_options(DeviceOptions {
-            max_binding: Some(kib << 10),
+    for name in ["spikformer-imagenet-exact", "meta-spikeformer-exact-t1"] {
+        let io = Io::open(name);
+        let (img, s) = io.get("input");
+        // Five images (an odd count): the fixture's, repeated.
+        let per = img.len() / s[0];
+        let five: Vec<f32> = img.iter().cycle().take(5 * per).copied().collect();
+        let shape = [5, s[1], s[2], s[3]];
+        let forward =
+            |dev: &Device, m: &Model, n: usize| -> (spikescan::models::Result<Vec<f32>>, u64) {
+                let mut sh = shape;
+                sh[0] = n;
+                let x = dev.tensor_f32(&five[..n * per], &sh).unwrap();
+                let (r, largest) = largest_allocation(|| {
+                    let mut rec = dev.recorder("forward");
+                    let y = m.forward(&mut rec, &x, None)?;
+                    rec.submit()?;
+                    Ok(dev.read_f32(&y)?)
+                });
+                (r, largest)
+            };
+        let whole_dev = device();
+        let whole = Model::load(&whole_dev, fixture(name)).unwrap();
+        let (want, _) = forward(&whole_dev, &whole, 5);
+        let want = want.unwrap();
+        let (logits, _) = io.get("logits");
+        assert_eq!(
+            &want[..logits.len()],
+            &logits[..],
+            "{name}: the batch of five repeats the fixture"
+        );
+        let (_, one) = forward(&whole_dev, &whole, 1);
+        let (_, all) = forward(&whole_dev, &whole, 5);
+        assert!(
+            all > 2 * one,
+            "{name}: activations grow with the batch ({one} -> {all})"
+        );
+        // Room for two images per micro-batch: three micro-batches (2, 2, 1).
+        let cap = (2 * one).div_ceil(1024) * 1024;
+        let small = Device::with_options(DeviceOptions {
+            max_binding: Some(cap),
             ..DeviceOptions::from_env()
-        }) else {
-            continue;
+        })
+        .unwrap();
+        let m = match Model::load(&small, fixture(name)) {
+            Ok(m) => m,
+            Err(e) => panic!("{name}: the weights must fit {cap}-byte bindings: {e}"),
         };
-        let Ok(Model::Spikformer(m)) = Model::load(&small, fixture(name)) else {
-            continue; // a weight no longer fits
-        };
-        match (fits(&small, &m, 1), fits(&small, &m, 4)) {
-            (Ok(()), Err(e)) => {
-                assert!(e.contains("exceeds"), "{e}");
-                let got = m.run(&small, &four, &shape).unwrap();
-                assert_eq!(
-                    got, want,
-                    "micro-batched logits ({kib} KiB bindings) differ"
-                );
-                let (logits, _) = io.get("logits");
-                assert_eq!(&got[..logits.len()], &logits[..]);
-                eprintln!("{kib} KiB bindings: 4 images in micro-batches, logits identical");
-                return;
-            }
-            (a, b) => tried.push(format!("{kib} KiB: 1 image {a:?}, 4 images {b:?}")),
+        let (got, largest) = forward(&small, &m, 5);
+        assert_eq!(
+            got.unwrap(),
+            want,
+            "{name}: micro-batched logits ({cap}-byte bindings)"
+        );
+        assert!(
+            largest <= cap,
+            "{name}: every buffer fits ({largest} > {cap})"
+        );
+        let x = small.tensor_f32(&five, &shape).unwrap();
+        let mut taps = spikescan::models::taps::Taps::default();
+        let mut rec = small.recorder("taps");
+        let e = m
+            .forward(&mut rec, &x, Some(&mut taps))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("micro-batches of 2") && e.contains("taps"),
+            "{e}"
+        );
+        drop(rec);
+        if let Model::Spikformer(sf) = &m {
+            assert_eq!(sf.run(&small, &five, &shape).unwrap(), want);
         }
+        eprintln!("{name}: {cap}-byte bindings, 5 images in micro-batches of 2, logits identical");
     }
-    panic!("no binding cap splits this batch: {tried:#?}");
 }

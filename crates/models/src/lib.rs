@@ -108,6 +108,103 @@ pub fn preset(name: &str) -> Option<Value> {
     })
 }
 
+/// Every preset name [`preset`] knows.
+pub const PRESETS: &[&str] = &[
+    "spikformer-8-384",
+    "spikformer-8-512",
+    "spikformer-8-768",
+    "spikformer-4-384-cifar10",
+    "spikformer-4-384-cifar100",
+    "meta-spikeformer-8-384",
+    "meta-spikeformer-8-512",
+    "meta-spikeformer-8-768",
+    "lmuformer-gsc",
+    "spiking-lmuformer-gsc",
+    "mamba-130m",
+    "mamba-370m",
+    "mamba-790m",
+    "mamba-1.4b",
+];
+
+/// Whether a preset's weights can be held by a device with the given limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PresetFit {
+    pub name: &'static str,
+    pub architecture: String,
+    pub parameters: u64,
+    /// The weights in f32 on the GPU.
+    pub weight_bytes: u64,
+    /// The largest tensor that must fit one binding, and its key.
+    pub largest_key: String,
+    pub largest_bytes: u64,
+    /// Vocabulary matrices (embedding, LM head) over one binding, held in row blocks.
+    pub row_blocked: Vec<String>,
+    /// Every weight fits (row-blocked vocabulary matrices included).
+    pub fits: bool,
+}
+
+/// What each preset needs of `binding_limit` (bytes, [`Device::max_binding_bytes`]): every
+/// weight but the vocabulary matrices (split into row blocks) must fit one binding. Batches,
+/// prompts and logits over one binding run in micro-batches and chunks, and every kernel fits
+/// WebGPU's default limits, so the weights decide.
+pub fn preset_fits(binding_limit: u64) -> Vec<PresetFit> {
+    PRESETS
+        .iter()
+        .filter_map(|&name| {
+            let cfg = preset(name)?;
+            let path = Path::new(name);
+            let arch = cfg
+                .get("architecture")
+                .and_then(|v| v.as_str())
+                .unwrap_or("mamba")
+                .to_string();
+            let shapes = match arch.as_str() {
+                "spikformer" => SpikformerConfig::from_json(&cfg, path)
+                    .ok()?
+                    .weight_shapes(),
+                "meta_spikeformer" => MetaSpikeformerConfig::from_json(&cfg, path)
+                    .ok()?
+                    .weight_shapes(),
+                "lmuformer" | "spiking_lmuformer" => {
+                    LmuformerConfig::from_json(&cfg, path, arch == "spiking_lmuformer")
+                        .ok()?
+                        .weight_shapes()
+                }
+                _ => MambaConfig::from_json(&cfg, path)
+                    .ok()?
+                    .weight_shapes(false),
+            };
+            let vocab = |k: &str| k.contains("embedding") || k.starts_with("lm_head");
+            let bytes = |s: &[usize]| s.iter().product::<usize>() as u64 * 4;
+            let parameters = shapes
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>() as u64)
+                .sum();
+            let (largest_key, largest_bytes) = shapes
+                .iter()
+                .filter(|(k, _)| !vocab(k))
+                .map(|(k, s)| (k.clone(), bytes(s)))
+                .max_by_key(|(_, b)| *b)
+                .unwrap_or_default();
+            let row_blocked = shapes
+                .iter()
+                .filter(|(k, s)| vocab(k) && bytes(s) > binding_limit)
+                .map(|(k, _)| k.clone())
+                .collect();
+            Some(PresetFit {
+                name,
+                architecture: arch,
+                parameters,
+                weight_bytes: parameters * 4,
+                largest_key,
+                largest_bytes,
+                row_blocked,
+                fits: largest_bytes <= binding_limit,
+            })
+        })
+        .collect()
+}
+
 /// Random weights for `shapes` (fan-in scaled uniform; BatchNorms with unit variance, zero
 /// mean and a positive bias so neurons fire), as `(key, shape, data)`: for tests and
 /// benchmarks at official shapes without the official checkpoints.
@@ -148,6 +245,117 @@ pub fn random_weights(
         .collect()
 }
 
+/// Each input shape's largest activation per image, measured once by recording a forward
+/// pass of one image (never submitted): what splits a batch into micro-batches.
+#[derive(Default)]
+pub(crate) struct MicroBatches(std::sync::Mutex<std::collections::HashMap<Vec<usize>, u64>>);
+
+impl MicroBatches {
+    /// Records `forward` over the batch `x` (`[B, …]`, one image per row), in micro-batches
+    /// when the whole batch's largest activation would not fit one storage binding (128 MiB on
+    /// WebGPU's default limits: Spikformer-8-384's first activation at 224 px, T = 4 is ~37 MiB
+    /// per image). Activations are proportional to the batch, so the micro-batch is the
+    /// binding limit over one image's largest activation. The micro-batches record into `rec`
+    /// one after another and write their rows of one output; the result equals one pass's.
+    /// `taps` keep whole-batch tensors, so with taps a batch must fit one pass.
+    pub(crate) fn forward(
+        &self,
+        rec: &mut spikescan_runtime::Recorder,
+        x: &spikescan_runtime::Tensor,
+        taps: Option<&mut taps::Taps>,
+        forward: impl Fn(
+            &mut spikescan_runtime::Recorder,
+            &spikescan_runtime::Tensor,
+            Option<&mut taps::Taps>,
+        ) -> Result<spikescan_runtime::Tensor>,
+    ) -> Result<spikescan_runtime::Tensor> {
+        let batch = x.shape().first().copied().unwrap_or(1);
+        if batch <= 1 {
+            return forward(rec, x, taps);
+        }
+        let dev = rec.device();
+        let per_image = self.per_image(dev, x, &forward)?;
+        let micro = (dev.max_binding_bytes() / per_image.max(1)).max(1) as usize;
+        if micro >= batch {
+            return forward(rec, x, taps);
+        }
+        if taps.is_some() {
+            return Err(ModelError::Input(format!(
+                "a batch of {batch} needs micro-batches of {micro} here (one image's largest \
+                 activation is {per_image} bytes, a binding holds {}), and per-layer taps need \
+                 one pass: run at most {micro} images at a time",
+                dev.max_binding_bytes()
+            )));
+        }
+        let row = x.numel() / batch;
+        let mut out: Option<spikescan_runtime::Tensor> = None;
+        let mut start = 0;
+        while start < batch {
+            let n = micro.min(batch - start);
+            let mut shape = x.shape().to_vec();
+            shape[0] = n;
+            let part = dev.alloc(&shape, x.dtype())?;
+            let es = x.dtype().size() as u64;
+            rec.copy_region(
+                x,
+                (start * row) as u64 * es,
+                &part,
+                0,
+                (n * row) as u64 * es,
+            )?;
+            let y = forward(rec, &part, None)?;
+            let o = match &out {
+                Some(o) => o.clone(),
+                None => {
+                    let mut s = y.shape().to_vec();
+                    s[0] = batch;
+                    let o = dev.alloc(&s, y.dtype())?;
+                    out = Some(o.clone());
+                    o
+                }
+            };
+            let yrow = y.numel() / n;
+            rec.copy_at(&y, &o, (start * yrow * y.dtype().size()) as u64)?;
+            start += n;
+        }
+        out.ok_or_else(|| ModelError::Input("an empty batch".into()))
+    }
+
+    fn per_image(
+        &self,
+        dev: &Device,
+        x: &spikescan_runtime::Tensor,
+        forward: &impl Fn(
+            &mut spikescan_runtime::Recorder,
+            &spikescan_runtime::Tensor,
+            Option<&mut taps::Taps>,
+        ) -> Result<spikescan_runtime::Tensor>,
+    ) -> Result<u64> {
+        let mut shape = x.shape().to_vec();
+        shape[0] = 1;
+        if let Some(&v) = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&shape).copied())
+            .as_ref()
+        {
+            return Ok(v);
+        }
+        let (probe, bytes) = spikescan_runtime::tensor::largest_allocation(|| -> Result<()> {
+            let one = dev.alloc(&shape, x.dtype())?;
+            let mut r = dev.recorder("micro-batch probe");
+            forward(&mut r, &one, None)?;
+            Ok(()) // dropped unsubmitted: nothing of it runs
+        });
+        probe?;
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(shape, bytes);
+        }
+        Ok(bytes)
+    }
+}
+
 /// Uploads a batch of images, records one forward pass with `forward`, submits and reads the
 /// logits back: the body of every image model's `run`.
 pub(crate) fn run_images(
@@ -179,10 +387,9 @@ pub(crate) fn run_images(
         rec.submit()?;
         Ok(dev.read_f32(&logits)?)
     };
-    // Micro-batches: a batch whose largest activation does not fit one storage binding (128
-    // MiB on WebGPU's default limits: Spikformer's first activation at 224 px, T = 4 is ~37 MiB
-    // per image) runs in the largest halving that fits. A recording that fails to allocate is
-    // dropped unsubmitted, so nothing of it runs.
+    // `forward` micro-batches activations itself; an input too large to upload as one tensor
+    // runs in the largest halving that fits. A recording that fails to allocate is dropped
+    // unsubmitted, so nothing of it runs.
     let mut micro = batch;
     let mut out = loop {
         match run(0, micro) {

@@ -351,6 +351,7 @@ pub struct MetaSpikeformer {
     blocks: Vec<MsBlock>,
     head: (Tensor, Tensor),
     head_kd: Option<(Tensor, Tensor)>,
+    micro: crate::MicroBatches,
 }
 
 /// The units of the network in order: `(official prefix, kind)`.
@@ -538,6 +539,7 @@ impl MetaSpikeformer {
             blocks,
             head,
             head_kd,
+            micro: crate::MicroBatches::default(),
         })
     }
 
@@ -775,14 +777,26 @@ impl MetaSpikeformer {
         }
     }
 
-    /// Logits `[B, classes]` of images `[B, C, H, W]`.
+    /// Logits `[B, classes]` of images `[B, C, H, W]`. A batch whose activations exceed one
+    /// storage binding records in micro-batches (one pass's result).
     pub fn forward(
+        &self,
+        rec: &mut Recorder,
+        img: &Tensor,
+        taps: Option<&mut Taps>,
+    ) -> Result<Tensor> {
+        self.check_input(img.shape())?;
+        self.micro.forward(rec, img, taps, |rec, x, taps| {
+            self.forward_pass(rec, x, taps)
+        })
+    }
+
+    fn forward_pass(
         &self,
         rec: &mut Recorder,
         img: &Tensor,
         mut taps: Option<&mut Taps>,
     ) -> Result<Tensor> {
-        self.check_input(img.shape())?;
         let mut x = img.clone();
         for (name, u) in Self::units() {
             x = self.unit(rec, &name, u, &x, taps.as_deref_mut())?;

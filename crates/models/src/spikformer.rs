@@ -268,6 +268,7 @@ pub struct Spikformer {
     blocks: Vec<Block>,
     head_w: Tensor,
     head_b: Tensor,
+    micro: crate::MicroBatches,
 }
 
 fn load_bn(dev: &Device, ck: &Checkpoint, prefix: &str, c: usize) -> Result<BatchNorm> {
@@ -354,6 +355,7 @@ impl Spikformer {
             blocks,
             head_w,
             head_b,
+            micro: crate::MicroBatches::default(),
         })
     }
 
@@ -570,14 +572,26 @@ impl Spikformer {
     }
 
     /// Logits `[B, classes]` of images `[B, C, H, W]` (already normalised). With `taps`,
-    /// every LIF layer's spikes are kept under the official module names.
+    /// every LIF layer's spikes are kept under the official module names. A batch whose
+    /// activations exceed one storage binding records in micro-batches (one pass's result).
     pub fn forward(
+        &self,
+        rec: &mut Recorder,
+        img: &Tensor,
+        taps: Option<&mut Taps>,
+    ) -> Result<Tensor> {
+        self.check_input(img.shape())?;
+        self.micro.forward(rec, img, taps, |rec, x, taps| {
+            self.forward_pass(rec, x, taps)
+        })
+    }
+
+    fn forward_pass(
         &self,
         rec: &mut Recorder,
         img: &Tensor,
         mut taps: Option<&mut Taps>,
     ) -> Result<Tensor> {
-        self.check_input(img.shape())?;
         let mut x = self.sps(rec, img, taps.as_deref_mut())?;
         for i in 0..self.blocks.len() {
             let [q, k, v] = self.qkv(rec, i, &x)?;

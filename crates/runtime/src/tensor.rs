@@ -156,7 +156,33 @@ fn pad4(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
 }
 
+thread_local! {
+    /// The largest buffer asked for on this thread inside [`largest_allocation`].
+    static LARGEST: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` and returns its result with the largest buffer (bytes, before pooling's size
+/// classes) that this thread asked any device for meanwhile, allowed or not. Recording a
+/// model's forward pass for one input this way gives its largest activation per input,
+/// which is how a batch is split into micro-batches that fit one storage binding.
+pub fn largest_allocation<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let outer = LARGEST.with(|l| l.replace(Some(0)));
+    let r = f();
+    let got = LARGEST.with(|l| l.replace(outer)).unwrap_or(0);
+    if let Some(o) = outer {
+        LARGEST.with(|l| l.set(Some(o.max(got))));
+    }
+    (r, got)
+}
+
 impl Device {
+    /// The largest buffer that one storage binding can hold here (the smaller of the binding
+    /// and buffer limits).
+    pub fn max_binding_bytes(&self) -> u64 {
+        let l = &self.inner.limits;
+        l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+    }
+
     /// Checks a buffer of `bytes` against the binding and buffer limits.
     pub fn check_buffer_size(&self, bytes: u64, what: &str) -> Result<()> {
         let l = &self.inner.limits;
@@ -192,6 +218,11 @@ impl Device {
         residency: Residency,
         host_write: bool,
     ) -> Result<Storage> {
+        LARGEST.with(|l| {
+            if let Some(v) = l.get() {
+                l.set(Some(v.max(min_bytes)));
+            }
+        });
         self.check_buffer_size(min_bytes, what)?;
         let exact = min_bytes.max(16).div_ceil(16) * 16;
         let class = match residency {
