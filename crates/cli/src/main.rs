@@ -328,6 +328,14 @@ fn info(all: bool) -> anyhow::Result<()> {
             "features": features,
             "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
             "max_buffer_size": l.max_buffer_size,
+            "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+            "kernel_workgroup_size": dev.wg(),
+            "presets": preset_fits(&dev).iter().map(|p| serde_json::json!({
+                "name": p.name, "architecture": p.architecture, "parameters": p.parameters,
+                "weight_bytes": p.weight_bytes, "largest_weight": p.largest_key,
+                "largest_weight_bytes": p.largest_bytes, "row_blocked": p.row_blocked,
+                "fits": p.fits,
+            })).collect::<Vec<_>>(),
         }));
         return Ok(());
     }
@@ -371,7 +379,48 @@ fn info(all: bool) -> anyhow::Result<()> {
         "          min_uniform_buffer_offset_alignment {}",
         l.min_uniform_buffer_offset_alignment
     );
+    println!(
+        "          kernels run {}-invocation workgroups{}",
+        dev.wg(),
+        if dev.wg() < 256 {
+            " (the WG128 variants)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "presets   which official models fit these limits (weights in f32; batches, prompts \
+         and logits over one binding run in micro-batches and chunks):"
+    );
+    for p in preset_fits(&dev) {
+        let blocks = if p.row_blocked.is_empty() {
+            String::new()
+        } else {
+            format!(", {} in row blocks", p.row_blocked.join(" and "))
+        };
+        let verdict = if p.fits {
+            "fits".to_string()
+        } else {
+            format!(
+                "does NOT fit: {} is {:.1} MiB, over the {:.0} MiB binding",
+                p.largest_key,
+                p.largest_bytes as f64 / 1048576.0,
+                dev.max_binding_bytes() as f64 / 1048576.0
+            )
+        };
+        println!(
+            "          {:<26} {:>7.1} M params, {:>7.1} MiB, largest weight {:>6.1} MiB{blocks}: {verdict}",
+            p.name,
+            p.parameters as f64 / 1e6,
+            p.weight_bytes as f64 / 1048576.0,
+            p.largest_bytes as f64 / 1048576.0,
+        );
+    }
     Ok(())
+}
+
+fn preset_fits(dev: &Device) -> Vec<spikescan::models::PresetFit> {
+    spikescan::models::preset_fits(dev.max_binding_bytes())
 }
 
 fn yes(b: bool) -> &'static str {

@@ -31,6 +31,57 @@ fn info_prints_adapter_backend_driver_features_and_limits() {
     }
 }
 
+/// `spikescan info` says which presets fit the adapter's limits: all of them on lavapipe's,
+/// not those whose largest weight exceeds a capped binding (the vocabulary matrices go to row
+/// blocks instead); under Dawn's compatibility limits the kernels run 128-wide.
+#[test]
+fn info_says_which_presets_fit_the_limits() {
+    let presets = |env: &[(&str, &str)]| -> serde_json::Value {
+        let (code, out, err) = spikescan(&["--json", "info"], env);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let v = presets(&[]);
+    let all = v["presets"].as_array().unwrap();
+    assert!(all.len() >= 14, "{v}");
+    assert!(all.iter().all(|p| p["fits"] == true), "{v}");
+    assert_eq!(v["kernel_workgroup_size"], 256);
+    let v = presets(&[
+        ("SPIKESCAN_MAX_BINDING", "8M"),
+        ("SPIKESCAN_LIMITS", "compat"),
+    ]);
+    assert_eq!(v["kernel_workgroup_size"], 128);
+    let get = |name: &str| {
+        v["presets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {v}"))
+            .clone()
+    };
+    // 5.1 MiB at most: fits; mamba-130m's in_proj is 9 MiB: does not; its 147 MiB embedding
+    // would be row-blocked either way.
+    assert_eq!(get("spikformer-8-384")["fits"], true);
+    let m = get("mamba-130m");
+    assert_eq!(m["fits"], false);
+    assert!(
+        m["largest_weight"]
+            .as_str()
+            .unwrap()
+            .ends_with("in_proj.weight"),
+        "{m}"
+    );
+    assert_eq!(m["row_blocked"][0], "backbone.embedding.weight");
+    let (code, out, _) = spikescan(&["info"], &[("SPIKESCAN_MAX_BINDING", "8M")]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("spikformer-8-384")
+            && out.contains("does NOT fit: backbone.layers.23.mixer.in_proj.weight"),
+        "{out}"
+    );
+}
+
 #[test]
 fn ops_prints_a_support_matrix_and_passes() {
     let (code, out, err) = spikescan(&["ops", "--filter", "rms_norm"], &[]);
