@@ -506,9 +506,14 @@ impl Device {
 
     /// Waits (at most `poll_timeout`) for all submitted work.
     pub fn wait(&self, what: &str) -> Result<()> {
+        self.wait_for(None, what)
+    }
+
+    /// Waits for one submission (and those before it) or, with `None`, for all.
+    pub(crate) fn wait_for(&self, index: Option<wgpu::SubmissionIndex>, what: &str) -> Result<()> {
         let timeout = self.inner.options.poll_timeout;
         match self.inner.device.poll(wgpu::PollType::Wait {
-            submission_index: None,
+            submission_index: index,
             timeout: Some(timeout),
         }) {
             Ok(_) => self.check(what),

@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod error;
+pub mod graph;
 pub mod harness;
 pub mod ops;
 pub mod pipeline;
@@ -15,6 +16,7 @@ pub mod tensor;
 
 pub use device::{list_adapters, AdapterSummary, Caps, Device, DeviceOptions};
 pub use error::{Result, RuntimeError};
+pub use graph::{Graph, ReadbackRing, ReplayCost};
 pub use pipeline::{PipelineKey, Shader};
 pub use profile::{format_table, OpInfo, OpTiming};
 pub use record::Recorder;

@@ -32,8 +32,10 @@ pub struct Recorder<'d> {
     chunks: Vec<(wgpu::Buffer, Vec<u8>)>,
     timestamps: Option<Timestamps>,
     wall: Vec<OpTiming>,
-    label: &'static str,
+    pub(crate) label: &'static str,
     dispatches: usize,
+    /// Capturing for a [`crate::graph::Graph`]: ops are kept, not encoded.
+    pub(crate) capture: Option<crate::graph::Capture>,
 }
 
 /// Grid for `workgroups` one-dimensional groups, folded into y past the 65,535 limit.
@@ -98,6 +100,7 @@ impl<'d> Recorder<'d> {
             wall: Vec::new(),
             label,
             dispatches: 0,
+            capture: None,
         }
     }
 
@@ -247,6 +250,18 @@ impl<'d> Recorder<'d> {
                 layout: &kernel.layout,
                 entries: &entries,
             });
+        if let Some(cap) = self.capture.as_mut() {
+            cap.hold(inputs);
+            cap.hold(outputs);
+            cap.steps.push(crate::graph::Step::Dispatch {
+                kernel,
+                bind,
+                offset,
+                groups,
+            });
+            self.dispatches += 1;
+            return Ok(());
+        }
         let profile = self.dev.profiling();
         let debug = self.dev.options().debug;
         let timed_index = match &self.timestamps {
@@ -316,8 +331,19 @@ impl<'d> Recorder<'d> {
                 ),
             ));
         }
-        self.end_pass();
         let n = src.bytes().div_ceil(4) * 4;
+        if let Some(cap) = self.capture.as_mut() {
+            cap.hold(&[src, dst]);
+            cap.steps.push(crate::graph::Step::Copy {
+                src: src.clone(),
+                src_offset: 0,
+                dst: dst.clone(),
+                dst_offset: offset,
+                bytes: n,
+            });
+            return Ok(());
+        }
+        self.end_pass();
         if n > 0 {
             self.encoder()
                 .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), offset, n);
@@ -351,6 +377,17 @@ impl<'d> Recorder<'d> {
                 ),
             ));
         }
+        if let Some(cap) = self.capture.as_mut() {
+            cap.hold(&[src, dst]);
+            cap.steps.push(crate::graph::Step::Copy {
+                src: src.clone(),
+                src_offset,
+                dst: dst.clone(),
+                dst_offset,
+                bytes,
+            });
+            return Ok(());
+        }
         self.end_pass();
         if bytes > 0 {
             self.encoder().copy_buffer_to_buffer(
@@ -362,6 +399,17 @@ impl<'d> Recorder<'d> {
             );
         }
         Ok(())
+    }
+
+    /// Writes the staged params once and hands their chunks over (for a graph, which keeps
+    /// them for its lifetime).
+    pub(crate) fn take_chunks_written(&mut self) -> Vec<wgpu::Buffer> {
+        for (buf, bytes) in &self.chunks {
+            if !bytes.is_empty() {
+                self.dev.inner.queue.write_buffer(buf, 0, bytes);
+            }
+        }
+        self.chunks.drain(..).map(|(b, _)| b).collect()
     }
 
     /// Writes the staged params and submits what was recorded so far.
@@ -391,6 +439,12 @@ impl<'d> Recorder<'d> {
     /// Submits the recording. In profiling mode this waits and stores the per-op timings
     /// on the device ([`Device::take_profile`]).
     pub fn submit(mut self) -> Result<()> {
+        if self.capture.is_some() {
+            return Err(shape_err(
+                "submit",
+                "a capturing recording is turned into a graph (into_graph), not submitted",
+            ));
+        }
         let mut resolve = None;
         if let Some(ts) = self.timestamps.take() {
             let n = ts.ops.len() as u32 * 2;

@@ -273,6 +273,52 @@ fn fewer_than_256_invocations_select_the_wg128_variants() {
     assert!(err.to_string().contains("need 128"), "{err}");
 }
 
+/// A captured graph replays what a recording would run, in place: each replay reads what
+/// the last one left (a running sum here), and the readback ring returns the results oldest
+/// first while later replays are in flight. A capturing recorder cannot be submitted.
+#[test]
+fn graphs_replay_in_place_and_the_ring_reads_back_in_order() {
+    use spikescan_runtime::ReadbackRing;
+    let d = dev();
+    let acc = d
+        .alloc_in(&[5], DType::F32, spikescan_runtime::Residency::Owned)
+        .unwrap();
+    d.write_f32(&acc, &[0.0, 1.0, 2.0, 3.0, 4.0]).unwrap();
+    let one = d.tensor_f32(&[1.0; 5], &[5]).unwrap();
+    let mut rec = d.capture("acc");
+    let sum = elementwise::add(&mut rec, &acc, &one).unwrap();
+    rec.copy(&sum, &acc).unwrap();
+    let g = rec.into_graph().unwrap();
+    assert_eq!(g.dispatches(), 1);
+    drop(sum);
+    let mut ring = ReadbackRing::new(d, 20, 3).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        if ring.in_flight() == 2 {
+            seen.push(ring.take_oldest(d).unwrap().unwrap());
+        }
+        let cost = d.replay(&[&g], Some((&acc, &mut ring))).unwrap();
+        assert_eq!((cost.dispatches, cost.submits, cost.copies), (1, 1, 2));
+    }
+    while let Some(b) = ring.take_oldest(d).unwrap() {
+        seen.push(b);
+    }
+    let firsts: Vec<f32> = seen
+        .iter()
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(firsts, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    assert_eq!(d.read_f32(&acc).unwrap(), vec![7.0, 8.0, 9.0, 10.0, 11.0]);
+    // A full ring is an error, not a hang.
+    let mut small = ReadbackRing::new(d, 20, 1).unwrap();
+    d.replay(&[&g], Some((&acc, &mut small))).unwrap();
+    let e = d.replay(&[&g], Some((&acc, &mut small))).unwrap_err();
+    assert!(e.to_string().contains("in flight"), "{e}");
+    let mut rec = d.capture("x");
+    elementwise::relu(&mut rec, &one).unwrap();
+    assert!(rec.submit().is_err());
+}
+
 #[test]
 fn an_unknown_limit_set_is_an_error_that_names_it() {
     let err = match Device::with_options(DeviceOptions {
