@@ -67,6 +67,57 @@ fn greedy_generation_matches_transformers() {
     }
 }
 
+/// The captured decoder (graphs replayed, ids kept on the GPU, two steps in flight) gives the
+/// tokens of a loop that records every step afresh and reads each id back, greedy and
+/// sampled; a greedy step is one replay of a fixed number of dispatches.
+#[test]
+fn graph_decoding_equals_a_freshly_recorded_loop() {
+    let dev = device();
+    let m = load(&dev, "mamba-ssm-untied");
+    let prompt = &ids(&io("mamba-ssm-untied"), "input_ids")[..7];
+    let reference = |s: &Sampling, n: usize| -> Vec<u32> {
+        let mut state = m.new_state(&dev, 1).unwrap();
+        let t = dev.tensor_u32(prompt, &[1, prompt.len()]).unwrap();
+        let mut rec = dev.recorder("ref prefill");
+        let mut logits = m.prefill(&mut rec, &t, &mut state, false).unwrap();
+        let mut rng = s.seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut out = prompt.to_vec();
+        for i in 0..n {
+            let next = m.pick(rec, &logits, s, &mut rng).unwrap()[0];
+            out.push(next);
+            rec = dev.recorder("ref step");
+            if i + 1 < n {
+                let t = dev.tensor_u32(&[next], &[1]).unwrap();
+                logits = m.step(&mut rec, &t, &mut state).unwrap();
+            }
+        }
+        out
+    };
+    for s in [
+        Sampling::default(),
+        Sampling {
+            temperature: 0.9,
+            top_k: 20,
+            top_p: 0.95,
+            seed: 5,
+        },
+    ] {
+        for n in [1usize, 2, 9] {
+            let got = m.generate(&dev, prompt, n, &s, |_| {}).unwrap();
+            assert_eq!(got, reference(&s, n), "{s:?}, {n} tokens");
+        }
+    }
+    let mut state = m.new_state(&dev, 3).unwrap();
+    let dec = m.decoder(&dev, &mut state).unwrap();
+    let per_layer = dec.step.dispatches() as f64 / m.config.n_layer as f64;
+    eprintln!(
+        "decoder: {} dispatches per greedy step ({per_layer:.1} per layer), {} bytes held",
+        dec.dispatches_per_step(),
+        dec.step.held_bytes() + dec.argmax.held_bytes()
+    );
+    assert!(dec.argmax.dispatches() == 1 && dec.batch == 3);
+}
+
 #[test]
 fn prompt_then_step_equals_the_full_forward() {
     let dev = device();

@@ -121,21 +121,55 @@ pub fn mamba(
                 .map(|_| run_prefill())
                 .collect::<Result<_, _>>()?,
         );
-        // Decode: one recording, one submit and one readback of the chosen ids per step.
+        // Decode, recorded per step (the old loop, for comparison): one recording (a bind
+        // group per dispatch), one submit and one blocking readback of the ids per step.
         let (mut state, mut logits, mut rec) = prefill(batch)?;
         let mut rng = 1u64;
         let mut step_times = Vec::new();
+        let mut record_us = Vec::new();
+        let mut recorded_dispatches = 0;
         for i in 0..decode_steps + 2 {
             let t1 = Instant::now();
             let next = m.pick(rec, &logits, &Sampling::default(), &mut rng)?;
+            let t2 = Instant::now();
             rec = dev.recorder("bench step");
             let ids = dev.tensor_u32(&next, &[batch])?;
             logits = m.step(&mut rec, &ids, &mut state)?;
             if i >= 2 {
                 step_times.push(t1.elapsed().as_secs_f64());
+                record_us.push(t2.elapsed().as_secs_f64() * 1e6);
             }
+            // The step, plus the pick's top-k in the same recording.
+            recorded_dispatches = rec.dispatch_count() + 1;
         }
         rec.submit()?;
+        // Decode as `generate` runs it: the captured graphs replayed, the ids kept on the GPU,
+        // two steps in flight, each id read from an asynchronous copy.
+        let (mut state, _, rec) = prefill(batch)?;
+        rec.submit()?;
+        let dec = m.decoder(dev, &mut state)?;
+        let ones: Vec<u8> = (0..batch).flat_map(|_| 1u32.to_le_bytes()).collect();
+        dev.write(&dec.ids, &ones)?;
+        let mut ring = spikescan_runtime::ReadbackRing::new(dev, 4 * batch as u64, 3)?;
+        let mut host_us = Vec::new();
+        let mut graph_times = Vec::new();
+        let mut last = Instant::now();
+        let steps = decode_steps + 2;
+        let (mut submitted, mut taken) = (0, 0);
+        while taken < steps {
+            while submitted < steps && ring.in_flight() < 2 {
+                let c = dev.replay(&[&dec.step, &dec.argmax], Some((&dec.ids, &mut ring)))?;
+                host_us.push(c.host_micros);
+                submitted += 1;
+            }
+            ring.take_oldest(dev)?;
+            taken += 1;
+            if taken > 2 {
+                graph_times.push(last.elapsed().as_secs_f64());
+            }
+            last = Instant::now();
+        }
+        let host_us: Vec<f64> = host_us.into_iter().skip(2).collect();
         out.push(Record {
             suite: "model",
             name: format!("{name} prompt"),
@@ -143,13 +177,46 @@ pub fn mamba(
             value: (batch * prompt_len) as f64 / prompt_s,
             unit: "tokens/s",
         });
-        out.push(Record {
+        let step = |what: &str, value: f64, unit: &'static str| Record {
             suite: "model",
-            name: format!("{name} decode"),
+            name: format!("{name} {what}"),
             params: format!("B={batch}"),
-            value: batch as f64 / median(step_times),
-            unit: "tokens/s",
-        });
+            value,
+            unit,
+        };
+        out.push(step(
+            "decode",
+            batch as f64 / median(graph_times),
+            "tokens/s",
+        ));
+        out.push(step(
+            "decode dispatches/step",
+            dec.dispatches_per_step() as f64,
+            "count",
+        ));
+        out.push(step("decode submits/step", 1.0, "count"));
+        out.push(step("decode blocking readbacks/step", 0.0, "count"));
+        out.push(step("decode host µs/step", median(host_us), "µs"));
+        out.push(step(
+            "decode (recorded per step)",
+            batch as f64 / median(step_times),
+            "tokens/s",
+        ));
+        out.push(step(
+            "decode (recorded per step) dispatches/step",
+            recorded_dispatches as f64,
+            "count",
+        ));
+        out.push(step(
+            "decode (recorded per step) blocking readbacks/step",
+            1.0,
+            "count",
+        ));
+        out.push(step(
+            "decode (recorded per step) host µs/step",
+            median(record_us),
+            "µs",
+        ));
         if let (Some(ceil), 0) = (layers, bi) {
             let mut st = None;
             out.extend(profiled(

@@ -19,7 +19,7 @@ use spikescan_runtime::{Device, RuntimeError};
 use thiserror::Error;
 
 pub use lmuformer::{LmuSnapshot, LmuStream, Lmuformer, LmuformerConfig};
-pub use mamba::{Mamba, MambaConfig, MambaState, Sampling};
+pub use mamba::{Mamba, MambaConfig, MambaDecoder, MambaState, Sampling};
 pub use meta_spikeformer::{HeadInput, MetaSpikeformer, MetaSpikeformerConfig};
 pub use spikformer::{Spikformer, SpikformerConfig};
 

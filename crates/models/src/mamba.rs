@@ -18,7 +18,7 @@ use spikescan_runtime::ops::selective_scan::{
     pack_scan_weights, selective_scan_into, selective_state_update, ScanLayout, ScanWeights,
 };
 use spikescan_runtime::ops::vocab::RowBlocks;
-use spikescan_runtime::{DType, Device, Recorder, Residency, Tensor};
+use spikescan_runtime::{DType, Device, Graph, ReadbackRing, Recorder, Residency, Tensor};
 
 use crate::{ModelDir, ModelError, Result};
 
@@ -524,7 +524,7 @@ impl Mamba {
             let normed = Self::pre_norm(rec, &hidden, &mut residual, &ly.norm, c.eps)?;
             let xz = Self::proj(rec, &normed, &ly.in_proj, ly.in_bias.as_ref())?; // [B·L, 2D]
             let u = dev.alloc(&[b, l, d], DType::F32)?;
-            let conv_state = dev.alloc_in(&[b, d, c.d_conv - 1], DType::F32, Residency::Owned)?;
+            let conv_state = dev.alloc(&[b, d, c.d_conv - 1], DType::F32)?;
             let cl = ConvLayout {
                 batch: b,
                 len: l,
@@ -542,14 +542,16 @@ impl Mamba {
                 &u,
                 &conv_state,
             )?;
-            state.conv[i] = conv_state;
+            // Into the state's own buffers: they stay the same for the state's lifetime, so a
+            // captured decoder (`Mamba::decoder`) stays valid across prefills.
+            rec.copy(&conv_state, &state.conv[i])?;
             let xdbl = Self::proj(rec, &u.reshape(&[b * l, d])?, &ly.x_proj, None)?; // [B·L, R + 2N]
             let dt = dev.alloc(&[b * l, d], DType::F32)?;
             let g = Self::dt_gemm(b * l, d, r, n);
             gemm_into(rec, &g, &xdbl, &ly.dt_proj, None, &dt)?;
             let sl = Self::scan_layout(b, l, d, n, r);
             let y = dev.alloc(&[b, l, d], DType::F32)?;
-            let h = dev.alloc_in(&[b, d, n], DType::F32, Residency::Owned)?;
+            let h = dev.alloc(&[b, d, n], DType::F32)?;
             let sw = ScanWeights { packed: &ly.scan };
             selective_scan_into(
                 rec,
@@ -563,7 +565,7 @@ impl Mamba {
                 &y,
                 &h,
             )?;
-            state.ssm[i] = h;
+            rec.copy(&h, &state.ssm[i])?;
             hidden = Self::proj(
                 rec,
                 &y.reshape(&[b * l, d])?,
@@ -731,9 +733,35 @@ impl Mamba {
             .collect())
     }
 
+    /// The decode step of `state`'s batch captured as graphs (see [`MambaDecoder`]): bind
+    /// groups, parameters and pipelines built once, replayed every token.
+    pub fn decoder(&self, dev: &Device, state: &mut MambaState) -> Result<MambaDecoder> {
+        let b = state.batch;
+        let ids = dev.alloc_in(&[b], DType::U32, Residency::Owned)?;
+        let mut rec = dev.capture("mamba step");
+        let logits = self.step(&mut rec, &ids, state)?;
+        let step = rec.into_graph()?;
+        let v = self.config.vocab_size.min(logits.dim(-1));
+        let best = dev.alloc_in(&[b, 1], DType::F32, Residency::Owned)?;
+        let mut rec = dev.capture("mamba argmax");
+        topk_prefix_into(&mut rec, &logits, v, 1, &ids.reshape(&[b, 1])?, &best)?;
+        let argmax = rec.into_graph()?;
+        Ok(MambaDecoder {
+            step,
+            argmax,
+            ids,
+            logits,
+            batch: b,
+        })
+    }
+
     /// Generates up to `max_new` tokens after `prompt` (one sequence): the prompt through the
-    /// parallel scan, then one recording and one submit per token from the GPU-resident
-    /// state. `on_token` sees each token as it is produced. Returns prompt + new tokens.
+    /// parallel scan, then the captured decode step ([`Mamba::decoder`]) once per token.
+    /// Greedy decoding keeps the token ids on the GPU (the argmax writes the id the next
+    /// step's embedding gather reads) with two steps in flight: the host reads token t from
+    /// an asynchronous copy while step t + 1 runs. Sampling reads the top-k candidates back
+    /// each step and writes the chosen id. `on_token` sees each token as it is produced.
+    /// Returns prompt + new tokens.
     pub fn generate(
         &self,
         dev: &Device,
@@ -743,24 +771,71 @@ impl Mamba {
         mut on_token: impl FnMut(u32),
     ) -> Result<Vec<u32>> {
         self.check_ids(prompt)?;
-        let mut state = self.new_state(dev, 1)?;
-        let ids = dev.tensor_u32(prompt, &[1, prompt.len()])?;
-        let mut rng = s.seed ^ 0x9E37_79B9_7F4A_7C15;
         let mut out = prompt.to_vec();
+        if max_new == 0 {
+            return Ok(out);
+        }
+        let mut state = self.new_state(dev, 1)?;
+        let dec = self.decoder(dev, &mut state)?;
+        let ids = dev.tensor_u32(prompt, &[1, prompt.len()])?;
         let mut rec = dev.recorder("mamba prefill");
-        let mut logits = self.prefill(&mut rec, &ids, &mut state, false)?;
-        for produced in 0..max_new {
-            let next = self.pick(rec, &logits, s, &mut rng)?[0];
+        let logits = self.prefill(&mut rec, &ids, &mut state, false)?;
+        if s.temperature > 0.0 {
+            let mut rng = s.seed ^ 0x9E37_79B9_7F4A_7C15;
+            let mut next = self.pick(rec, &logits, s, &mut rng)?[0];
+            for produced in 0..max_new {
+                out.push(next);
+                on_token(next);
+                if produced + 1 == max_new {
+                    break;
+                }
+                dev.write(&dec.ids, &next.to_le_bytes())?;
+                dev.replay(&[&dec.step], None)?;
+                next = self.pick(dev.recorder("mamba pick"), &dec.logits, s, &mut rng)?[0];
+            }
+            return Ok(out);
+        }
+        // Greedy: the prompt's argmax into the decoder's ids, then replays.
+        let v = self.config.vocab_size.min(logits.dim(-1));
+        let best = dev.alloc(&[1, 1], DType::F32)?;
+        topk_prefix_into(&mut rec, &logits, v, 1, &dec.ids.reshape(&[1, 1])?, &best)?;
+        rec.submit()?;
+        let mut ring = ReadbackRing::new(dev, 4, 3)?;
+        dev.replay(&[], Some((&dec.ids, &mut ring)))?;
+        let mut submitted = 1;
+        loop {
+            while submitted < max_new && ring.in_flight() < 2 {
+                dev.replay(&[&dec.step, &dec.argmax], Some((&dec.ids, &mut ring)))?;
+                submitted += 1;
+            }
+            let Some(bytes) = ring.take_oldest(dev)? else {
+                break;
+            };
+            let next = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
             out.push(next);
             on_token(next);
-            if produced + 1 == max_new {
-                break;
-            }
-            rec = dev.recorder("mamba step");
-            let t = dev.tensor_u32(&[next], &[1])?;
-            logits = self.step(&mut rec, &t, &mut state)?;
         }
         Ok(out)
+    }
+}
+
+/// One sequence batch's decode step captured for replay ([`Mamba::decoder`]): the step graph
+/// reads the ids in [`MambaDecoder::ids`] (`[B]` u32) and the state it was captured for, and
+/// writes [`MambaDecoder::logits`] (`[B, V]`); the argmax graph writes each row's best id
+/// back into `ids`, so replaying both advances greedy decoding without the host. The graphs
+/// keep the state's buffers: `restore` and `copy_slot`, which copy into them, stay valid.
+pub struct MambaDecoder {
+    pub step: Graph,
+    pub argmax: Graph,
+    pub ids: Tensor,
+    pub logits: Tensor,
+    pub batch: usize,
+}
+
+impl MambaDecoder {
+    /// Dispatches of one greedy step (the step and the argmax).
+    pub fn dispatches_per_step(&self) -> usize {
+        self.step.dispatches() + self.argmax.dispatches()
     }
 }
 
