@@ -52,12 +52,13 @@ const TK: u32 = 16u;
 // 256 invocations, 8 x 4 with 128).
 const TY: u32 = WG / 16u;
 const RM: u32 = TM / TY;
-// Rows of the shared tiles are padded by one: the loads store consecutive k of one row from
-// consecutive invocations, which a stride of 64 would put in one memory bank.
-const TP: u32 = TM + 1u;
+// Rows of the shared tiles are padded by two: the loads store k = 0..15 of rows r and r + 1
+// from 32 consecutive invocations; a stride of 64 puts each row's 16 in one memory bank, 65
+// still pairs them, 66 spreads the 32 over all banks (bank = (2k + r) mod 32).
+const TP: u32 = TM + 2u;
 
-var<workgroup> xs: array<f32, 1040>; // [TK][TP]
-var<workgroup> ws: array<f32, 1040>; // [TK][TP]
+var<workgroup> xs: array<f32, 1056>; // [TK][TP]
+var<workgroup> ws: array<f32, 1056>; // [TK][TP]
 
 @compute @workgroup_size(WG)
 fn matmul(ids: Ids, wg: Wg) {

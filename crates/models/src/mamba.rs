@@ -738,12 +738,12 @@ impl Mamba {
     pub fn decoder(&self, dev: &Device, state: &mut MambaState) -> Result<MambaDecoder> {
         let b = state.batch;
         let ids = dev.alloc_in(&[b], DType::U32, Residency::Owned)?;
-        let mut rec = dev.capture("mamba step");
+        let mut rec = dev.capture("mamba step")?;
         let logits = self.step(&mut rec, &ids, state)?;
         let step = rec.into_graph()?;
         let v = self.config.vocab_size.min(logits.dim(-1));
         let best = dev.alloc_in(&[b, 1], DType::F32, Residency::Owned)?;
-        let mut rec = dev.capture("mamba argmax");
+        let mut rec = dev.capture("mamba argmax")?;
         topk_prefix_into(&mut rec, &logits, v, 1, &ids.reshape(&[b, 1])?, &best)?;
         let argmax = rec.into_graph()?;
         Ok(MambaDecoder {

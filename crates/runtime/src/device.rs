@@ -357,7 +357,7 @@ impl Device {
         };
         // Kernels index elements in u32: a binding of at most 4 GiB holds < 2^30 four-byte
         // elements, so no index (nor `index + WG`) can wrap. Metal reports its whole buffer
-        // size (tens of GiB on unified memory); Vulkan and DX12 already report at most 2 GiB.
+        // size (tens of GiB on unified memory); wgpu caps Vulkan and DX12 at 2 GiB.
         limits.max_storage_buffer_binding_size = limits
             .max_storage_buffer_binding_size
             .min(MAX_BINDING_BYTES);
@@ -507,6 +507,15 @@ impl Device {
     /// Waits (at most `poll_timeout`) for all submitted work.
     pub fn wait(&self, what: &str) -> Result<()> {
         self.wait_for(None, what)
+    }
+
+    /// Recordings open on this device (any thread).
+    pub(crate) fn open_recordings(&self) -> usize {
+        self.inner
+            .pool
+            .lock()
+            .map(|p| p.open_recordings())
+            .unwrap_or(0)
     }
 
     /// Waits for one submission (and those before it) or, with `None`, for all.

@@ -81,6 +81,8 @@ pub struct ReplayCost {
     pub submits: usize,
     /// Host time spent encoding and submitting (the GPU is not waited for).
     pub host_micros: f64,
+    /// Of which in `queue.submit` (a driver may block there, e.g. on a full queue).
+    pub submit_micros: f64,
 }
 
 impl Graph {
@@ -143,10 +145,20 @@ impl Device {
     /// Starts a capturing recording: ops recorded into it build their bind groups and stage
     /// their parameters as usual but are kept, not encoded; [`Recorder::into_graph`] turns
     /// them into a [`Graph`]. Nothing runs until the graph is replayed.
-    pub fn capture(&self, label: &'static str) -> Recorder<'_> {
+    ///
+    /// Refused while another recording is open: the pool may hand a capture a buffer that
+    /// recording still reads, which is safe only for work submitted after it, and a graph
+    /// can be replayed before that recording is submitted.
+    pub fn capture(&self, label: &'static str) -> Result<Recorder<'_>> {
+        if self.open_recordings() > 0 {
+            return Err(shape_err(
+                "graph",
+                "capture while another recording is open (submit or drop it first)",
+            ));
+        }
         let mut r = Recorder::new(self, label);
         r.capture = Some(Capture::default());
-        r
+        Ok(r)
     }
 
     /// Replays `graphs` in order in one command buffer and one submit; with `readback`, the
@@ -176,10 +188,13 @@ impl Device {
         let mut slot = None;
         if let Some((t, ring)) = readback {
             let i = ring.claim(self, t)?;
-            enc.copy_buffer_to_buffer(t.buffer(), 0, &ring.slots[i].buffer, 0, ring.bytes);
+            let n = t.bytes().div_ceil(4) * 4;
+            enc.copy_buffer_to_buffer(t.buffer(), 0, &ring.slots[i].buffer, 0, n);
+            ring.slots[i].len = t.bytes();
             cost.copies += 1;
             slot = Some((ring, i));
         }
+        let t1 = Instant::now();
         let index = self.scoped(
             || "submitting a graph replay".into(),
             || self.inner.queue.submit([enc.finish()]),
@@ -187,6 +202,7 @@ impl Device {
         if let Some((ring, i)) = slot {
             ring.map(i, index);
         }
+        cost.submit_micros = t1.elapsed().as_secs_f64() * 1e6;
         cost.host_micros = t0.elapsed().as_secs_f64() * 1e6;
         Ok(cost)
     }
@@ -223,6 +239,8 @@ struct Slot {
     index: Option<wgpu::SubmissionIndex>,
     /// Order of submission (for `take_oldest`).
     seq: u64,
+    /// Bytes copied in.
+    len: u64,
 }
 
 /// A few mappable buffers that small results (the next token ids) are copied into as part of
@@ -249,6 +267,7 @@ impl ReadbackRing {
                 pending: None,
                 index: None,
                 seq: 0,
+                len: 0,
             })
             .collect();
         Ok(Self {
@@ -303,6 +322,29 @@ impl ReadbackRing {
         self.next_seq += 1;
     }
 
+    fn wait_mapped(&self, dev: &Device, i: usize) -> Result<()> {
+        let slot = &self.slots[i];
+        let flag = slot.pending.as_ref().expect("pending");
+        let deadline = Instant::now() + dev.options().poll_timeout;
+        let r = loop {
+            if let Some(r) = flag.lock().ok().and_then(|mut s| s.take()) {
+                break r;
+            }
+            if Instant::now() > deadline {
+                return Err(RuntimeError::Timeout {
+                    what: "a readback ring slot".into(),
+                    seconds: dev.options().poll_timeout.as_secs_f64(),
+                });
+            }
+            // Waits for this slot's submission only: later ones keep the GPU busy.
+            dev.wait_for(slot.index.clone(), "a readback ring slot")?;
+        };
+        r.map_err(|e| RuntimeError::Validation {
+            context: "mapping a readback ring slot".into(),
+            message: e.to_string(),
+        })
+    }
+
     /// The oldest result in flight, waiting for the GPU to finish it (`None`: nothing in
     /// flight). Later submissions keep running meanwhile.
     pub fn take_oldest(&mut self, dev: &Device) -> Result<Option<Vec<u8>>> {
@@ -316,36 +358,24 @@ impl ReadbackRing {
         else {
             return Ok(None);
         };
-        let flag = self.slots[i].pending.take().expect("pending");
-        let index = self.slots[i].index.take();
-        let deadline = Instant::now() + dev.options().poll_timeout;
-        let r = loop {
-            if let Some(r) = flag.lock().ok().and_then(|mut s| s.take()) {
-                break r;
-            }
-            if Instant::now() > deadline {
-                return Err(RuntimeError::Timeout {
-                    what: "a readback ring slot".into(),
-                    seconds: dev.options().poll_timeout.as_secs_f64(),
-                });
-            }
-            // Waits for this slot's submission only: later ones keep the GPU busy.
-            dev.wait_for(index.clone(), "a readback ring slot")?;
-        };
-        r.map_err(|e| RuntimeError::Validation {
-            context: "mapping a readback ring slot".into(),
-            message: e.to_string(),
-        })?;
-        let buf = &self.slots[i].buffer;
-        let out = buf
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| RuntimeError::Validation {
-                context: "reading a readback ring slot".into(),
-                message: e.to_string(),
-            })?
-            .to_vec();
-        buf.unmap();
+        let r = self.wait_mapped(dev, i);
+        let slot = &mut self.slots[i];
+        slot.pending = None;
+        slot.index = None;
+        let out = r.and_then(|()| {
+            slot.buffer
+                .slice(..)
+                .get_mapped_range()
+                .map(|v| v[..slot.len as usize].to_vec())
+                .map_err(|e| RuntimeError::Validation {
+                    context: "reading a readback ring slot".into(),
+                    message: e.to_string(),
+                })
+        });
+        // Unmapping also cancels a map still pending after an error: the slot is reusable
+        // either way.
+        slot.buffer.unmap();
+        let out = out?;
         Ok(Some(out))
     }
 }

@@ -68,6 +68,9 @@ impl BufferPool {
                 .for_each(|f| f.host_ok = true);
         }
     }
+    pub(crate) fn open_recordings(&self) -> usize {
+        self.open_recordings
+    }
     pub(crate) fn free_bytes(&self) -> u64 {
         self.free_bytes
     }

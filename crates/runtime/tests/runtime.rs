@@ -285,7 +285,7 @@ fn graphs_replay_in_place_and_the_ring_reads_back_in_order() {
         .unwrap();
     d.write_f32(&acc, &[0.0, 1.0, 2.0, 3.0, 4.0]).unwrap();
     let one = d.tensor_f32(&[1.0; 5], &[5]).unwrap();
-    let mut rec = d.capture("acc");
+    let mut rec = d.capture("acc").unwrap();
     let sum = elementwise::add(&mut rec, &acc, &one).unwrap();
     rec.copy(&sum, &acc).unwrap();
     let g = rec.into_graph().unwrap();
@@ -314,7 +314,7 @@ fn graphs_replay_in_place_and_the_ring_reads_back_in_order() {
     d.replay(&[&g], Some((&acc, &mut small))).unwrap();
     let e = d.replay(&[&g], Some((&acc, &mut small))).unwrap_err();
     assert!(e.to_string().contains("in flight"), "{e}");
-    let mut rec = d.capture("x");
+    let mut rec = d.capture("x").unwrap();
     elementwise::relu(&mut rec, &one).unwrap();
     assert!(rec.submit().is_err());
 }

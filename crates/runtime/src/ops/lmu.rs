@@ -319,6 +319,13 @@ pub fn memory_chunked_into(
     }
     let ch = mats.chunked(rec.device(), c)?;
     let carry = rec.device().alloc(&[chunks - 1, b, m], DType::F32)?;
+    // One workgroup per batch entry along x (the kernel reads `wid.x`).
+    if b > 65_535 {
+        return Err(shape_err(
+            "lmu_carry",
+            format!("batch {b} exceeds 65,535 (one workgroup per sequence)"),
+        ));
+    }
     let key = PipelineKey::new(Shader::Lmu, "memory_carry", 2, 1);
     rec.dispatch(
         &key,

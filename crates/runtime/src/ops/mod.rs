@@ -28,7 +28,8 @@ use crate::tensor::{DType, Tensor};
 
 /// Grid for one invocation per element with `wg`-wide workgroups ([`crate::Device::wg`]).
 pub(crate) fn grid_elems(wg: u32, n: usize) -> [u32; 3] {
-    grid_1d(n.div_ceil(wg as usize) as u32)
+    // Saturates rather than truncating: a grid that large is refused by the dispatch.
+    grid_1d(u32::try_from(n.div_ceil(wg as usize)).unwrap_or(u32::MAX))
 }
 
 /// Grid for one workgroup per row.
