@@ -731,6 +731,48 @@ impl Mamba {
             .collect())
     }
 
+    /// Starts generating after `prompt` (one sequence): a fresh state and the sampler's
+    /// seed; [`Mamba::next_token`] then produces one token at a time.
+    pub fn start_generation(
+        &self,
+        dev: &Device,
+        prompt: &[u32],
+        s: &Sampling,
+    ) -> Result<Generation> {
+        self.check_ids(prompt)?;
+        Ok(Generation {
+            state: self.new_state(dev, 1)?,
+            sampling: *s,
+            rng: s.seed ^ 0x9E37_79B9_7F4A_7C15,
+            pending: prompt.to_vec(),
+            started: false,
+        })
+    }
+
+    /// The next token of `g`: the first call runs the prompt through the parallel scan, each
+    /// later one is one recording and one submit from the GPU-resident state.
+    pub fn next_token(&self, dev: &Device, g: &mut Generation) -> Result<u32> {
+        let logits_of = |rec: &mut Recorder, g: &mut Generation| -> Result<Tensor> {
+            if g.started {
+                let t = dev.tensor_u32(&g.pending, &[1])?;
+                self.step(rec, &t, &mut g.state)
+            } else {
+                let ids = dev.tensor_u32(&g.pending, &[1, g.pending.len()])?;
+                self.prefill(rec, &ids, &mut g.state, false)
+            }
+        };
+        let mut rec = dev.recorder(if g.started {
+            "mamba step"
+        } else {
+            "mamba prefill"
+        });
+        let logits = logits_of(&mut rec, g)?;
+        let next = self.pick(rec, &logits, &g.sampling, &mut g.rng)?[0];
+        g.pending = vec![next];
+        g.started = true;
+        Ok(next)
+    }
+
     /// Generates up to `max_new` tokens after `prompt` (one sequence): the prompt through the
     /// parallel scan, then one recording and one submit per token from the GPU-resident
     /// state. `on_token` sees each token as it is produced. Returns prompt + new tokens.
@@ -742,26 +784,25 @@ impl Mamba {
         s: &Sampling,
         mut on_token: impl FnMut(u32),
     ) -> Result<Vec<u32>> {
-        self.check_ids(prompt)?;
-        let mut state = self.new_state(dev, 1)?;
-        let ids = dev.tensor_u32(prompt, &[1, prompt.len()])?;
-        let mut rng = s.seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut g = self.start_generation(dev, prompt, s)?;
         let mut out = prompt.to_vec();
-        let mut rec = dev.recorder("mamba prefill");
-        let mut logits = self.prefill(&mut rec, &ids, &mut state, false)?;
-        for produced in 0..max_new {
-            let next = self.pick(rec, &logits, s, &mut rng)?[0];
+        for _ in 0..max_new {
+            let next = self.next_token(dev, &mut g)?;
             out.push(next);
             on_token(next);
-            if produced + 1 == max_new {
-                break;
-            }
-            rec = dev.recorder("mamba step");
-            let t = dev.tensor_u32(&[next], &[1])?;
-            logits = self.step(&mut rec, &t, &mut state)?;
         }
         Ok(out)
     }
+}
+
+/// A generation in progress (one sequence): its state, the sampler's RNG and the tokens not
+/// yet run (the prompt, then the last token picked).
+pub struct Generation {
+    state: MambaState,
+    sampling: Sampling,
+    rng: u64,
+    pending: Vec<u32>,
+    started: bool,
 }
 
 /// Samples one id from top-k candidates (sorted best first) with temperature and top-p.
