@@ -36,9 +36,16 @@ pyo3::import_exception!(spikescan.errors, DTypeError);
 pyo3::import_exception!(spikescan.errors, DeviceError);
 pyo3::import_exception!(spikescan.errors, InternalError);
 
-/// A library error as the Python exception of its kind, with the library's message.
+/// A library error as the Python exception of its kind, with the message the CLI prints
+/// (the error, then each source after ": ").
 fn py_err(e: ModelError) -> PyErr {
-    let msg = e.to_string();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
     match e {
         ModelError::NoDirectory(_) => ModelNotFoundError::new_err(msg),
         ModelError::Config { .. } | ModelError::UnknownArchitecture { .. } => {
@@ -228,9 +235,7 @@ impl Inner {
 
 /// Host values of a float32 array, borrowed when it is C-contiguous (no copy), else copied
 /// once in logical order; the shape with it.
-fn f32_input<'a>(
-    arr: &'a numpy::PyReadonlyArrayDyn<'_, f32>,
-) -> (Cow<'a, [f32]>, Vec<usize>) {
+fn f32_input<'a>(arr: &'a numpy::PyReadonlyArrayDyn<'_, f32>) -> (Cow<'a, [f32]>, Vec<usize>) {
     let shape = arr.shape().to_vec();
     match arr.as_slice() {
         Ok(s) => (Cow::Borrowed(s), shape),
@@ -1016,7 +1021,9 @@ impl Stream {
             (m.config.num_classes, self.cell.borrow_dependent().streams())
         };
         let outs = gpu_m(py, || self.cell.with_dependent_mut(|_, st| st.finish()))?;
-        outs.into_iter().map(|v| array_out(py, v, &[s, k])).collect()
+        outs.into_iter()
+            .map(|v| array_out(py, v, &[s, k]))
+            .collect()
     }
 
     /// Frames pushed so far, and predictions emitted.

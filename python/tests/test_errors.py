@@ -93,7 +93,10 @@ def test_wrong_dtypes():
     assert "integer" in str(e.value)
     with pytest.raises(spikescan.InputError):
         spikescan.load(DIGITS, dtype="f16")
+    with pytest.raises(spikescan.InputError):
+        spikescan.load(DIGITS, dtype=np.float16)
     assert spikescan.load(DIGITS, dtype="f32").architecture == "spikformer"
+    assert spikescan.load(DIGITS, dtype=np.float32).architecture == "spikformer"
 
 
 def test_token_ids_out_of_range(cli, tmp_path):
