@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use spikescan::loader::Checkpoint;
+use spikescan::models::input::{missing, open_input};
 use spikescan::models::taps::Taps;
-use spikescan::models::{vision, Model, ModelDir};
+use spikescan::models::{Model, ModelDir};
 use spikescan::Device;
 
 pub struct RunArgs {
@@ -18,54 +18,9 @@ pub struct RunArgs {
     pub all_seq: bool,
 }
 
-fn is_image(p: &Path) -> bool {
-    matches!(
-        p.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref(),
-        Some("png" | "jpg" | "jpeg")
-    )
-}
-
-fn open_input(path: &Path) -> anyhow::Result<Checkpoint> {
-    if !path.exists() {
-        bail!("input file {} does not exist", path.display());
-    }
-    Ok(Checkpoint::open(path)?)
-}
-
-fn missing(path: &Path, ck: &Checkpoint, name: &str, what: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{} has no tensor named '{name}' (found: {}); {what}",
-        path.display(),
-        ck.keys().collect::<Vec<_>>().join(", ")
-    )
-}
-
 /// Images: a safetensors `input` or a PNG/JPEG preprocessed for the model.
 fn read_images(args: &RunArgs, model: &Model) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
-    let spec = model.image_spec().context("not an image model")?;
-    if is_image(&args.input) {
-        let v = vision::load_image(&args.input, spec.height, spec.width, spec.crop_pct)?;
-        return Ok((v, vec![1, 3, spec.height, spec.width]));
-    }
-    let ck = open_input(&args.input)?;
-    let shape = ck.shape("input").map(|s| s.to_vec()).ok_or_else(|| {
-        missing(
-            &args.input,
-            &ck,
-            "input",
-            "give the images as f32 [B, C, H, W] under 'input', or a PNG/JPEG file",
-        )
-    })?;
-    Ok((ck.f32_any("input")?, shape))
-}
-
-fn is_wav(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+    Ok(spikescan::models::input::read_images(&args.input, model)?)
 }
 
 /// Features for an LMUFormer: a 16 kHz WAV (fbank, `[1, seq_len, mel]`) or a safetensors
@@ -74,31 +29,13 @@ pub fn read_features(
     path: &Path,
     m: &spikescan::models::Lmuformer,
 ) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
-    let c = &m.config;
-    if is_wav(path) {
-        if !path.exists() {
-            bail!("input file {} does not exist", path.display());
-        }
-        let x = spikescan::models::audio::wav_to_features(path, c.seq_len, c.in_channels)?;
-        return Ok((x, vec![1, c.seq_len, c.in_channels]));
-    }
-    let ck = open_input(path)?;
-    let shape = ck.shape("input").map(|s| s.to_vec()).ok_or_else(|| {
-        missing(
-            path,
-            &ck,
-            "input",
-            "give normalised fbank features as f32 [B, frames, mel] under 'input', or a 16 kHz WAV file",
-        )
-    })?;
-    Ok((ck.f32_any("input")?, shape))
+    Ok(spikescan::models::input::read_features(path, m)?)
 }
 
 /// Prints the top classes of each row of `logits` (`k` wide).
 fn print_top(logits: &[f32], k: usize, top: usize, names: Option<&[String]>, what: &str) {
     for (i, row) in logits.chunks(k).enumerate() {
-        let mut order: Vec<usize> = (0..k).collect();
-        order.sort_by(|&a, &c| row[c].total_cmp(&row[a]));
+        let order = spikescan::models::top_classes(row, top);
         let name = |j: usize| {
             names
                 .and_then(|n| n.get(j))
@@ -108,14 +45,13 @@ fn print_top(logits: &[f32], k: usize, top: usize, names: Option<&[String]>, wha
         if crate::ui::json() {
             let best: Vec<_> = order
                 .iter()
-                .take(top.min(k))
                 .map(|&j| serde_json::json!({"class": j, "label": name(j), "logit": row[j]}))
                 .collect();
             crate::ui::emit(serde_json::json!({ what: i, "top": best }));
             continue;
         }
         println!("{what} {i}:");
-        for &j in order.iter().take(top.min(k)) {
+        for &j in &order {
             println!("  {j:>5} {:>10.4}  {}", row[j], name(j));
         }
     }
@@ -174,9 +110,7 @@ fn check_len(args: &RunArgs, model: &Model, data: &[f32], shape: &[usize]) -> an
 }
 
 pub fn labels(dir: &Path) -> Option<Vec<String>> {
-    std::fs::read_to_string(dir.join("labels.txt"))
-        .ok()
-        .map(|t| t.lines().map(str::to_string).collect())
+    spikescan::models::labels(dir)
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -301,15 +235,8 @@ fn print_stats(
     shape: &[usize],
     t: usize,
 ) -> anyhow::Result<()> {
-    let spikes = taps.read(dev)?;
     // Image models: costs per time step (t of them); LMUFormer: per frame (t = frames).
-    let (fed, first) = if shape.len() == 4 {
-        model.synaptic_costs(shape[2], shape[3])
-    } else {
-        let (fed, first) = model.synaptic_costs(0, 0);
-        (fed, first * t as u64)
-    };
-    let t = t as f64;
+    let st = spikescan::models::stats::stats(dev, model, taps, shape, t)?;
     let json = crate::ui::json();
     if !json {
         println!(
@@ -317,31 +244,31 @@ fn print_stats(
             "LIF layer", "firing rate", "SOPs/sample (M)"
         );
     }
-    let mut sops = 0.0;
-    for (name, s) in &spikes {
-        let rate = s.iter().map(|&v| v as f64).sum::<f64>() / s.len().max(1) as f64;
-        let macs = fed.iter().find(|(n, _)| n == name).map_or(0, |(_, m)| *m) as f64;
-        let sop = rate * t * macs;
-        sops += sop;
+    for l in &st.layers {
         if json {
-            crate::ui::emit(serde_json::json!({"layer": name, "firing_rate": rate, "sops": sop}));
+            crate::ui::emit(
+                serde_json::json!({"layer": l.layer, "firing_rate": l.firing_rate, "sops": l.sops}),
+            );
         } else {
-            println!("{name:<30} {rate:>12.4} {:>16.3}", sop / 1e6);
+            println!(
+                "{:<30} {:>12.4} {:>16.3}",
+                l.layer,
+                l.firing_rate,
+                l.sops / 1e6
+            );
         }
     }
-    let first = first as f64;
-    let energy_mj = (4.6 * first + 0.9 * sops) * 1e-9;
     if json {
         crate::ui::emit(serde_json::json!({
-            "first_layer_macs": first, "sops": sops, "energy_mj": energy_mj
+            "first_layer_macs": st.first_layer_macs, "sops": st.sops, "energy_mj": st.energy_mj
         }));
         return Ok(());
     }
     println!(
         "first layer (dense): {:.3} M MACs x 4.6 pJ; spiking layers: {:.3} M SOPs x 0.9 pJ",
-        first / 1e6,
-        sops / 1e6
+        st.first_layer_macs / 1e6,
+        st.sops / 1e6
     );
-    println!("energy estimate: {energy_mj:.4} mJ per sample");
+    println!("energy estimate: {:.4} mJ per sample", st.energy_mj);
     Ok(())
 }

@@ -4,10 +4,12 @@
 
 pub mod audio;
 pub mod eval;
+pub mod input;
 pub mod lmuformer;
 pub mod mamba;
 pub mod meta_spikeformer;
 pub mod spikformer;
+pub mod stats;
 pub mod taps;
 pub mod vision;
 
@@ -19,7 +21,7 @@ use spikescan_runtime::{Device, RuntimeError};
 use thiserror::Error;
 
 pub use lmuformer::{LmuSnapshot, LmuStream, Lmuformer, LmuformerConfig};
-pub use mamba::{Mamba, MambaConfig, MambaDecoder, MambaState, Sampling};
+pub use mamba::{Generation, Mamba, MambaConfig, MambaDecoder, MambaState, Sampling};
 pub use meta_spikeformer::{HeadInput, MetaSpikeformer, MetaSpikeformerConfig};
 pub use spikformer::{Spikformer, SpikformerConfig};
 
@@ -409,6 +411,21 @@ pub(crate) fn run_images(
     Ok(out)
 }
 
+/// Class names from `labels.txt` in a model directory (one a line), if it has one.
+pub fn labels(dir: &Path) -> Option<Vec<String>> {
+    std::fs::read_to_string(dir.join("labels.txt"))
+        .ok()
+        .map(|t| t.lines().map(str::to_string).collect())
+}
+
+/// The indices of `row`'s `n` largest entries, largest first (ties in index order).
+pub fn top_classes(row: &[f32], n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &c| row[c].total_cmp(&row[a]));
+    order.truncate(n);
+    order
+}
+
 /// A model directory: its config and its checkpoint.
 pub struct ModelDir {
     pub path: PathBuf,
@@ -644,5 +661,14 @@ impl Model {
                 known: ARCHITECTURES.join(", "),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn top_classes_are_largest_first_with_ties_in_index_order() {
+        assert_eq!(super::top_classes(&[0.5, 2.0, 0.5, -1.0], 3), vec![1, 0, 2]);
+        assert_eq!(super::top_classes(&[1.0, 3.0], 5), vec![1, 0]);
     }
 }

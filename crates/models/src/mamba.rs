@@ -734,7 +734,8 @@ impl Mamba {
     }
 
     /// The decode step of `state`'s batch captured as graphs (see [`MambaDecoder`]): bind
-    /// groups, parameters and pipelines built once, replayed every token.
+    /// groups, parameters and pipelines built once, replayed every token. Capture needs no
+    /// other recording open on the device.
     pub fn decoder(&self, dev: &Device, state: &mut MambaState) -> Result<MambaDecoder> {
         let b = state.batch;
         let ids = dev.alloc_in(&[b], DType::U32, Residency::Owned)?;
@@ -755,13 +756,92 @@ impl Mamba {
         })
     }
 
-    /// Generates up to `max_new` tokens after `prompt` (one sequence): the prompt through the
-    /// parallel scan, then the captured decode step ([`Mamba::decoder`]) once per token.
-    /// Greedy decoding keeps the token ids on the GPU (the argmax writes the id the next
-    /// step's embedding gather reads) with two steps in flight: the host reads token t from
-    /// an asynchronous copy while step t + 1 runs. Sampling reads the top-k candidates back
-    /// each step and writes the chosen id. `on_token` sees each token as it is produced.
-    /// Returns prompt + new tokens.
+    /// Starts generating after `prompt` (one sequence): a fresh state, its captured decoder
+    /// and the sampler's seed; [`Mamba::next_token`] then produces one token at a time.
+    /// `max_new` bounds how far greedy decoding may run ahead of the tokens taken (None: one
+    /// step ahead, without bound).
+    pub fn start_generation(
+        &self,
+        dev: &Device,
+        prompt: &[u32],
+        s: &Sampling,
+        max_new: Option<usize>,
+    ) -> Result<Generation> {
+        self.check_ids(prompt)?;
+        let mut state = self.new_state(dev, 1)?;
+        let decoder = self.decoder(dev, &mut state)?;
+        Ok(Generation {
+            state,
+            decoder,
+            ring: ReadbackRing::new(dev, 4, 3)?,
+            sampling: *s,
+            rng: s.seed ^ 0x9E37_79B9_7F4A_7C15,
+            prompt: Some(prompt.to_vec()),
+            budget: max_new,
+            produced: 0,
+            submitted: 0,
+        })
+    }
+
+    /// The next token of `g`. The first call runs the prompt through the parallel scan; then
+    /// each token is one replay of the captured step. Greedy decoding keeps the ids on the
+    /// GPU (the argmax writes the id the next step's embedding gather reads) and keeps a
+    /// second step in flight while the host waits for the first one's id, read from an
+    /// asynchronous copy. Sampling reads the top-k candidates back and writes the chosen id.
+    pub fn next_token(&self, dev: &Device, g: &mut Generation) -> Result<u32> {
+        if g.budget.is_some_and(|b| g.produced >= b) {
+            return Err(ModelError::Input(format!(
+                "the generation was started for {} tokens",
+                g.produced
+            )));
+        }
+        let dec = &g.decoder;
+        let next = if g.sampling.temperature > 0.0 {
+            if let Some(prompt) = g.prompt.take() {
+                let ids = dev.tensor_u32(&prompt, &[1, prompt.len()])?;
+                let mut rec = dev.recorder("mamba prefill");
+                let logits = self.prefill(&mut rec, &ids, &mut g.state, false)?;
+                self.pick(rec, &logits, &g.sampling, &mut g.rng)?[0]
+            } else {
+                dev.replay(&[&dec.step], None)?;
+                let rec = dev.recorder("mamba pick");
+                self.pick(rec, &dec.logits, &g.sampling, &mut g.rng)?[0]
+            }
+        } else {
+            if let Some(prompt) = g.prompt.take() {
+                let ids = dev.tensor_u32(&prompt, &[1, prompt.len()])?;
+                let mut rec = dev.recorder("mamba prefill");
+                let logits = self.prefill(&mut rec, &ids, &mut g.state, false)?;
+                let v = self.config.vocab_size.min(logits.dim(-1));
+                let best = dev.alloc(&[1, 1], DType::F32)?;
+                topk_prefix_into(&mut rec, &logits, v, 1, &dec.ids.reshape(&[1, 1])?, &best)?;
+                rec.submit()?;
+                dev.replay(&[], Some((&dec.ids, &mut g.ring)))?;
+                g.submitted = 1;
+            }
+            let limit = g.budget.unwrap_or(usize::MAX);
+            while g.submitted < limit && g.ring.in_flight() < 2 {
+                dev.replay(&[&dec.step, &dec.argmax], Some((&dec.ids, &mut g.ring)))?;
+                g.submitted += 1;
+            }
+            let bytes = g.ring.take_oldest(dev)?.ok_or_else(|| {
+                ModelError::Input("no token in flight (the generation ended)".into())
+            })?;
+            u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+        };
+        if g.sampling.temperature > 0.0 {
+            // The next step reads the chosen id.
+            dev.write(&dec.ids, &next.to_le_bytes())?;
+        }
+        g.produced += 1;
+        Ok(next)
+    }
+
+    /// Generates up to `max_new` tokens after `prompt` (one sequence) with
+    /// [`Mamba::start_generation`] and [`Mamba::next_token`]: the prompt through the parallel
+    /// scan, then one replay of the captured decode step per token (greedy: ids on the GPU,
+    /// two steps in flight). `on_token` sees each token as it is produced. Returns prompt +
+    /// new tokens.
     pub fn generate(
         &self,
         dev: &Device,
@@ -770,48 +850,10 @@ impl Mamba {
         s: &Sampling,
         mut on_token: impl FnMut(u32),
     ) -> Result<Vec<u32>> {
-        self.check_ids(prompt)?;
+        let mut g = self.start_generation(dev, prompt, s, Some(max_new))?;
         let mut out = prompt.to_vec();
-        if max_new == 0 {
-            return Ok(out);
-        }
-        let mut state = self.new_state(dev, 1)?;
-        let dec = self.decoder(dev, &mut state)?;
-        let ids = dev.tensor_u32(prompt, &[1, prompt.len()])?;
-        let mut rec = dev.recorder("mamba prefill");
-        let logits = self.prefill(&mut rec, &ids, &mut state, false)?;
-        if s.temperature > 0.0 {
-            let mut rng = s.seed ^ 0x9E37_79B9_7F4A_7C15;
-            let mut next = self.pick(rec, &logits, s, &mut rng)?[0];
-            for produced in 0..max_new {
-                out.push(next);
-                on_token(next);
-                if produced + 1 == max_new {
-                    break;
-                }
-                dev.write(&dec.ids, &next.to_le_bytes())?;
-                dev.replay(&[&dec.step], None)?;
-                next = self.pick(dev.recorder("mamba pick"), &dec.logits, s, &mut rng)?[0];
-            }
-            return Ok(out);
-        }
-        // Greedy: the prompt's argmax into the decoder's ids, then replays.
-        let v = self.config.vocab_size.min(logits.dim(-1));
-        let best = dev.alloc(&[1, 1], DType::F32)?;
-        topk_prefix_into(&mut rec, &logits, v, 1, &dec.ids.reshape(&[1, 1])?, &best)?;
-        rec.submit()?;
-        let mut ring = ReadbackRing::new(dev, 4, 3)?;
-        dev.replay(&[], Some((&dec.ids, &mut ring)))?;
-        let mut submitted = 1;
-        loop {
-            while submitted < max_new && ring.in_flight() < 2 {
-                dev.replay(&[&dec.step, &dec.argmax], Some((&dec.ids, &mut ring)))?;
-                submitted += 1;
-            }
-            let Some(bytes) = ring.take_oldest(dev)? else {
-                break;
-            };
-            let next = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        for _ in 0..max_new {
+            let next = self.next_token(dev, &mut g)?;
             out.push(next);
             on_token(next);
         }
@@ -823,7 +865,8 @@ impl Mamba {
 /// reads the ids in [`MambaDecoder::ids`] (`[B]` u32) and the state it was captured for, and
 /// writes [`MambaDecoder::logits`] (`[B, V]`); the argmax graph writes each row's best id
 /// back into `ids`, so replaying both advances greedy decoding without the host. The graphs
-/// keep the state's buffers: `restore` and `copy_slot`, which copy into them, stay valid.
+/// keep the state's buffers: prefill, `restore` and `copy_slot`, which write into them, keep
+/// it valid.
 pub struct MambaDecoder {
     pub step: Graph,
     pub argmax: Graph,
@@ -837,6 +880,22 @@ impl MambaDecoder {
     pub fn dispatches_per_step(&self) -> usize {
         self.step.dispatches() + self.argmax.dispatches()
     }
+}
+
+/// A generation in progress (one sequence): its state and captured decoder, the ring its ids
+/// come back through, the sampler's RNG and the prompt until it has run.
+pub struct Generation {
+    state: MambaState,
+    decoder: MambaDecoder,
+    ring: ReadbackRing,
+    sampling: Sampling,
+    rng: u64,
+    prompt: Option<Vec<u32>>,
+    /// Tokens this generation may produce (None: unbounded).
+    budget: Option<usize>,
+    produced: usize,
+    /// Greedy steps submitted (each yields one token).
+    submitted: usize,
 }
 
 /// Samples one id from top-k candidates (sorted best first) with temperature and top-p.
