@@ -56,15 +56,20 @@ pub fn read_images(path: &Path, model: &Model) -> Result<(Vec<f32>, Vec<usize>)>
         let v = vision::load_image(path, spec.height, spec.width, spec.crop_pct)?;
         return Ok((v, vec![1, 3, spec.height, spec.width]));
     }
+    input_tensor(
+        path,
+        "give the images as f32 [B, C, H, W] under 'input', or a PNG/JPEG file",
+    )
+}
+
+/// The tensor `input` of a safetensors file with its shape; `what` says what to give when
+/// the file has none.
+fn input_tensor(path: &Path, what: &str) -> Result<(Vec<f32>, Vec<usize>)> {
     let ck = open_input(path)?;
-    let shape = ck.shape("input").map(|s| s.to_vec()).ok_or_else(|| {
-        missing(
-            path,
-            &ck,
-            "input",
-            "give the images as f32 [B, C, H, W] under 'input', or a PNG/JPEG file",
-        )
-    })?;
+    let shape = ck
+        .shape("input")
+        .map(|s| s.to_vec())
+        .ok_or_else(|| missing(path, &ck, "input", what))?;
     Ok((ck.f32_any("input")?, shape))
 }
 
@@ -82,14 +87,8 @@ pub fn read_features(path: &Path, m: &Lmuformer) -> Result<(Vec<f32>, Vec<usize>
         let x = audio::wav_to_features(path, c.seq_len, c.in_channels)?;
         return Ok((x, vec![1, c.seq_len, c.in_channels]));
     }
-    let ck = open_input(path)?;
-    let shape = ck.shape("input").map(|s| s.to_vec()).ok_or_else(|| {
-        missing(
-            path,
-            &ck,
-            "input",
-            "give normalised fbank features as f32 [B, frames, mel] under 'input', or a 16 kHz WAV file",
-        )
-    })?;
-    Ok((ck.f32_any("input")?, shape))
+    input_tensor(
+        path,
+        "give normalised fbank features as f32 [B, frames, mel] under 'input', or a 16 kHz WAV file",
+    )
 }
