@@ -465,11 +465,9 @@ impl Device {
     }
 
     /// The cached pipeline for `key`, compiled on first use; on a device whose workgroups
-    /// hold fewer than 256 invocations ([`Device::wg`]), the key's `WG128` variant.
+    /// hold fewer than 256 invocations ([`Device::wg`]), compiled as the key's `WG128`
+    /// variant (the cache is per device, so it stays keyed as the launcher built the key).
     pub fn kernel(&self, key: &PipelineKey) -> Result<Arc<Kernel>> {
-        if self.wg() < 256 && !key.defines.contains(&"WG128") {
-            return self.kernel(&key.clone().define_if("WG128", true));
-        }
         if let Some(k) = self
             .inner
             .kernels
@@ -491,8 +489,9 @@ impl Device {
                 key.label()
             )));
         }
-        let module = self.module(key)?;
-        let label = key.label();
+        let compiled = key.clone().define_if("WG128", self.wg() < 256);
+        let module = self.module(&compiled)?;
+        let label = compiled.label();
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,

@@ -143,7 +143,7 @@ pub fn batch_norm_into(rec: &mut Recorder, x: &Tensor, bn: &BatchNorm, out: &Ten
         &p,
         &[x, &bn.alpha, &bn.beta],
         &[out],
-        grid_elems(rec.device().wg(), n),
+        grid_elems(rec, n),
         || OpInfo {
             name: "batch_norm",
             shape: x.shape_str(),

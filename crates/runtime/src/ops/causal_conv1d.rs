@@ -102,7 +102,7 @@ pub fn causal_conv1d_into(
         &params(l, state_in.is_some()),
         &[x, w, bias, state_in.unwrap_or(w)],
         &[out, state_out],
-        grid_elems(rec.device().wg(), n),
+        grid_elems(rec, n),
         || OpInfo {
             name: "causal_conv1d",
             shape: format!("B={} L={} D={} K={}", l.batch, l.len, l.d, l.k),
@@ -141,7 +141,7 @@ pub fn causal_conv1d_step(
         &params(l, true),
         &[x, w, bias],
         &[out, state],
-        grid_elems(rec.device().wg(), l.batch * l.d),
+        grid_elems(rec, l.batch * l.d),
         || OpInfo {
             name: "causal_conv1d_step",
             shape: format!("B={} D={} K={}", l.batch, l.d, l.k),

@@ -213,7 +213,7 @@ fn conv2d_impl(
         &p,
         &[x, w, bias.unwrap_or(w), pad_values.unwrap_or(w)],
         &[out],
-        grid_elems(rec.device().wg(), n),
+        grid_elems(rec, n),
         || OpInfo {
             name: "conv2d",
             shape: format!(
@@ -335,7 +335,7 @@ pub fn spike_conv2d_into(
         &p,
         &[s.words(), w, bias.unwrap_or(w)],
         &[out],
-        grid_elems(rec.device().wg(), out.numel()),
+        grid_elems(rec, out.numel()),
         || OpInfo {
             name: "spike_conv2d",
             shape: format!(

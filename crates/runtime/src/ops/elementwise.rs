@@ -92,19 +92,12 @@ pub fn unary_into(rec: &mut Recorder, op: Unary, x: &Tensor, out: &Tensor) -> Re
         beta,
         _pad: 0,
     };
-    rec.dispatch(
-        &key,
-        &p,
-        &[x],
-        &[out],
-        grid_elems(rec.device().wg(), n),
-        || OpInfo {
-            name: op.name(),
-            shape: x.shape_str(),
-            bytes: 8 * n as u64,
-            flops: n as u64,
-        },
-    )
+    rec.dispatch(&key, &p, &[x], &[out], grid_elems(rec, n), || OpInfo {
+        name: op.name(),
+        shape: x.shape_str(),
+        bytes: 8 * n as u64,
+        flops: n as u64,
+    })
 }
 
 /// `op(x)` into a new tensor.
@@ -251,19 +244,12 @@ pub fn binary_into(
         b: u(sb),
     };
     let key = PipelineKey::new(Shader::Elementwise, "binary", 2, 1).constant("OP", op.code());
-    rec.dispatch(
-        &key,
-        &p,
-        &[a, b],
-        &[out],
-        grid_elems(rec.device().wg(), n),
-        || OpInfo {
-            name: op.name(),
-            shape: format!("{:?} {:?}", a.shape(), b.shape()),
-            bytes: 4 * (a.numel() + b.numel() + n) as u64,
-            flops: n as u64,
-        },
-    )
+    rec.dispatch(&key, &p, &[a, b], &[out], grid_elems(rec, n), || OpInfo {
+        name: op.name(),
+        shape: format!("{:?} {:?}", a.shape(), b.shape()),
+        bytes: 4 * (a.numel() + b.numel() + n) as u64,
+        flops: n as u64,
+    })
 }
 
 /// `a op b` into a new tensor.

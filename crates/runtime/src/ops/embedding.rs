@@ -76,7 +76,7 @@ pub fn embedding_block_into(
         &p,
         &[ids, table],
         &[out],
-        grid_elems(rec.device().wg(), out.numel()),
+        grid_elems(rec, out.numel()),
         || OpInfo {
             name: "embedding",
             shape: format!("ids={:?} table={:?}", ids.shape(), table.shape()),

@@ -183,7 +183,7 @@ pub fn lif_into(
         &p,
         &[x, a, b, residual.unwrap_or(x)],
         &[out],
-        grid_elems(rec.device().wg(), l.per_step()),
+        grid_elems(rec, l.per_step()),
         || OpInfo {
             name: "lif",
             shape: format!(
@@ -262,7 +262,7 @@ pub fn lif_bits_into(
         &p,
         &[x, a, b],
         &[out.words()],
-        grid_elems(rec.device().wg(), l.b * l.c * words_for(l.s)),
+        grid_elems(rec, l.b * l.c * words_for(l.s)),
         || OpInfo {
             name: "lif_bits",
             shape: format!("{:?}{}", x.shape(), if bn.is_some() { " +bn" } else { "" }),
@@ -322,7 +322,7 @@ pub fn lif_step_into(
         &p,
         &[x, a, b],
         &[v, out],
-        grid_elems(rec.device().wg(), l.per_step()),
+        grid_elems(rec, l.per_step()),
         || OpInfo {
             name: "lif_step",
             shape: format!("{:?}{}", x.shape(), if bn.is_some() { " +bn" } else { "" }),

@@ -306,7 +306,7 @@ pub fn memory_chunked_into(
         &p,
         &[u, &mats.ht],
         &[out],
-        grid_elems(rec.device().wg(), n * b * m),
+        grid_elems(rec, n * b * m),
         || OpInfo {
             name: "lmu_toeplitz",
             shape: format!("n={n} b={b} m={m} chunk={c}"),
@@ -346,7 +346,7 @@ pub fn memory_chunked_into(
         &p,
         &[&ch.kt, &carry],
         &[out],
-        grid_elems(rec.device().wg(), (n - c) * b * m),
+        grid_elems(rec, (n - c) * b * m),
         || OpInfo {
             name: "lmu_free",
             shape: format!("n={n} b={b} m={m} chunk={c}"),
@@ -387,7 +387,7 @@ pub fn memory_step_into(
         &p,
         &[&mats.at, &mats.b, u, m_in],
         &[m_out],
-        grid_elems(rec.device().wg(), s * m),
+        grid_elems(rec, s * m),
         || OpInfo {
             name: "lmu_step",
             shape: format!("s={s} m={m}"),

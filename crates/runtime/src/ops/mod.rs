@@ -24,12 +24,15 @@ pub mod vocab;
 use crate::error::{shape_err, Result};
 use crate::harness::Case;
 pub(crate) use crate::record::grid_1d;
+use crate::record::Recorder;
 use crate::tensor::{DType, Tensor};
 
-/// Grid for one invocation per element with `wg`-wide workgroups ([`crate::Device::wg`]).
-pub(crate) fn grid_elems(wg: u32, n: usize) -> [u32; 3] {
+/// Grid for one invocation per element with the device's workgroup width
+/// ([`crate::Device::wg`]).
+pub(crate) fn grid_elems(rec: &Recorder, n: usize) -> [u32; 3] {
+    let wg = rec.device().wg() as usize;
     // Saturates rather than truncating: a grid that large is refused by the dispatch.
-    grid_1d(u32::try_from(n.div_ceil(wg as usize)).unwrap_or(u32::MAX))
+    grid_1d(u32::try_from(n.div_ceil(wg)).unwrap_or(u32::MAX))
 }
 
 /// Grid for one workgroup per row.

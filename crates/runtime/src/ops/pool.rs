@@ -107,19 +107,12 @@ pub fn maxpool2d_into(rec: &mut Recorder, x: &Tensor, mp: &MaxPool2d, out: &Tens
     let p = params(xs, &os, mp);
     let key = PipelineKey::new(Shader::Pool, "maxpool2d", 1, 1);
     let n = out.numel();
-    rec.dispatch(
-        &key,
-        &p,
-        &[x],
-        &[out],
-        grid_elems(rec.device().wg(), n),
-        || OpInfo {
-            name: "maxpool2d",
-            shape: format!("{:?} k={:?} s={:?}", xs, mp.kernel, mp.stride),
-            bytes: 4 * (x.numel() + n) as u64,
-            flops: (n * mp.kernel[0] * mp.kernel[1]) as u64,
-        },
-    )
+    rec.dispatch(&key, &p, &[x], &[out], grid_elems(rec, n), || OpInfo {
+        name: "maxpool2d",
+        shape: format!("{:?} k={:?} s={:?}", xs, mp.kernel, mp.stride),
+        bytes: 4 * (x.numel() + n) as u64,
+        flops: (n * mp.kernel[0] * mp.kernel[1]) as u64,
+    })
 }
 
 pub fn maxpool2d(rec: &mut Recorder, x: &Tensor, mp: &MaxPool2d) -> Result<Tensor> {
@@ -165,7 +158,7 @@ pub fn maxpool2d_bits_into(
         &p,
         &[x.words()],
         &[out.words()],
-        grid_elems(rec.device().wg(), os[0] * os[1] * words_for(os[2] * os[3])),
+        grid_elems(rec, os[0] * os[1] * words_for(os[2] * os[3])),
         || OpInfo {
             name: "maxpool2d_bits",
             shape: format!("{xs:?} k={:?} s={:?}", mp.kernel, mp.stride),

@@ -51,7 +51,7 @@ pub fn mean_into(rec: &mut Recorder, x: &Tensor, axis: usize, out: &Tensor) -> R
         &p,
         &[x],
         &[out],
-        grid_elems(rec.device().wg(), outer * inner),
+        grid_elems(rec, outer * inner),
         || OpInfo {
             name: "mean",
             shape: format!("{:?} axis={axis}", x.shape()),

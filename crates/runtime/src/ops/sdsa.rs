@@ -59,7 +59,7 @@ pub fn sdsa_into(
         &p,
         &[q.words(), k.words(), v.words()],
         &[out.words()],
-        grid_elems(rec.device().wg(), b * c),
+        grid_elems(rec, b * c),
         || OpInfo {
             name: "sdsa",
             shape: format!("{s:?}"),

@@ -81,7 +81,7 @@ pub fn spike_linear_into(
         &p,
         &[s.words(), w, bias.unwrap_or(w)],
         &[out],
-        grid_elems(rec.device().wg(), r * cout * words),
+        grid_elems(rec, r * cout * words),
         || OpInfo {
             name: "spike_linear",
             shape: format!("s={sh:?} w={:?}", w.shape()),
@@ -141,7 +141,7 @@ pub fn pack_into(rec: &mut Recorder, x: &Tensor, out: &PackedSpikes) -> Result<(
         &p,
         &[x],
         &[out.words()],
-        grid_elems(rec.device().wg(), r * words),
+        grid_elems(rec, r * words),
         || OpInfo {
             name: "pack_bits",
             shape: x.shape_str(),
@@ -182,7 +182,7 @@ pub fn unpack_into(rec: &mut Recorder, s: &PackedSpikes, out: &Tensor) -> Result
         &p,
         &[s.words()],
         &[out],
-        grid_elems(rec.device().wg(), r * n),
+        grid_elems(rec, r * n),
         || OpInfo {
             name: "unpack_bits",
             shape: format!("{:?}", s.shape()),

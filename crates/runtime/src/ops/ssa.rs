@@ -111,7 +111,7 @@ pub fn ssa_into(
         &p,
         &[k.words(), v.words()],
         &[&kv],
-        grid_elems(rec.device().wg(), t * b * heads * d * d),
+        grid_elems(rec, t * b * heads * d * d),
         info("ssa_kv", (t * b * heads * d * d * words) as u64),
     )?;
     let key = PipelineKey::new(Shader::Ssa, "ssa_attn", 2, 1);
@@ -120,7 +120,7 @@ pub fn ssa_into(
         &p,
         &[q.words(), &kv],
         &[out.words()],
-        grid_elems(rec.device().wg(), b * heads * d * words),
+        grid_elems(rec, b * heads * d * words),
         info("ssa_attn", (2 * t * b * heads * d * d * n) as u64),
     )
 }

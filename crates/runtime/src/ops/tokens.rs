@@ -105,19 +105,12 @@ pub fn unfold_into(
         ..Params::default()
     };
     let key = PipelineKey::new(Shader::Tokens, "unfold", 1, 1);
-    rec.dispatch(
-        &key,
-        &p,
-        &[x],
-        &[out],
-        grid_elems(rec.device().wg(), total),
-        || OpInfo {
-            name: "unfold",
-            shape: format!("n={} b={} c={} k={k} pad={pad}", l.n, l.b, l.c),
-            bytes: 4 * (l.n * l.b * l.c + total) as u64,
-            flops: 0,
-        },
-    )
+    rec.dispatch(&key, &p, &[x], &[out], grid_elems(rec, total), || OpInfo {
+        name: "unfold",
+        shape: format!("n={} b={} c={} k={k} pad={pad}", l.n, l.b, l.c),
+        bytes: 4 * (l.n * l.b * l.c + total) as u64,
+        flops: 0,
+    })
 }
 
 /// Streaming [`unfold_into`]: shifts each row of `window [S, K·C]` left by C and appends
@@ -143,19 +136,14 @@ pub fn window_push(rec: &mut Recorder, window: &Tensor, x: &Tensor, k: usize) ->
         ..Params::default()
     };
     let key = PipelineKey::new(Shader::Tokens, "window_push", 1, 1);
-    rec.dispatch(
-        &key,
-        &p,
-        &[x],
-        &[window],
-        grid_elems(rec.device().wg(), s * c),
-        || OpInfo {
+    rec.dispatch(&key, &p, &[x], &[window], grid_elems(rec, s * c), || {
+        OpInfo {
             name: "window_push",
             shape: format!("s={s} c={c} k={k}"),
             bytes: 4 * (s * c * (2 * k)) as u64,
             flops: 0,
-        },
-    )
+        }
+    })
 }
 
 /// Where [`copy_cols`] reads or writes: rows of `stride` elements, starting `offset` in.
@@ -206,7 +194,7 @@ pub fn copy_cols(
         &p,
         &[src],
         &[dst],
-        grid_elems(rec.device().wg(), rows * cols),
+        grid_elems(rec, rows * cols),
         || OpInfo {
             name: "copy_cols",
             shape: format!("rows={rows} cols={cols}"),
@@ -233,19 +221,12 @@ pub fn running_mean_into(rec: &mut Recorder, x: &Tensor, out: &Tensor) -> Result
         ..Params::default()
     };
     let key = PipelineKey::new(Shader::Tokens, "running_mean", 1, 1);
-    rec.dispatch(
-        &key,
-        &p,
-        &[x],
-        &[out],
-        grid_elems(rec.device().wg(), r),
-        || OpInfo {
-            name: "running_mean",
-            shape: x.shape_str(),
-            bytes: 8 * x.numel() as u64,
-            flops: 2 * x.numel() as u64,
-        },
-    )
+    rec.dispatch(&key, &p, &[x], &[out], grid_elems(rec, r), || OpInfo {
+        name: "running_mean",
+        shape: x.shape_str(),
+        bytes: 8 * x.numel() as u64,
+        flops: 2 * x.numel() as u64,
+    })
 }
 
 /// One token of [`running_mean_into`]: `sum += x; out = sum / count` (`count` = tokens seen,
@@ -280,7 +261,7 @@ pub fn running_mean_step(
         &p,
         &[x],
         &[sum, out],
-        grid_elems(rec.device().wg(), x.numel()),
+        grid_elems(rec, x.numel()),
         || OpInfo {
             name: "running_mean_step",
             shape: x.shape_str(),
