@@ -335,13 +335,7 @@ impl MicroBatches {
     ) -> Result<u64> {
         let mut shape = x.shape().to_vec();
         shape[0] = 1;
-        if let Some(&v) = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&shape).copied())
-            .as_ref()
-        {
+        if let Some(v) = self.0.lock().ok().and_then(|m| m.get(&shape).copied()) {
             return Ok(v);
         }
         let (probe, bytes) = spikescan_runtime::tensor::largest_allocation(|| -> Result<()> {

@@ -667,8 +667,7 @@ impl Mamba {
         // or the logits' [tokens, V]) must fit one storage binding. B = 8 x L = 2048 prompts
         // of mamba-130m have 3.3 GB of logits; they run as groups of sequences and chunks of
         // tokens, each chunk's scan and conv continuing from the state the previous one left.
-        let lim = dev.limits();
-        let limit = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
+        let limit = dev.max_binding_bytes();
         let row_bytes = 4 * (2 * c.d_inner).max(v).max(c.d_model) as u64;
         let rows = (limit / row_bytes).max(1) as usize;
         let group = batch.min(rows);
@@ -796,11 +795,16 @@ impl Mamba {
             )));
         }
         let dec = &g.decoder;
+        // The prompt, recorded (not submitted) with its last position's logits.
+        let prefill = |prompt: Vec<u32>, state: &mut MambaState| -> Result<(Recorder, Tensor)> {
+            let ids = dev.tensor_u32(&prompt, &[1, prompt.len()])?;
+            let mut rec = dev.recorder("mamba prefill");
+            let logits = self.prefill(&mut rec, &ids, state, false)?;
+            Ok((rec, logits))
+        };
         let next = if g.sampling.temperature > 0.0 {
             if let Some(prompt) = g.prompt.take() {
-                let ids = dev.tensor_u32(&prompt, &[1, prompt.len()])?;
-                let mut rec = dev.recorder("mamba prefill");
-                let logits = self.prefill(&mut rec, &ids, &mut g.state, false)?;
+                let (rec, logits) = prefill(prompt, &mut g.state)?;
                 self.pick(rec, &logits, &g.sampling, &mut g.rng)?[0]
             } else {
                 dev.replay(&[&dec.step], None)?;
@@ -809,9 +813,7 @@ impl Mamba {
             }
         } else {
             if let Some(prompt) = g.prompt.take() {
-                let ids = dev.tensor_u32(&prompt, &[1, prompt.len()])?;
-                let mut rec = dev.recorder("mamba prefill");
-                let logits = self.prefill(&mut rec, &ids, &mut g.state, false)?;
+                let (mut rec, logits) = prefill(prompt, &mut g.state)?;
                 let v = self.config.vocab_size.min(logits.dim(-1));
                 let best = dev.alloc(&[1, 1], DType::F32)?;
                 topk_prefix_into(&mut rec, &logits, v, 1, &dec.ids.reshape(&[1, 1])?, &best)?;

@@ -187,7 +187,7 @@ impl Device {
         }
         let mut slot = None;
         if let Some((t, ring)) = readback {
-            let i = ring.claim(self, t)?;
+            let i = ring.claim(t)?;
             let n = t.bytes().div_ceil(4) * 4;
             enc.copy_buffer_to_buffer(t.buffer(), 0, &ring.slots[i].buffer, 0, n);
             ring.slots[i].len = t.bytes();
@@ -283,7 +283,7 @@ impl ReadbackRing {
     }
 
     /// A free slot for `t`; with none free, an error (take results first).
-    fn claim(&mut self, _dev: &Device, t: &Tensor) -> Result<usize> {
+    fn claim(&mut self, t: &Tensor) -> Result<usize> {
         if t.bytes() > self.bytes {
             return Err(shape_err(
                 "readback ring",
