@@ -1,13 +1,18 @@
 //! Checkpoint loading for spikescan: safetensors files → f32 weights under the official key
 //! names, with errors that name the file and the key. `module.` prefixes (DataParallel) are
 //! stripped; f32, f16 and bf16 load (half types convert to f32); keys the model never asks
-//! for are listed by [`Checkpoint::unused_keys`].
+//! for are listed by [`Checkpoint::unused_keys`]. Sharded checkpoints
+//! (`model.safetensors.index.json` and its shards, as the Hugging Face Hub stores large
+//! models) load as one [`Checkpoint`]; [`hub`] fetches model repositories from the Hub.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use safetensors::{Dtype, SafeTensors};
+
+#[cfg(feature = "hub")]
+pub mod hub;
 use thiserror::Error;
 
 /// What went wrong while loading, naming the file and the key.
@@ -36,6 +41,8 @@ pub enum LoadError {
         key: String,
         dtype: String,
     },
+    #[error("{path}: {reason}")]
+    Index { path: PathBuf, reason: String },
     #[error("{path}: both '{a}' and '{b}' map to '{key}' once the 'module.' prefix is stripped")]
     Duplicate {
         path: PathBuf,
@@ -48,6 +55,8 @@ pub enum LoadError {
 pub type Result<T, E = LoadError> = std::result::Result<T, E>;
 
 struct Entry {
+    /// Index into `Checkpoint::shards`.
+    shard: usize,
     original: String,
     dtype: Dtype,
     shape: Vec<usize>,
@@ -55,11 +64,19 @@ struct Entry {
     end: usize,
 }
 
-/// A safetensors checkpoint held in memory, with its keys normalised.
-pub struct Checkpoint {
+/// One safetensors file of a checkpoint.
+struct Shard {
     path: PathBuf,
     bytes: Vec<u8>,
     data_start: usize,
+}
+
+/// A safetensors checkpoint held in memory (one file, or the shards of a sharded one), with
+/// its keys normalised.
+pub struct Checkpoint {
+    /// The file, or the index of a sharded checkpoint.
+    path: PathBuf,
+    shards: Vec<Shard>,
     entries: BTreeMap<String, Entry>,
     metadata: BTreeMap<String, String>,
     used: Mutex<BTreeSet<String>>,
@@ -86,32 +103,124 @@ pub fn normalise_key(key: &str) -> &str {
 }
 
 impl Checkpoint {
-    /// Reads and validates a safetensors file.
+    /// Reads and validates a safetensors file, or (for a path ending in `.index.json`) a
+    /// sharded checkpoint: see [`Checkpoint::open_sharded`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let bytes = std::fs::read(&path).map_err(|source| LoadError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        if path.to_string_lossy().ends_with(".index.json") {
+            return Self::open_sharded(path);
+        }
+        let bytes = read(&path)?;
         Self::from_bytes(path, bytes)
+    }
+
+    /// Reads a sharded checkpoint from its index (`model.safetensors.index.json`:
+    /// `{"weight_map": {"key": "model-00001-of-00002.safetensors", …}}`): every shard the
+    /// map names, from the index's directory. Each key must be in the shard the map names,
+    /// and in no other; shard names must be plain file names (no directories).
+    pub fn open_sharded(index: impl AsRef<Path>) -> Result<Self> {
+        let path = index.as_ref().to_path_buf();
+        let bad = |reason: String| LoadError::Index {
+            path: path.clone(),
+            reason,
+        };
+        let text = String::from_utf8(read(&path)?).map_err(|_| bad("is not UTF-8 text".into()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("is not valid JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(serde_json::Value::as_object)
+            .ok_or_else(|| bad("has no \"weight_map\" object".into()))?;
+        if map.is_empty() {
+            return Err(bad("its \"weight_map\" is empty".into()));
+        }
+        let mut files = BTreeSet::new();
+        for (key, file) in map {
+            let file = file
+                .as_str()
+                .ok_or_else(|| bad(format!("\"{key}\" maps to {file}, not a file name")))?;
+            let plain = Path::new(file).file_name().and_then(|n| n.to_str()) == Some(file);
+            if !plain || file == ".." {
+                return Err(bad(format!(
+                    "shard '{file}' (of \"{key}\") is not a plain file name"
+                )));
+            }
+            files.insert(file.to_string());
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut shards = Vec::new();
+        for file in &files {
+            let p = dir.join(file);
+            let bytes = read(&p)?;
+            shards.push((p, bytes));
+        }
+        let mut ck = Self::from_shards(path.clone(), shards)?;
+        for (key, file) in map {
+            let e = ck.entries.get(normalise_key(key)).ok_or_else(|| {
+                bad(format!(
+                    "\"{key}\" is listed in {} but no shard holds it",
+                    file.as_str().unwrap_or_default()
+                ))
+            })?;
+            let holds = &ck.shards[e.shard].path;
+            if holds.file_name().and_then(|n| n.to_str()) != file.as_str() {
+                return Err(bad(format!(
+                    "\"{key}\" is listed in {} but is in {}",
+                    file.as_str().unwrap_or_default(),
+                    holds.display()
+                )));
+            }
+        }
+        ck.metadata.insert("shards".into(), files.len().to_string());
+        Ok(ck)
     }
 
     /// Parses safetensors bytes; `path` is used in messages.
     pub fn from_bytes(path: PathBuf, bytes: Vec<u8>) -> Result<Self> {
+        Self::from_shards(path.clone(), vec![(path, bytes)])
+    }
+
+    fn from_shards(path: PathBuf, files: Vec<(PathBuf, Vec<u8>)>) -> Result<Self> {
+        let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut shards = Vec::new();
+        let mut metadata = BTreeMap::new();
+        for (i, (file, bytes)) in files.into_iter().enumerate() {
+            let data_start = Self::parse_shard(&file, &bytes, i, &mut entries, &mut metadata)?;
+            shards.push(Shard {
+                path: file,
+                bytes,
+                data_start,
+            });
+        }
+        Ok(Self {
+            path,
+            shards,
+            entries,
+            metadata,
+            used: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Validates one file and adds its tensors to `entries`; returns where its data starts.
+    fn parse_shard(
+        path: &Path,
+        bytes: &[u8],
+        shard: usize,
+        entries: &mut BTreeMap<String, Entry>,
+        metadata: &mut BTreeMap<String, String>,
+    ) -> Result<usize> {
         let corrupt = |e: safetensors::SafeTensorError| LoadError::Corrupt {
-            path: path.clone(),
+            path: path.to_path_buf(),
             reason: e.to_string(),
         };
         // deserialize checks the header and that every tensor's bytes are present.
-        SafeTensors::deserialize(&bytes).map_err(corrupt)?;
-        let (header, meta) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
-        let data_start = 8 + header;
-        let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+        SafeTensors::deserialize(bytes).map_err(corrupt)?;
+        let (header, meta) = SafeTensors::read_metadata(bytes).map_err(corrupt)?;
         for (name, info) in meta.tensors() {
             let key = normalise_key(&name).to_string();
             if let Some(prev) = entries.get(&key) {
                 return Err(LoadError::Duplicate {
-                    path,
+                    path: path.to_path_buf(),
                     a: prev.original.clone(),
                     b: name,
                     key,
@@ -120,6 +229,7 @@ impl Checkpoint {
             entries.insert(
                 key,
                 Entry {
+                    shard,
                     original: name.clone(),
                     dtype: info.dtype,
                     shape: info.shape.clone(),
@@ -128,19 +238,22 @@ impl Checkpoint {
                 },
             );
         }
-        let metadata = meta
-            .metadata()
-            .as_ref()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        Ok(Self {
-            path,
-            bytes,
-            data_start,
-            entries,
-            metadata,
-            used: Mutex::new(BTreeSet::new()),
-        })
+        if let Some(m) = meta.metadata() {
+            for (k, v) in m {
+                metadata.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        Ok(8 + header)
+    }
+
+    /// How many files the checkpoint was read from.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn raw(&self, e: &Entry) -> &[u8] {
+        let s = &self.shards[e.shard];
+        &s.bytes[s.data_start + e.start..s.data_start + e.end]
     }
 
     /// A string of the file's `__metadata__` header (e.g. where a fixture came from).
@@ -186,7 +299,7 @@ impl Checkpoint {
         let e = self.entry(key)?;
         if e.shape != expected {
             return Err(LoadError::Shape {
-                path: self.path.clone(),
+                path: self.shards[e.shard].path.clone(),
                 key: key.to_string(),
                 expected: expected.to_vec(),
                 found: e.shape.clone(),
@@ -198,7 +311,7 @@ impl Checkpoint {
     /// The tensor `key` as f32 values, whatever its shape (see [`Checkpoint::shape`]).
     pub fn f32_any(&self, key: &str) -> Result<Vec<f32>> {
         let e = self.entry(key)?;
-        let raw = &self.bytes[self.data_start + e.start..self.data_start + e.end];
+        let raw = self.raw(e);
         let v = match e.dtype {
             Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(raw),
             Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(raw)
@@ -213,7 +326,7 @@ impl Checkpoint {
             Dtype::U8 => raw.iter().map(|&b| b as f32).collect(),
             d => {
                 return Err(LoadError::Dtype {
-                    path: self.path.clone(),
+                    path: self.shards[e.shard].path.clone(),
                     key: key.to_string(),
                     dtype: format!("{d:?}"),
                 })
@@ -228,7 +341,7 @@ impl Checkpoint {
     /// An integer tensor (i64, i32, u32, u8) as i64 values: token ids.
     pub fn ints(&self, key: &str) -> Result<Vec<i64>> {
         let e = self.entry(key)?;
-        let raw = &self.bytes[self.data_start + e.start..self.data_start + e.end];
+        let raw = self.raw(e);
         let v = match e.dtype {
             Dtype::I64 => bytemuck::pod_collect_to_vec::<u8, i64>(raw),
             Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(raw)
@@ -242,7 +355,7 @@ impl Checkpoint {
             Dtype::U8 => raw.iter().map(|&b| b as i64).collect(),
             d => {
                 return Err(LoadError::Dtype {
-                    path: self.path.clone(),
+                    path: self.shards[e.shard].path.clone(),
                     key: key.to_string(),
                     dtype: format!("{d:?} (token ids must be integers: i64, i32, u32 or u8)"),
                 })
@@ -264,6 +377,13 @@ impl Checkpoint {
             .cloned()
             .collect()
     }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes f32 tensors `(name, shape, data)` to a safetensors file, atomically: the data goes
@@ -432,5 +552,82 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("module.w") && e.contains("'w'"), "{e}");
+    }
+
+    #[test]
+    fn a_sharded_checkpoint_loads_as_one_and_its_index_is_checked() {
+        let dir = std::env::temp_dir().join(format!("spikescan-shards-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = write(&[("a.weight", Dtype::F32, vec![2], f32_bytes(&[1.0, 2.0]))]);
+        let h: Vec<u8> = bytemuck::cast_slice(&[half::bf16::from_f32(-3.0)]).to_vec();
+        let b = write(&[
+            ("b.weight", Dtype::BF16, vec![1], h),
+            ("c", Dtype::F32, vec![1], f32_bytes(&[4.0])),
+        ]);
+        std::fs::write(dir.join("m-1.safetensors"), &a).unwrap();
+        std::fs::write(dir.join("m-2.safetensors"), &b).unwrap();
+        let index = dir.join("model.safetensors.index.json");
+        let put = |map: &str| {
+            std::fs::write(
+                &index,
+                format!("{{\"metadata\": {{}}, \"weight_map\": {map}}}"),
+            )
+            .unwrap()
+        };
+        put(
+            r#"{"a.weight": "m-1.safetensors", "b.weight": "m-2.safetensors", "c": "m-2.safetensors"}"#,
+        );
+        let c = Checkpoint::open(&index).unwrap();
+        assert_eq!(c.shard_count(), 2);
+        assert_eq!(c.keys().collect::<Vec<_>>(), ["a.weight", "b.weight", "c"]);
+        assert_eq!(c.f32("a.weight", &[2]).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(c.f32("b.weight", &[1]).unwrap(), vec![-3.0]);
+        assert_eq!(c.parameter_count(), 4);
+        let e = c.f32("c", &[2]).unwrap_err().to_string();
+        assert!(e.contains("m-2.safetensors") && e.contains("'c'"), "{e}");
+        let e = c.f32("nope", &[1]).unwrap_err().to_string();
+        assert!(
+            e.contains("model.safetensors.index.json") && e.contains("'nope'"),
+            "{e}"
+        );
+
+        let err = |map: &str| {
+            put(map);
+            Checkpoint::open(&index).unwrap_err().to_string()
+        };
+        let e = err(r#"{"a.weight": "m-2.safetensors", "b.weight": "m-2.safetensors"}"#);
+        assert!(
+            e.contains("\"a.weight\" is listed in m-2.safetensors but no shard holds it"),
+            "{e}"
+        );
+        let e = err(
+            r#"{"a.weight": "m-1.safetensors", "b.weight": "m-1.safetensors", "c": "m-2.safetensors"}"#,
+        );
+        assert!(
+            e.contains("\"b.weight\" is listed in m-1.safetensors but is in"),
+            "{e}"
+        );
+        let e = err(r#"{"a.weight": "m-3.safetensors"}"#);
+        assert!(e.contains("m-3.safetensors"), "{e}");
+        let e = err(r#"{"a.weight": "../m-1.safetensors"}"#);
+        assert!(e.contains("not a plain file name"), "{e}");
+        let e = err(r#"{"a.weight": 3}"#);
+        assert!(e.contains("not a file name"), "{e}");
+        let e = err("{}");
+        assert!(e.contains("empty"), "{e}");
+        std::fs::write(&index, "{not json").unwrap();
+        let e = Checkpoint::open(&index).unwrap_err().to_string();
+        assert!(
+            e.contains("index.json") && e.contains("not valid JSON"),
+            "{e}"
+        );
+        // A key in two shards is ambiguous.
+        std::fs::write(dir.join("m-1.safetensors"), &b).unwrap();
+        let e = err(r#"{"b.weight": "m-1.safetensors", "c": "m-2.safetensors"}"#);
+        assert!(
+            e.contains("both 'b.weight' and 'b.weight'") || e.contains("'b.weight'"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
