@@ -348,6 +348,8 @@ fn _load(py: Python<'_>, path: PathBuf, device: Option<PyRef<'_, Device>>) -> Py
     let inner = gpu(py, move || {
         let md = ModelDir::open(&path).map_err(py_err)?;
         let model = RModel::from_dir(&dev, &md).map_err(py_err)?;
+        // A Hub id resolves to its snapshot directory.
+        let path = md.path.clone();
         let tok_path = path.join("tokenizer.json");
         let tokenizer = if matches!(model, RModel::Mamba(_)) && tok_path.exists() {
             Some(

@@ -28,7 +28,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
             args.model.display()
         );
     };
-    let tok_path = args.model.join("tokenizer.json");
+    let tok_path = md.path.join("tokenizer.json");
     let tokenizer = if tok_path.exists() {
         Some(
             tokenizers::Tokenizer::from_file(&tok_path)

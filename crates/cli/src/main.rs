@@ -121,7 +121,8 @@ enum Command {
     /// Examples: `spikescan run --model models/spikformer --input cat.png`,
     /// `spikescan run --model DIR --input x.safetensors --output y.safetensors --stats`
     Run {
-        /// Model directory: model.safetensors + config.json (or a preset name as directory name).
+        /// Model directory (model.safetensors or a sharded index, + config.json or a preset
+        /// name as directory name), or a Hub id `owner/name[@revision]`.
         #[arg(long)]
         model: PathBuf,
         /// Input file (.safetensors, .png, .jpg, .wav).
@@ -151,7 +152,7 @@ enum Command {
     ///
     /// Example: `spikescan stream --model models/lmuformer-digits --input clip.wav`
     Stream {
-        /// LMUFormer model directory.
+        /// LMUFormer model directory, or a Hub id `owner/name[@revision]`.
         #[arg(long)]
         model: PathBuf,
         /// A 16 kHz mono WAV, or a safetensors file with `input` [1, frames, mel].
@@ -168,7 +169,9 @@ enum Command {
     /// Examples: `spikescan generate --model DIR --prompt "The module" --max-new-tokens 40`,
     /// `spikescan generate --model DIR --prompt-ids 1,2,3 --temperature 0.8 --top-p 0.9 --seed 1`
     Generate {
-        /// Model directory (mamba_ssm or Hugging Face format), with tokenizer.json for --prompt.
+        /// Model directory (mamba_ssm or Hugging Face format), with tokenizer.json for --prompt,
+        /// or a Hub id `owner/name[@revision]` (fetched into the Hub cache; HF_ENDPOINT,
+        /// HF_TOKEN, HF_HOME / HF_HUB_CACHE and HF_HUB_OFFLINE=1 are honoured).
         #[arg(long)]
         model: PathBuf,
         /// Prompt text (needs tokenizer.json in the model directory).

@@ -119,6 +119,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let md = ModelDir::open(&args.model)?;
     let model = Model::from_dir(&dev, &md)?;
     crate::ui::done(pb);
+    // A Hub id resolves to its snapshot directory, where labels.txt is.
+    let args = RunArgs {
+        model: md.path.clone(),
+        ..args
+    };
     if args.verbose {
         eprintln!(
             "{}: {} on {}",

@@ -17,8 +17,13 @@ pub struct StreamArgs {
 pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     let dev = Device::new()?;
     let pb = crate::ui::spinner(format!("loading {}", args.model.display()));
-    let model = Model::load(&dev, &args.model)?;
+    let md = spikescan::models::ModelDir::open(&args.model)?;
+    let model = Model::from_dir(&dev, &md)?;
     crate::ui::done(pb);
+    let args = StreamArgs {
+        model: md.path.clone(),
+        ..args
+    };
     let Model::Lmuformer(m) = &model else {
         bail!(
             "{} is a {} model; `spikescan stream` runs LMUFormer models",

@@ -42,6 +42,9 @@ pub enum ModelError {
     },
     #[error("model directory {0} does not exist")]
     NoDirectory(PathBuf),
+    #[cfg(feature = "hub")]
+    #[error("{0}")]
+    Hub(#[from] spikescan_loader::hub::HubError),
     #[error("{0}")]
     Input(String),
 }
@@ -442,9 +445,34 @@ impl ModelDir {
         })
     }
 
-    /// Opens `dir`: `config.json` (or a preset named like the directory) and
-    /// `model.safetensors`.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+    /// Opens a model: a directory with `config.json` (or a preset named like the directory)
+    /// and `model.safetensors` (or `model.safetensors.index.json` and its shards); or, where
+    /// no such directory exists and `spec` is a Hub id (`owner/name[@revision]`), that
+    /// repository, fetched into the Hub cache ([`spikescan_loader::hub`], settings from
+    /// `HF_*` variables: [`HubOptions::from_env`](spikescan_loader::hub::HubOptions)).
+    pub fn open(spec: impl AsRef<Path>) -> Result<Self> {
+        let path = spec.as_ref();
+        #[cfg(feature = "hub")]
+        if !path.exists() {
+            if let Some(id) = path.to_str().and_then(spikescan_loader::hub::HubId::parse) {
+                let opts = spikescan_loader::hub::HubOptions::from_env()?;
+                return Self::open_hub(&id, &opts);
+            }
+        }
+        Self::open_dir(path)
+    }
+
+    /// Opens repository `id` of the Hub (fetched unless its files are cached).
+    #[cfg(feature = "hub")]
+    pub fn open_hub(
+        id: &spikescan_loader::hub::HubId,
+        opts: &spikescan_loader::hub::HubOptions,
+    ) -> Result<Self> {
+        Self::open_dir(spikescan_loader::hub::fetch_model(id, opts)?)
+    }
+
+    /// Opens a model directory (see [`ModelDir::open`]).
+    pub fn open_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let path = dir.as_ref().to_path_buf();
         if !path.is_dir() {
             return Err(ModelError::NoDirectory(path));
@@ -471,7 +499,7 @@ impl ModelDir {
                 ),
             })?
         };
-        let checkpoint = Checkpoint::open(path.join("model.safetensors"))?;
+        let checkpoint = Self::checkpoint(&path)?;
         Ok(Self {
             path,
             config,
@@ -479,7 +507,40 @@ impl ModelDir {
         })
     }
 
-    /// The `"architecture"` field.
+    /// `model.safetensors`, else a sharded checkpoint's index; a directory with only PyTorch
+    /// pickles gets an error that says how to convert them.
+    fn checkpoint(dir: &Path) -> Result<Checkpoint> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        if single.exists() || !index.exists() {
+            if !single.exists() {
+                let pickle = std::fs::read_dir(dir).ok().and_then(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().to_string())
+                        .find(|n| {
+                            [".bin", ".pth", ".pt", ".pth.tar", ".ckpt"]
+                                .iter()
+                                .any(|x| n.ends_with(x))
+                        })
+                });
+                if let Some(p) = pickle {
+                    return Err(ModelError::Config {
+                        path: single,
+                        message: format!(
+                            "missing: the directory has a PyTorch pickle ({p}), which spikescan does \
+                             not read; convert it: python3 tools/convert.py {} OUT_DIR --config {}",
+                            dir.join(&p).display(),
+                            dir.join("config.json").display()
+                        ),
+                    });
+                }
+            }
+            return Ok(Checkpoint::open(single)?);
+        }
+        Ok(Checkpoint::open_sharded(index)?)
+    }
+
     /// The `"architecture"` field; Mamba configs in mamba_ssm or Hugging Face format
     /// (`"model_type": "mamba"`, or `d_model` with `ssm_cfg`) need none.
     pub fn architecture(&self) -> Result<&str> {
