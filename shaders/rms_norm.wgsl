@@ -1,6 +1,8 @@
 // RMSNorm over the last dimension (eps inside the root, as Mamba's), one workgroup per row.
 // `add_rms_norm` first forms residual_out = x + residual and normalises that (Mamba's
-// fused add + norm); `rms_norm` normalises x alone.
+// fused add + norm); `rms_norm` normalises x alone. `rms_norm_segments` normalises up to
+// four column ranges of every row in place, each on its own and without a weight
+// (Falcon-Mamba's dt, B and C norms), one workgroup per (row, segment).
 
 #include "lib/common.wgsl"
 
@@ -58,5 +60,46 @@ fn add_rms_norm(ids: Ids, wg: Wg) {
     for (var i = ids.lid; i < p.d; i += WG) {
         let v = ax[o + i] + ares[o + i];
         aout[o + i] = v * r * aweight[i];
+    }
+}
+
+struct SegParams {
+    rows: u32,
+    // Elements from one row to the next.
+    stride: u32,
+    // Segments per row, 1..=4.
+    segments: u32,
+    eps: f32,
+    // Segment j covers columns offset[j] .. offset[j] + len[j] of each row.
+    offset: vec4<u32>,
+    len: vec4<u32>,
+}
+
+@group(0) @binding(0) var<uniform> sp: SegParams;
+
+@group(0) @binding(1) var<storage, read_write> sx: array<f32>;
+
+// Workgroup g takes segment g % segments of row g / segments; both come from the workgroup
+// id, so the early return and the reduction's barriers stay in uniform control flow. Each
+// invocation rewrites only the elements it read; columns outside the segments are never
+// touched.
+@compute @workgroup_size(WG)
+fn rms_norm_segments(ids: Ids, wg: Wg) {
+    let g = group_index(wg);
+    if (g >= sp.rows * sp.segments) {
+        return;
+    }
+    let row = g / sp.segments;
+    let j = g % sp.segments;
+    let n = sp.len[j];
+    let o = row * sp.stride + sp.offset[j];
+    var q = 0.0;
+    for (var i = ids.lid; i < n; i += WG) {
+        let v = sx[o + i];
+        q += v * v;
+    }
+    let r = 1.0 / sqrt(block_sum(q, ids) / f32(n) + sp.eps);
+    for (var i = ids.lid; i < n; i += WG) {
+        sx[o + i] = sx[o + i] * r;
     }
 }

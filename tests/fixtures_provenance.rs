@@ -13,6 +13,7 @@ const OFFICIAL: &[(&str, &str)] = &[
     ("lmuformer-", "zeyuliu1037/LMUFormer"),
     ("spiking-lmuformer-", "zeyuliu1037/LMUFormer"),
     ("mamba-", "huggingface/transformers"),
+    ("falcon-mamba-", "huggingface/transformers"),
 ];
 
 #[test]

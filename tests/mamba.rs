@@ -1,13 +1,16 @@
 //! Mamba against transformers' MambaForCausalLM (fixtures from
 //! tools/reference/make_mamba_fixtures.py), in Hugging Face (tied head) and mamba_ssm
 //! (untied head, bf16 weights) formats: prompt logits, greedy continuations, prompt-then-step
-//! against the full forward, chunked prompts, and state snapshot/restore.
+//! against the full forward, chunked prompts, and state snapshot/restore. Falcon-Mamba
+//! against transformers' FalconMambaForCausalLM: prompt logits, greedy tokens, and the decode
+//! path's logits (recorded steps and the captured step graph) against transformers' own
+//! cached decoding.
 
 mod common;
 use common::*;
 
 use spikescan::loader::Checkpoint;
-use spikescan::models::{Mamba, Model, Sampling};
+use spikescan::models::{Mamba, MambaConfig, Model, ModelDir, Sampling};
 use spikescan::Device;
 
 fn load(dev: &Device, name: &str) -> Mamba {
@@ -32,7 +35,7 @@ fn ids(io: &Checkpoint, key: &str) -> Vec<u32> {
 #[test]
 fn prompt_logits_match_transformers() {
     let dev = device();
-    for name in ["mamba-hf-tied", "mamba-ssm-untied"] {
+    for name in ["mamba-hf-tied", "mamba-ssm-untied", "falcon-mamba-tiny"] {
         let m = load(&dev, name);
         let io = io(name);
         let prompt = ids(&io, "input_ids");
@@ -47,7 +50,7 @@ fn prompt_logits_match_transformers() {
 #[test]
 fn greedy_generation_matches_transformers() {
     let dev = device();
-    for name in ["mamba-hf-tied", "mamba-ssm-untied"] {
+    for name in ["mamba-hf-tied", "mamba-ssm-untied", "falcon-mamba-tiny"] {
         let m = load(&dev, name);
         let io = io(name);
         let want = ids(&io, "greedy");
@@ -404,4 +407,138 @@ fn prompts_over_the_binding_limit_run_in_chunks() {
     let err = rel_l2(&got, &want);
     eprintln!("chunked prompt (64 KiB bindings) vs one pass: relative L2 {err:.3e}");
     assert!(err <= 1e-5, "{err:.3e}");
+}
+
+/// Falcon-Mamba's decode path: the logits behind each of transformers' 8 greedy tokens (its
+/// cached decoding: the prompt, then one-token steps through the recurrent-form mixer) against
+/// the engine's prompt pass then recorded steps, and then replays of the captured step graph;
+/// the captured step has one more dispatch per layer than plain Mamba's (the dt/B/C norms).
+#[test]
+fn falcon_mamba_decode_logits_match_transformers() {
+    let dev = device();
+    let name = "falcon-mamba-tiny";
+    let m = load(&dev, name);
+    assert_eq!(m.config.mixer_rms_eps, Some(1e-6));
+    let io = io(name);
+    let greedy = ids(&io, "greedy");
+    let want = io.f32_any("step_logits").unwrap();
+    let v = m.config.vocab_padded;
+    let steps = greedy.len() - 12;
+    assert_eq!(want.len(), steps * v);
+    let prompt = &greedy[..12];
+    let prefilled = |state: &mut spikescan::models::MambaState| -> Vec<f32> {
+        let mut rec = dev.recorder("prefill");
+        let t = dev.tensor_u32(prompt, &[1, 12]).unwrap();
+        let logits = m.prefill(&mut rec, &t, state, false).unwrap();
+        rec.submit().unwrap();
+        dev.read_f32(&logits).unwrap()
+    };
+    let check = |what: &str, i: usize, got: &[f32], worst: &mut f64| {
+        let err = rel_l2(got, &want[i * v..(i + 1) * v]);
+        assert!(
+            err <= 1e-3,
+            "{what}, token {i}: logits relative L2 {err:.3e}"
+        );
+        assert_eq!(
+            argmax_rows(got, v)[0] as u32,
+            greedy[12 + i],
+            "{what}, token {i}"
+        );
+        *worst = worst.max(err);
+    };
+    // Recorded steps.
+    let mut worst = 0.0f64;
+    let mut state = m.new_state(&dev, 1).unwrap();
+    check("prompt", 0, &prefilled(&mut state), &mut worst);
+    for i in 1..steps {
+        let mut rec = dev.recorder("step");
+        let t = dev.tensor_u32(&[greedy[12 + i - 1]], &[1]).unwrap();
+        let logits = m.step(&mut rec, &t, &mut state).unwrap();
+        rec.submit().unwrap();
+        check(
+            "recorded step",
+            i,
+            &dev.read_f32(&logits).unwrap(),
+            &mut worst,
+        );
+    }
+    // The captured step graph, replayed.
+    let mut worst_graph = 0.0f64;
+    let mut state = m.new_state(&dev, 1).unwrap();
+    let dec = m.decoder(&dev, &mut state).unwrap();
+    check("prompt", 0, &prefilled(&mut state), &mut worst_graph);
+    for i in 1..steps {
+        dev.write(&dec.ids, &greedy[12 + i - 1].to_le_bytes())
+            .unwrap();
+        dev.replay(&[&dec.step], None).unwrap();
+        check(
+            "captured step",
+            i,
+            &dev.read_f32(&dec.logits).unwrap(),
+            &mut worst_graph,
+        );
+    }
+    eprintln!(
+        "{name}: decode logits vs transformers' cached decoding, worst relative L2 {worst:.3e} \
+         (recorded steps), {worst_graph:.3e} (captured graph)"
+    );
+    let plain = load(&dev, "mamba-hf-tied");
+    assert_eq!(
+        (plain.config.n_layer, plain.config.d_model),
+        (m.config.n_layer, m.config.d_model)
+    );
+    let mut s = plain.new_state(&dev, 1).unwrap();
+    let plain_dec = plain.decoder(&dev, &mut s).unwrap();
+    assert_eq!(
+        dec.step.dispatches(),
+        plain_dec.step.dispatches() + m.config.n_layer,
+        "one dt/B/C norm dispatch per layer"
+    );
+}
+
+/// Falcon-Mamba configs: `model_type: "falcon_mamba"` names the architecture, the model
+/// reports it, `mixer_rms_eps` defaults to transformers' 1e-6 and must be a number.
+#[test]
+fn falcon_mamba_configs_are_read_and_checked() {
+    let md = ModelDir::open(fixture("falcon-mamba-tiny")).unwrap();
+    assert_eq!(md.architecture().unwrap(), "falcon_mamba");
+    let dev = device();
+    assert_eq!(
+        Model::from_dir(&dev, &md).unwrap().architecture(),
+        "falcon_mamba"
+    );
+    assert_eq!(
+        Model::load(&dev, fixture("mamba-hf-tied"))
+            .unwrap()
+            .architecture(),
+        "mamba"
+    );
+    let path = std::path::Path::new("config.json");
+    let mut cfg = md.config.clone();
+    let c = MambaConfig::from_json(&cfg, path).unwrap();
+    assert_eq!(
+        (c.mixer_rms_eps, c.d_inner, c.dt_rank),
+        (Some(1e-6), 128, 4)
+    );
+    cfg.as_object_mut().unwrap().remove("mixer_rms_eps");
+    assert_eq!(
+        MambaConfig::from_json(&cfg, path).unwrap().mixer_rms_eps,
+        Some(1e-6)
+    );
+    for bad in [
+        serde_json::json!("1e-6"),
+        serde_json::json!(null),
+        serde_json::json!(-1.0),
+    ] {
+        cfg["mixer_rms_eps"] = bad.clone();
+        let e = MambaConfig::from_json(&cfg, path).unwrap_err().to_string();
+        assert!(
+            e.contains("config.json") && e.contains("\"mixer_rms_eps\" must be"),
+            "{bad}: {e}"
+        );
+    }
+    // Plain Mamba has no mixer norms, whatever else the config holds.
+    let plain = ModelDir::open(fixture("mamba-hf-tied")).unwrap();
+    let c = MambaConfig::from_json(&plain.config, path).unwrap();
+    assert_eq!(c.mixer_rms_eps, None);
 }

@@ -11,6 +11,15 @@ pure-PyTorch path) with small random configurations:
 io.safetensors: `input_ids` (i64 [2, 12]), `logits` (f32 [2, 12, vocab]), and `greedy`
 (i64 [1, 12 + 8]: prompt row 0 and 8 greedy tokens from transformers' generate).
 
+- falcon-mamba-tiny/: transformers' FalconMambaForCausalLM (`model_type` "falcon_mamba":
+  Mamba-1 blocks whose x_proj outputs dt, B and C each pass a weightless RMSNorm with
+  `mixer_rms_eps`), Hugging Face format with the config written by transformers itself
+  (`to_json_string`), the head tied as transformers' default, the same character tokenizer.
+  io.safetensors also holds `step_logits` (f32 [8, vocab]): the logits behind each greedy
+  token from transformers' cached decode path. The script prints how far the logits are from
+  the same weights run without the three norms (transformers' MambaForCausalLM; recorded as
+  `without_norms_rel_l2`), so the fixture shows they matter.
+
 - mamba-130m-precision/: the mamba-130m shape (24 layers, d_model 768, vocab 50280) with
   weights too large to commit, so they are made by a counter-based generator that the Rust
   test rebuilds bit for bit (`weights()` here, `precision_weights` in tests/mamba.rs):
@@ -24,7 +33,9 @@ io.safetensors: `input_ids` (i64 [2, 12]), `logits` (f32 [2, 12, vocab]), and `g
 The source (transformers' `models/mamba/modeling_mamba.py`, its version) is recorded in
 each io.safetensors' metadata.
 
-    python3 tools/reference/make_mamba_fixtures.py
+    python3 tools/reference/make_mamba_fixtures.py                 # every fixture
+    python3 tools/reference/make_mamba_fixtures.py --falcon-only   # falcon-mamba-tiny only
+    python3 tools/reference/make_mamba_fixtures.py --precision-only
 """
 import json
 import os
@@ -34,7 +45,7 @@ import numpy as np
 import torch
 import transformers
 from safetensors.torch import save_file
-from transformers import MambaConfig, MambaForCausalLM
+from transformers import FalconMambaConfig, FalconMambaForCausalLM, MambaConfig, MambaForCausalLM
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
 CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
@@ -194,7 +205,67 @@ def make(name, cfg, layout, seed, bf16=False):
     print(f"{name}: vocab {cfg.vocab_size}, greedy {greedy.tolist()}")
 
 
+def make_falcon(name="falcon-mamba-tiny", seed=11):
+    cfg = FalconMambaConfig(vocab_size=len(CHARS) + 1 + 7, hidden_size=64, num_hidden_layers=2, state_size=16,
+                            expand=2, conv_kernel=4, use_bias=False, use_conv_bias=True)
+    cfg.architectures = ["FalconMambaForCausalLM"]
+    assert cfg.tie_word_embeddings and cfg.mixer_rms_eps == 1e-6
+    torch.manual_seed(seed)
+    model = FalconMambaForCausalLM(cfg).eval()
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 97, (2, 12), generator=gen)
+    # The RMS of dt, B and C before their norms (far from 1: the norms change them).
+    rms = {}
+
+    def hook(layer):
+        def f(_module, _inputs, out):
+            r, n = cfg.time_step_rank, cfg.state_size
+            parts = torch.split(out, [r, n, n], dim=-1)
+            rms[layer] = [p.pow(2).mean(-1).sqrt().mean().item() for p in parts]
+        return f
+
+    handles = [blk.mixer.x_proj.register_forward_hook(hook(i)) for i, blk in enumerate(model.backbone.layers)]
+    with torch.no_grad():
+        logits = model(ids).logits.float()
+    for h in handles:
+        h.remove()
+    with torch.no_grad():
+        res = model.generate(ids[:1], max_new_tokens=8, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True)
+    greedy = res.sequences
+    # The logits behind each greedy token, from transformers' cached decode path (its
+    # recurrent-form mixer): the first from the prompt, the others from one-token steps.
+    step_logits = torch.cat([t.float() for t in res.logits], dim=0)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    sd.pop("lm_head.weight", None)
+    # The same weights without the three norms: transformers' Mamba.
+    plain_cfg = MambaConfig(**{k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "mixer_rms_eps")})
+    plain = MambaForCausalLM(plain_cfg).eval()
+    missing, unexpected = plain.load_state_dict(sd, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    plain.tie_weights()
+    with torch.no_grad():
+        without = plain(ids).logits.float()
+    norms_effect = ((without - logits).norm() / logits.norm()).item()
+    out = os.path.join(ROOT, name)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        f.write(cfg.to_json_string())
+    with open(os.path.join(out, "tokenizer.json"), "w") as f:
+        f.write(tokenizer_json())
+    save_file(sd, os.path.join(out, "model.safetensors"))
+    meta = dict(SOURCE, source_file="src/transformers/models/falcon_mamba/modeling_falcon_mamba.py",
+                without_norms_rel_l2=f"{norms_effect:.6e}")
+    save_file({"input_ids": ids.contiguous(), "logits": logits.contiguous(), "greedy": greedy.contiguous(),
+               "step_logits": step_logits.contiguous()}, os.path.join(out, "io.safetensors"), metadata=meta)
+    print(f"{name}: vocab {cfg.vocab_size}, greedy {greedy.tolist()}")
+    print(f"{name}: RMS of (dt, B, C) before the norms per layer {rms}; logits without the norms are "
+          f"{norms_effect:.3e} (relative L2) away")
+
+
 def main():
+    if "--falcon-only" in sys.argv:
+        return make_falcon()
     tied = MambaConfig(vocab_size=len(CHARS) + 1 + 7, hidden_size=64, num_hidden_layers=2, state_size=16, expand=2,
                        conv_kernel=4, use_bias=False, use_conv_bias=True, tie_word_embeddings=True)
     if "--precision-only" in sys.argv:
@@ -203,6 +274,7 @@ def main():
     untied = MambaConfig(vocab_size=104, hidden_size=64, num_hidden_layers=3, state_size=16, expand=2, conv_kernel=4,
                          use_bias=False, use_conv_bias=True, tie_word_embeddings=False)
     make("mamba-ssm-untied", untied, "ssm", 8, bf16=True)
+    make_falcon()
     make_precision()
 
 

@@ -58,6 +58,7 @@ pub const ARCHITECTURES: &[&str] = &[
     "lmuformer",
     "spiking_lmuformer",
     "mamba",
+    "falcon_mamba",
 ];
 
 /// config.json of a named preset (used when a model directory has none and is named so).
@@ -542,11 +543,15 @@ impl ModelDir {
     }
 
     /// The `"architecture"` field; Mamba configs in mamba_ssm or Hugging Face format
-    /// (`"model_type": "mamba"`, or `d_model` with `ssm_cfg`) need none.
+    /// (`"model_type": "mamba"`, or `d_model` with `ssm_cfg`) need none, nor do Falcon-Mamba
+    /// ones (`"model_type": "falcon_mamba"`, the architecture `falcon_mamba`).
     pub fn architecture(&self) -> Result<&str> {
         let c = &self.config;
         if let Some(a) = c.get("architecture").and_then(Value::as_str) {
             return Ok(a);
+        }
+        if c.get("model_type").and_then(Value::as_str) == Some("falcon_mamba") {
+            return Ok("falcon_mamba");
         }
         if c.get("model_type").and_then(Value::as_str) == Some("mamba")
             || (c.get("d_model").is_some() && c.get("ssm_cfg").is_some())
@@ -622,6 +627,7 @@ impl Model {
             Model::Spikformer(_) => "spikformer",
             Model::MetaSpikeformer(_) => "meta_spikeformer",
             Model::Lmuformer(m) => m.architecture(),
+            Model::Mamba(m) if m.config.mixer_rms_eps.is_some() => "falcon_mamba",
             Model::Mamba(_) => "mamba",
         }
     }
@@ -709,7 +715,8 @@ impl Model {
             "meta_spikeformer" => Ok(Model::MetaSpikeformer(MetaSpikeformer::load(dev, md)?)),
             "lmuformer" => Ok(Model::Lmuformer(Lmuformer::load(dev, md, false)?)),
             "spiking_lmuformer" => Ok(Model::Lmuformer(Lmuformer::load(dev, md, true)?)),
-            "mamba" => Ok(Model::Mamba(Mamba::load(dev, md)?)),
+            // Falcon-Mamba is Mamba with the mixer's dt, B and C norms (MambaConfig reads them).
+            "mamba" | "falcon_mamba" => Ok(Model::Mamba(Mamba::load(dev, md)?)),
             other => Err(ModelError::UnknownArchitecture {
                 path: md.path.join("config.json"),
                 found: other.to_string(),

@@ -7,12 +7,16 @@
 //! `lm_head.weight` is present. Mixer: in_proj → x | z; causal conv1d + SiLU; x_proj → dt | B
 //! | C; dt_proj (its bias and the softplus inside the scan); scan with A = -exp(A_log) and D;
 //! `y · silu(z)`; out_proj.
+//!
+//! Falcon-Mamba (`model_type: "falcon_mamba"`, transformers' FalconMambaForCausalLM) is the
+//! same block with one difference: x_proj's dt, B and C outputs each pass a weightless
+//! RMSNorm (`mixer_rms_eps`) before dt_proj and the scan, in the prompt and the decode path.
 
 use serde_json::Value;
 use spikescan_loader::Checkpoint;
 use spikescan_runtime::ops::causal_conv1d::{causal_conv1d_into, causal_conv1d_step, ConvLayout};
 use spikescan_runtime::ops::matmul::{gemm_into, linear, Gemm};
-use spikescan_runtime::ops::rms_norm::{add_rms_norm, rms_norm};
+use spikescan_runtime::ops::rms_norm::{add_rms_norm, rms_norm, rms_norm_segments};
 use spikescan_runtime::ops::select::topk_prefix_into;
 use spikescan_runtime::ops::selective_scan::{
     pack_scan_weights, selective_scan_into, selective_state_update, ScanLayout, ScanWeights,
@@ -39,11 +43,16 @@ pub struct MambaConfig {
     pub tie: bool,
     pub use_bias: bool,
     pub use_conv_bias: bool,
+    /// Falcon-Mamba: the eps of the weightless RMSNorms on x_proj's dt, B and C outputs
+    /// (None: plain Mamba, no such norms).
+    pub mixer_rms_eps: Option<f32>,
 }
 
 impl MambaConfig {
-    /// Reads either config format: Hugging Face (`model_type: "mamba"`, `hidden_size`, …) or
-    /// mamba_ssm (`d_model`, `n_layer`, `ssm_cfg`, `pad_vocab_size_multiple`, …).
+    /// Reads either config format: Hugging Face (`model_type: "mamba"` or `"falcon_mamba"`,
+    /// `hidden_size`, …) or mamba_ssm (`d_model`, `n_layer`, `ssm_cfg`,
+    /// `pad_vocab_size_multiple`, …). Falcon-Mamba's `mixer_rms_eps` defaults to 1e-6 as in
+    /// transformers.
     pub fn from_json(cfg: &Value, path: &std::path::Path) -> Result<Self> {
         let bad = |m: String| ModelError::Config {
             path: path.to_path_buf(),
@@ -66,8 +75,25 @@ impl MambaConfig {
                 None => Ok(default),
             }
         };
-        let hf = cfg.get("hidden_size").is_some()
-            || cfg.get("model_type").and_then(Value::as_str) == Some("mamba");
+        let model_type = cfg.get("model_type").and_then(Value::as_str);
+        let falcon = model_type == Some("falcon_mamba")
+            || cfg.get("architecture").and_then(Value::as_str) == Some("falcon_mamba");
+        let hf = cfg.get("hidden_size").is_some() || model_type == Some("mamba") || falcon;
+        let mixer_rms_eps = if falcon {
+            Some(match cfg.get("mixer_rms_eps") {
+                None => 1e-6,
+                Some(v) => match v.as_f64() {
+                    Some(e) if e.is_finite() && e >= 0.0 => e as f32,
+                    _ => {
+                        return Err(bad(format!(
+                            "\"mixer_rms_eps\" must be a non-negative number, got {v}"
+                        )))
+                    }
+                },
+            })
+        } else {
+            None
+        };
         let c = if hf {
             let d_model = int(cfg.get("hidden_size"), "hidden_size", None)?;
             let expand = int(cfg.get("expand"), "expand", Some(2))?;
@@ -82,7 +108,13 @@ impl MambaConfig {
                 n_layer: int(cfg.get("num_hidden_layers"), "num_hidden_layers", None)?,
                 vocab_size: vocab,
                 vocab_padded: vocab,
-                d_inner: expand * d_model,
+                // transformers takes `intermediate_size` when the config has it (Falcon-Mamba
+                // 7B's says 8192 next to an `expand` that is not 2), else expand x hidden.
+                d_inner: int(
+                    cfg.get("intermediate_size"),
+                    "intermediate_size",
+                    Some(expand * d_model),
+                )?,
                 d_state: int(cfg.get("state_size"), "state_size", Some(16))?,
                 d_conv: int(cfg.get("conv_kernel"), "conv_kernel", Some(4))?,
                 dt_rank,
@@ -93,6 +125,7 @@ impl MambaConfig {
                 tie: boolean(cfg.get("tie_word_embeddings"), "tie_word_embeddings", true)?,
                 use_bias: boolean(cfg.get("use_bias"), "use_bias", false)?,
                 use_conv_bias: boolean(cfg.get("use_conv_bias"), "use_conv_bias", true)?,
+                mixer_rms_eps,
             }
         } else {
             let d_model = int(cfg.get("d_model"), "d_model", None)?;
@@ -122,6 +155,7 @@ impl MambaConfig {
                 tie: boolean(cfg.get("tie_embeddings"), "tie_embeddings", true)?,
                 use_bias: false,
                 use_conv_bias: true,
+                mixer_rms_eps: None,
             }
         };
         if c.d_model == 0
@@ -461,6 +495,17 @@ impl Mamba {
         })
     }
 
+    /// Falcon-Mamba's weightless RMSNorms of dt, B and C, in place on x_proj's output
+    /// `[rows, R + 2N]` (nothing for plain Mamba).
+    fn mixer_norms(&self, rec: &mut Recorder, xdbl: &Tensor) -> Result<()> {
+        let c = &self.config;
+        if let Some(eps) = c.mixer_rms_eps {
+            let (r, n) = (c.dt_rank, c.d_state);
+            rms_norm_segments(rec, xdbl, &[(0, r), (r, n), (r + n, n)], eps)?;
+        }
+        Ok(())
+    }
+
     /// dt_proj (without its bias) on the dt columns of x_proj's output `[rows, R + 2N]`.
     fn dt_gemm(rows: usize, d: usize, r: usize, n: usize) -> Gemm {
         Gemm {
@@ -546,6 +591,7 @@ impl Mamba {
             // captured decoder (`Mamba::decoder`) stays valid across prefills.
             rec.copy(&conv_state, &state.conv[i])?;
             let xdbl = Self::proj(rec, &u.reshape(&[b * l, d])?, &ly.x_proj, None)?; // [B·L, R + 2N]
+            self.mixer_norms(rec, &xdbl)?;
             let dt = dev.alloc(&[b * l, d], DType::F32)?;
             let g = Self::dt_gemm(b * l, d, r, n);
             gemm_into(rec, &g, &xdbl, &ly.dt_proj, None, &dt)?;
@@ -631,6 +677,7 @@ impl Mamba {
             };
             causal_conv1d_step(rec, &cl, &xz, &ly.conv_w, &ly.conv_b, &state.conv[i], &u)?;
             let xdbl = Self::proj(rec, &u, &ly.x_proj, None)?;
+            self.mixer_norms(rec, &xdbl)?;
             let dt = dev.alloc(&[b, d], DType::F32)?;
             let g = Self::dt_gemm(b, d, r, n);
             gemm_into(rec, &g, &xdbl, &ly.dt_proj, None, &dt)?;
