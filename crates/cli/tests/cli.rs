@@ -43,8 +43,22 @@ fn info_says_which_presets_fit_the_limits() {
     };
     let v = presets(&[]);
     let all = v["presets"].as_array().unwrap();
-    assert!(all.len() >= 14, "{v}");
-    assert!(all.iter().all(|p| p["fits"] == true), "{v}");
+    assert!(all.len() >= 15, "{v}");
+    // Every preset fits lavapipe's limits but Falcon-Mamba 7B, whose f32 in_proj (16384 ×
+    // 4096, 256 MiB) exceeds its 128 MiB binding.
+    for p in all {
+        let big = p["name"] == "falcon-mamba-7b";
+        assert_eq!(p["fits"], !big, "{p}");
+        if big {
+            assert!(
+                p["largest_weight"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("in_proj.weight"),
+                "{p}"
+            );
+        }
+    }
     assert_eq!(v["kernel_workgroup_size"], 256);
     let v = presets(&[
         ("SPIKESCAN_MAX_BINDING", "8M"),

@@ -102,6 +102,16 @@ pub fn preset(name: &str) -> Option<Value> {
         "mamba-370m" => mamba(1024, 48),
         "mamba-790m" => mamba(1536, 48),
         "mamba-1.4b" => mamba(2048, 48),
+        // tiiuae/falcon-mamba-7b (and its instruct variant), as its config.json has it
+        // (`expand` 16 beside `intermediate_size` 8192: transformers, and spikescan, take
+        // intermediate_size; the published file has no mixer_rms_eps, so 1e-6).
+        "falcon-mamba-7b" => serde_json::json!({
+            "model_type": "falcon_mamba", "hidden_size": 4096, "num_hidden_layers": 64,
+            "vocab_size": 65024, "state_size": 16, "conv_kernel": 4, "expand": 16,
+            "intermediate_size": 8192, "time_step_rank": 256, "use_bias": false,
+            "use_conv_bias": true, "layer_norm_epsilon": 1e-5, "mixer_rms_eps": 1e-6,
+            "residual_in_fp32": true, "tie_word_embeddings": false
+        }),
         "spikformer-8-384" => spikformer(384, 1000, "imagenet", 224, 8, 16),
         "spikformer-8-512" => spikformer(512, 1000, "imagenet", 224, 8, 16),
         "spikformer-8-768" => spikformer(768, 1000, "imagenet", 224, 8, 16),
@@ -130,6 +140,7 @@ pub const PRESETS: &[&str] = &[
     "mamba-370m",
     "mamba-790m",
     "mamba-1.4b",
+    "falcon-mamba-7b",
 ];
 
 /// Whether a preset's weights can be held by a device with the given limits.
@@ -161,6 +172,7 @@ pub fn preset_fits(binding_limit: u64) -> Vec<PresetFit> {
             let path = Path::new(name);
             let arch = cfg
                 .get("architecture")
+                .or_else(|| cfg.get("model_type"))
                 .and_then(|v| v.as_str())
                 .unwrap_or("mamba")
                 .to_string();
@@ -732,5 +744,26 @@ mod tests {
     fn top_classes_are_largest_first_with_ties_in_index_order() {
         assert_eq!(super::top_classes(&[0.5, 2.0, 0.5, -1.0], 3), vec![1, 0, 2]);
         assert_eq!(super::top_classes(&[1.0, 3.0], 5), vec![1, 0]);
+    }
+
+    /// The Falcon-Mamba 7B preset reads as Falcon-Mamba at its published size (7.27 B
+    /// parameters: 64 layers of d_model 4096, d_inner 8192, an untied 65,024-row head).
+    #[test]
+    fn the_falcon_mamba_7b_preset_has_its_published_size() {
+        let cfg = super::preset("falcon-mamba-7b").unwrap();
+        let c =
+            super::MambaConfig::from_json(&cfg, std::path::Path::new("falcon-mamba-7b")).unwrap();
+        assert_eq!(c.mixer_rms_eps, Some(1e-6));
+        assert_eq!((c.d_inner, c.dt_rank, c.tie), (8192, 256, false));
+        let fit = super::preset_fits(u64::MAX)
+            .into_iter()
+            .find(|p| p.name == "falcon-mamba-7b")
+            .unwrap();
+        assert_eq!(fit.architecture, "falcon_mamba");
+        assert!(
+            (7.2e9..7.35e9).contains(&(fit.parameters as f64)),
+            "{}",
+            fit.parameters
+        );
     }
 }
