@@ -525,7 +525,12 @@ fn a_partial_download_resumes_where_it_stopped() {
     let half = weights.len() / 2;
     let part = blobs.join(format!("{}.part", etag("model.safetensors", &weights)));
     std::fs::write(&part, &weights[..half]).unwrap();
-    let dir = fetch_model(&id("spikescan-test/resume"), &options(&hub, &cache)).unwrap();
+    // With the progress bar (drawn only where stderr is a terminal).
+    let opts = HubOptions {
+        progress: true,
+        ..options(&hub, &cache)
+    };
+    let dir = fetch_model(&id("spikescan-test/resume"), &opts).unwrap();
     assert_eq!(
         std::fs::read(dir.join("model.safetensors")).unwrap(),
         weights
