@@ -21,6 +21,7 @@ from .errors import (
     DTypeError,
     Error,
     InputError,
+    HubError,
     InternalError,
     ModelNotFoundError,
 )
@@ -42,7 +43,7 @@ from ._spikescan import (
 __all__ = [
     "ARCHITECTURES", "LOOKAHEAD", "Device", "Generation", "MambaState", "Model", "Stream", "StreamSnapshot",
     "adapters", "load", "convert", "errors", "Error", "ModelNotFoundError", "ConfigError",
-    "CheckpointError", "InputError", "DTypeError", "DeviceError", "InternalError", "__version__",
+    "CheckpointError", "HubError", "InputError", "DTypeError", "DeviceError", "InternalError", "__version__",
 ]
 
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".bin")

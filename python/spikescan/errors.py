@@ -11,6 +11,13 @@ class ModelNotFoundError(Error, FileNotFoundError):
     """The model directory (or .pth checkpoint) does not exist."""
 
 
+class HubError(Error):
+    """A model by Hub id (`owner/name[@revision]`) could not be fetched: the Hub unreachable,
+    a missing file or token, a corrupt download, a repository without safetensors weights.
+    A repository or revision that does not exist, or one not cached with HF_HUB_OFFLINE=1,
+    raises ModelNotFoundError instead."""
+
+
 class ConfigError(Error):
     """config.json is missing, malformed, names an unknown architecture or a bad field."""
 

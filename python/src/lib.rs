@@ -35,6 +35,7 @@ pyo3::import_exception!(spikescan.errors, InputError);
 pyo3::import_exception!(spikescan.errors, DTypeError);
 pyo3::import_exception!(spikescan.errors, DeviceError);
 pyo3::import_exception!(spikescan.errors, InternalError);
+pyo3::import_exception!(spikescan.errors, HubError);
 
 /// A library error as the Python exception of its kind, with the message the CLI prints
 /// (the error, then each source after ": ").
@@ -54,6 +55,11 @@ fn py_err(e: ModelError) -> PyErr {
         ModelError::Load(_) => CheckpointError::new_err(msg),
         ModelError::Input(_) => InputError::new_err(msg),
         ModelError::Runtime(_) => DeviceError::new_err(msg),
+        ModelError::Hub(
+            spikescan::loader::hub::HubError::NotFound { .. }
+            | spikescan::loader::hub::HubError::Offline { .. },
+        ) => ModelNotFoundError::new_err(msg),
+        ModelError::Hub(_) => HubError::new_err(msg),
     }
 }
 

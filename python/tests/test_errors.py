@@ -171,3 +171,27 @@ def test_a_pth_needs_a_preset_or_config_and_a_bad_one_is_a_checkpoint_error(tmp_
     bad.write_bytes(b"not a zip")
     with pytest.raises(spikescan.CheckpointError):
         spikescan.load(str(bad), preset="lmuformer-gsc")
+
+
+def test_a_model_by_hub_id_from_the_cache_and_an_uncached_one_offline(monkeypatch, tmp_path):
+    """`spikescan.load("owner/name")` reads the Hub's cache layout (what a download leaves;
+    the downloads themselves are tested against a local Hub in crates/cli/tests/hub.rs)."""
+    commit = "ab" * 20
+    repo = tmp_path / "models--spikescan-test--mamba-pydoc"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in ["config.json", "model.safetensors", "tokenizer.json"]:
+        shutil.copy(os.path.join(MAMBA, f), snap / f)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    by_id = spikescan.load("spikescan-test/mamba-pydoc")
+    local = spikescan.load(MAMBA)
+    assert by_id.architecture == "mamba"
+    a, b = by_id.generate("def ", max_new_tokens=4), local.generate("def ", max_new_tokens=4)
+    assert list(a) == list(b) and a.tokens == b.tokens and len(a.tokens) == 4
+    with pytest.raises(spikescan.ModelNotFoundError) as e:
+        spikescan.load("spikescan-test/not-cached")
+    assert "HF_HUB_OFFLINE" in str(e.value) and "spikescan-test/not-cached" in str(e.value)
