@@ -48,7 +48,7 @@ fn py_err(e: ModelError) -> PyErr {
         source = s.source();
     }
     match e {
-        ModelError::NoDirectory(_) => ModelNotFoundError::new_err(msg),
+        ModelError::NoDirectory(_) | ModelError::Nowhere { .. } => ModelNotFoundError::new_err(msg),
         ModelError::Config { .. } | ModelError::UnknownArchitecture { .. } => {
             ConfigError::new_err(msg)
         }

@@ -28,6 +28,8 @@ struct Repo {
     corrupt: Vec<String>,
     /// A bearer token the repository requires.
     token: Option<String>,
+    /// Its files answer with a relative redirect to this repository (a renamed one).
+    renamed_to: Option<String>,
 }
 
 fn hex(d: &[u8]) -> String {
@@ -120,6 +122,11 @@ fn respond(mut conn: TcpStream, status: &str, headers: &[(String, String)], body
     let _ = conn.write_all(body);
 }
 
+/// The Hub's answers, as huggingface.co gives them: the file list under /api; small files
+/// from /resolve with their git blob hash as ETag; LFS files (weights) as a 302 to a CDN on
+/// another host (`localhost` for `127.0.0.1`: the token must not follow) with X-Linked-Etag
+/// and X-Linked-Size; a repository that does not exist is a 401 RepoNotFound; a gated one
+/// lists its files but answers 401 GatedRepo for them without its token.
 fn serve(conn: TcpStream, repos: &Mutex<BTreeMap<String, Repo>>, log: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut line = String::new();
@@ -127,7 +134,7 @@ fn serve(conn: TcpStream, repos: &Mutex<BTreeMap<String, Repo>>, log: &Mutex<Vec
         return;
     }
     let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let (mut range, mut auth) = (None, None);
+    let (mut range, mut auth, mut host) = (None, None, String::new());
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
@@ -137,27 +144,31 @@ fn serve(conn: TcpStream, repos: &Mutex<BTreeMap<String, Repo>>, log: &Mutex<Vec
             match k.to_ascii_lowercase().as_str() {
                 "range" => range = Some(v.trim().to_string()),
                 "authorization" => auth = Some(v.trim().to_string()),
+                "host" => host = v.trim().to_string(),
                 _ => {}
             }
         }
     }
-    log.lock()
-        .unwrap()
-        .push(format!("GET {path} {}", range.clone().unwrap_or_default()));
+    log.lock().unwrap().push(format!(
+        "GET {path} host={host} auth={} {}",
+        auth.is_some(),
+        range.clone().unwrap_or_default()
+    ));
     let repos = repos.lock().unwrap().clone();
-    let not_found = |conn| {
-        respond(
-            conn,
-            "404 Not Found",
-            &[("X-Error-Code".into(), "RepoNotFound".into())],
-            b"{\"error\":\"Repository not found\"}",
-        )
+    let error = |conn, status: &str, code: &str| {
+        respond(conn, status, &[("X-Error-Code".into(), code.into())], b"")
     };
     let authorised = |repo: &Repo| {
         repo.token
             .as_ref()
             .is_none_or(|t| auth.as_deref() == Some(&format!("Bearer {t}")))
     };
+    // The CDN: /cdn/<repo>/<file>, no token needed (its URLs are signed).
+    if let Some(rest) = path.strip_prefix("/cdn/") {
+        let parts: Vec<&str> = rest.splitn(3, '/').collect();
+        let repo = repos.get(&format!("{}/{}", parts[0], parts[1])).unwrap();
+        return send_file(conn, repo, parts[2], range.as_deref(), vec![]);
+    }
     if let Some(rest) = path.strip_prefix("/api/models/") {
         // owner/name/revision/rev
         let parts: Vec<&str> = rest.splitn(4, '/').collect();
@@ -165,7 +176,7 @@ fn serve(conn: TcpStream, repos: &Mutex<BTreeMap<String, Repo>>, log: &Mutex<Vec
             .then(|| repos.get(&format!("{}/{}", parts[0], parts[1])))
             .flatten();
         match repo {
-            Some(r) if !authorised(r) => respond(conn, "401 Unauthorized", &[], b"{}"),
+            None => error(conn, "401 Unauthorized", "RepoNotFound"),
             Some(r) if parts[3] == "main" || parts[3] == r.commit => {
                 let siblings: Vec<_> = r
                     .files
@@ -175,7 +186,7 @@ fn serve(conn: TcpStream, repos: &Mutex<BTreeMap<String, Repo>>, log: &Mutex<Vec
                 let body = serde_json::json!({ "sha": r.commit, "siblings": siblings });
                 respond(conn, "200 OK", &[], body.to_string().as_bytes());
             }
-            _ => not_found(conn),
+            Some(_) => error(conn, "404 Not Found", "RevisionNotFound"),
         }
         return;
     }
@@ -185,33 +196,64 @@ fn serve(conn: TcpStream, repos: &Mutex<BTreeMap<String, Repo>>, log: &Mutex<Vec
         .then(|| repos.get(&format!("{}/{}", parts[0], parts[1])))
         .flatten();
     let Some(repo) = found else {
-        return not_found(conn);
+        return error(conn, "401 Unauthorized", "RepoNotFound");
     };
     if !authorised(repo) {
-        return respond(conn, "401 Unauthorized", &[], b"");
+        return error(conn, "401 Unauthorized", "GatedRepo");
     }
-    let Some(data) = repo.files.get(parts[4]) else {
+    if let Some(target) = &repo.renamed_to {
+        let loc = format!("/{target}/resolve/{}/{}", parts[3], parts[4]);
         return respond(
             conn,
-            "404 Not Found",
-            &[("X-Error-Code".into(), "EntryNotFound".into())],
+            "307 Temporary Redirect",
+            &[("Location".into(), loc)],
             b"",
         );
+    }
+    let Some(data) = repo.files.get(parts[4]) else {
+        return error(conn, "404 Not Found", "EntryNotFound");
     };
-    let mut body = data.clone();
-    if repo.corrupt.iter().any(|c| c == parts[4]) {
+    let commit = ("X-Repo-Commit".to_string(), repo.commit.clone());
+    if parts[4].ends_with(".safetensors") {
+        let port = host.rsplit(':').next().unwrap();
+        let loc = format!(
+            "http://localhost:{port}/cdn/{}/{}/{}",
+            parts[0], parts[1], parts[4]
+        );
+        let headers = [
+            ("Location".to_string(), loc),
+            commit,
+            (
+                "X-Linked-Etag".into(),
+                format!("\"{}\"", etag(parts[4], data)),
+            ),
+            ("X-Linked-Size".into(), data.len().to_string()),
+        ];
+        return respond(conn, "302 Found", &headers, b"");
+    }
+    let tag = ("ETag".to_string(), format!("\"{}\"", etag(parts[4], data)));
+    send_file(conn, repo, parts[4], range.as_deref(), vec![commit, tag]);
+}
+
+fn send_file(
+    conn: TcpStream,
+    repo: &Repo,
+    name: &str,
+    range: Option<&str>,
+    mut headers: Vec<(String, String)>,
+) {
+    let mut body = repo.files[name].clone();
+    if repo.corrupt.iter().any(|c| c == name) {
         *body.last_mut().unwrap() ^= 0x55;
     }
-    let mut headers = vec![
-        ("ETag".to_string(), format!("\"{}\"", etag(parts[4], data))),
-        ("X-Repo-Commit".to_string(), repo.commit.clone()),
-        ("Accept-Ranges".to_string(), "bytes".to_string()),
-    ];
     let total = body.len();
-    match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
+    match range.and_then(|r| r.strip_prefix("bytes=")) {
         Some(r) => {
             let (a, b) = r.split_once('-').unwrap();
             let a: usize = a.parse().unwrap();
+            if a >= total {
+                return respond(conn, "416 Range Not Satisfiable", &[], b"");
+            }
             let b: usize = if b.is_empty() {
                 total - 1
             } else {
@@ -302,6 +344,39 @@ fn a_model_downloads_into_the_hub_cache_and_is_then_used_without_the_hub() {
     assert!(
         !dir.join("README.md").exists(),
         "only the files a model needs"
+    );
+    // labels.txt is recorded as absent, as the Python client records it.
+    assert!(repo
+        .join(".no_exist")
+        .join(commit(1))
+        .join("labels.txt")
+        .is_file());
+    // Weights fetched from the CDN host without the token; nothing left half-written.
+    let asked = hub.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|r| r.contains("/cdn/") && r.contains("host=localhost")),
+        "{asked:#?}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(repo.join("blobs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A snapshot that lost a file the repository has fetches just that file.
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    let before = hub.requests().len();
+    fetch_model(&id("spikescan-test/mamba-pydoc"), &opts).unwrap();
+    let again = &hub.requests()[before..];
+    assert!(dir.join("tokenizer.json").is_file());
+    assert!(
+        again
+            .iter()
+            .all(|r| r.contains("/api/") || r.contains("tokenizer.json")),
+        "{again:#?}"
     );
     let asked = hub.requests().len();
     // Cached: the Hub is not asked again, and works with it gone, and offline.
@@ -543,6 +618,30 @@ fn a_partial_download_resumes_where_it_stopped() {
         "{asked:#?}"
     );
     assert!(!part.exists());
+    // A .part that holds the whole file (a crash before its rename) is verified and used.
+    hub.add(
+        "spikescan-test/resume-full",
+        Repo {
+            commit: commit(10),
+            files: model_files(),
+            ..Repo::default()
+        },
+    );
+    let blobs = cache.join("models--spikescan-test--resume-full/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(
+        blobs.join(format!("{}.part", etag("model.safetensors", &weights))),
+        &weights,
+    )
+    .unwrap();
+    let before = hub.requests().len();
+    let dir = fetch_model(&id("spikescan-test/resume-full"), &opts).unwrap();
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        weights
+    );
+    let again = &hub.requests()[before..];
+    assert!(!again.iter().any(|r| r.contains("/cdn/")), "{again:#?}");
     let _ = std::fs::remove_dir_all(&cache);
 }
 
@@ -568,6 +667,18 @@ fn a_corrupt_download_is_deleted_and_reported() {
         .join("models--spikescan-test--corrupt/snapshots")
         .join(commit(6));
     assert!(!snapshot.join("model.safetensors").exists());
+    let blobs = cache.join("models--spikescan-test--corrupt/blobs");
+    let names: Vec<_> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.to_string_lossy().ends_with(".part")),
+        "{names:?}"
+    );
     // Once the Hub serves the right bytes, the next run succeeds.
     hub.add(
         "spikescan-test/corrupt",
@@ -635,16 +746,54 @@ fn missing_repositories_files_and_tokens_and_pickles_are_clear_errors() {
         },
     );
     let e = fetch_model(&id("spikescan-test/gated"), &opts).unwrap_err();
+    assert!(matches!(e, HubError::Gated { status: 401, .. }), "{e}");
     assert!(
-        matches!(e, HubError::Unauthorized { status: 401, .. }),
+        e.to_string().contains("HF_TOKEN") && e.to_string().contains("conditions"),
         "{e}"
     );
-    assert!(e.to_string().contains("HF_TOKEN"), "{e}");
     let with_token = HubOptions {
         token: Some("hf_secret".into()),
-        ..opts
+        ..opts.clone()
     };
+    let before = hub.requests().len();
     assert!(fetch_model(&id("spikescan-test/gated"), &with_token).is_ok());
+    // The token goes to the Hub, never to the CDN it redirects to.
+    let sent = &hub.requests()[before..];
+    assert!(
+        sent.iter()
+            .any(|r| r.contains("host=127.0.0.1") && r.contains("auth=true")),
+        "{sent:#?}"
+    );
+    assert!(
+        sent.iter()
+            .all(|r| !r.contains("host=localhost") || r.contains("auth=false")),
+        "{sent:#?}"
+    );
+    // A renamed repository: its files answer with a relative redirect, which is followed.
+    hub.add(
+        "spikescan-test/renamed",
+        Repo {
+            commit: commit(11),
+            files: model_files(),
+            renamed_to: Some("spikescan-test/renamed-to".into()),
+            ..Repo::default()
+        },
+    );
+    hub.add(
+        "spikescan-test/renamed-to",
+        Repo {
+            commit: commit(11),
+            files: model_files(),
+            ..Repo::default()
+        },
+    );
+    assert!(fetch_model(&id("spikescan-test/renamed"), &opts).is_ok());
+    let e = fetch_model(
+        &id(&format!("spikescan-test/renamed@{}", commit(12))),
+        &opts,
+    )
+    .unwrap_err();
+    assert!(matches!(e, HubError::NotFound { .. }), "{e}");
     // Through the CLI: an id that names no repository.
     let (code, _, err) = spikescan(
         &[
@@ -661,7 +810,8 @@ fn missing_repositories_files_and_tokens_and_pickles_are_clear_errors() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("no model repository 'spikescan-test/nothing'"),
+        err.contains("there is no model directory spikescan-test/nothing, and the Hub at")
+            && err.contains("no model repository 'spikescan-test/nothing'"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&cache);

@@ -1,21 +1,24 @@
-//! Model repositories from the Hugging Face Hub, by id (`owner/name[@revision]`), through
-//! the Hub's own client crate (`hf-hub`, its blocking API).
+//! Model repositories from the Hugging Face Hub, by id (`owner/name[@revision]`), over the
+//! Hub's HTTP API (`/api/models/{repo}/revision/{rev}`, `/{repo}/resolve/{commit}/{file}`),
+//! with ureq. (The Hub's Rust client, hf-hub 0.4, was used first and dropped: it puts the
+//! server's ETag and X-Repo-Commit into cache paths unchecked, sends the token on to CDN
+//! redirects, re-downloads blobs already cached, and cannot finish a `.part` that is complete.)
 //!
 //! Files go into the Hub's standard cache, shared with Python tools: `HF_HUB_CACHE`, else
 //! `HF_HOME/hub`, else `~/.cache/huggingface/hub` (`models--owner--name/{blobs, refs,
 //! snapshots}`). `HF_ENDPOINT` replaces `https://huggingface.co`; `HF_TOKEN` (else the token
 //! file `huggingface-cli login` writes) is sent for gated and private repositories. A model
 //! whose files are all in the cache is used without asking the Hub; `HF_HUB_OFFLINE=1` never
-//! asks it. Downloads resume from a partial `.part` file, show a progress bar on a terminal,
-//! and are verified against the Hub's hash (sha256 for LFS files, the git blob hash for small
-//! ones) before use; a corrupt download is deleted.
+//! asks it. Downloads resume from a partial `blobs/<etag>.part` file, show a progress bar on a
+//! terminal, and are verified against the Hub's hash (sha256 for LFS files, the git blob
+//! hash for small ones) before they are renamed into place; a corrupt download is deleted.
+//! The layout is the Python client's: `blobs/<etag>`, `snapshots/<commit>/<file>` (relative
+//! symlinks), `refs/<revision>`, `.no_exist/<commit>/<file>` for files the repository lacks.
 
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
-use hf_hub::{Repo, RepoType};
 use thiserror::Error;
 
 /// The files of a model directory besides its weights, fetched when the repository has them.
@@ -35,11 +38,19 @@ pub enum HubError {
         repo: String,
         revision: String,
     },
-    #[error("the Hub at {endpoint} refused access to '{repo}' (HTTP {status}): gated and private repositories need a token with access (set HF_TOKEN, or run `huggingface-cli login`)")]
+    #[error("the Hub at {endpoint} refused access to '{repo}' (HTTP {status}: {detail}): private repositories need a valid token with access (set HF_TOKEN, or run `huggingface-cli login`)")]
     Unauthorized {
         endpoint: String,
         repo: String,
         status: u16,
+        detail: String,
+    },
+    #[error("'{repo}' is a gated repository (HTTP {status}): {}", if *token { format!("accept its conditions at {endpoint}/{repo} with the account of your token") } else { format!("accept its conditions at {endpoint}/{repo}, then set HF_TOKEN to a token of that account") })]
+    Gated {
+        endpoint: String,
+        repo: String,
+        status: u16,
+        token: bool,
     },
     #[error("'{repo}'@{revision} on the Hub has no {file}")]
     MissingFile {
@@ -260,8 +271,9 @@ fn is_commit(rev: &str) -> bool {
     rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-/// The cached snapshot of `id` if it is complete; else what is missing.
-pub fn cached(id: &HubId, cache_dir: &Path) -> Result<PathBuf, String> {
+/// The cached snapshot of `id` if its config and weights are complete (`Ok((dir, known))`,
+/// `known`: every optional file is there or recorded as absent); else what is missing.
+pub fn cached(id: &HubId, cache_dir: &Path) -> Result<(PathBuf, bool), String> {
     let repo = cache_dir.join(id.folder());
     let commit = if is_commit(&id.revision) {
         id.revision.clone()
@@ -271,61 +283,439 @@ pub fn cached(id: &HubId, cache_dir: &Path) -> Result<PathBuf, String> {
             _ => return Err("the whole repository".into()),
         }
     };
-    let snapshot = repo.join("snapshots").join(commit);
+    let snapshot = repo.join("snapshots").join(&commit);
     let missing = missing_in(&snapshot);
-    if missing.is_empty() {
-        Ok(snapshot)
-    } else {
-        Err(missing.join(", "))
+    if !missing.is_empty() {
+        return Err(missing.join(", "));
     }
+    // Python's convention: an empty `.no_exist/<commit>/<file>` records a file the
+    // repository does not have.
+    let absent = repo.join(".no_exist").join(&commit);
+    let known = OPTIONAL_FILES
+        .iter()
+        .all(|f| snapshot.join(f).is_file() || absent.join(f).is_file());
+    Ok((snapshot, known))
 }
 
 /// Fetches what a spikescan model directory needs from repository `id` — config.json, the
 /// safetensors weights (one file or an index and its shards), and tokenizer.json and
 /// labels.txt where the repository has them — and returns the snapshot directory that holds
-/// them. A complete cached snapshot is returned without asking the Hub.
+/// them. A cached snapshot whose files are all known is returned without asking the Hub; one
+/// with its config and weights is used when the Hub cannot be reached, or offline.
 pub fn fetch_model(id: &HubId, opts: &HubOptions) -> Result<PathBuf, HubError> {
-    let missing = match cached(id, &opts.cache_dir) {
-        Ok(dir) => return Ok(dir),
-        Err(missing) => missing,
+    let usable = match cached(id, &opts.cache_dir) {
+        Ok((dir, true)) => return Ok(dir),
+        Ok((dir, false)) => Ok(dir),
+        Err(missing) => Err(missing),
     };
     if opts.offline {
-        return Err(HubError::Offline {
+        return usable.map_err(|missing| HubError::Offline {
             repo: id.repo.clone(),
             revision: id.revision.clone(),
             cache: opts.cache_dir.clone(),
             missing,
         });
     }
-    let api = ApiBuilder::from_cache(hf_hub::Cache::new(opts.cache_dir.clone()))
-        .with_endpoint(opts.endpoint.clone())
-        .with_token(opts.token.clone())
-        .with_progress(opts.progress)
-        .with_retries(3)
-        .build()
-        .map_err(|e| HubError::Config(format!("the Hub client: {e}")))?;
-    let repo = api.repo(Repo::with_revision(
-        id.repo.clone(),
-        RepoType::Model,
-        id.revision.clone(),
-    ));
-    let info = repo
-        .info()
-        .map_err(|e| request_error(e, id, opts, "the file list"))?;
-    if !is_commit(&info.sha) {
-        return Err(network(
-            id,
-            opts,
-            "the file list",
-            format!("the Hub answered commit '{}'", info.sha),
-        ));
+    match fetch_online(id, opts) {
+        Err(HubError::Network { .. }) if usable.is_ok() => Ok(usable.unwrap_or_default()),
+        r => r,
     }
-    let files: BTreeSet<String> = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
-    let snapshot = opts
-        .cache_dir
-        .join(id.folder())
-        .join("snapshots")
-        .join(&info.sha);
+}
+
+/// The repository's file list and commit (`/api/models/{repo}/revision/{rev}`).
+#[derive(serde::Deserialize)]
+struct RepoInfo {
+    sha: String,
+    siblings: Vec<Sibling>,
+}
+
+#[derive(serde::Deserialize)]
+struct Sibling {
+    rfilename: String,
+}
+
+/// One HTTP client for a fetch: no automatic redirects (the token must not follow one to
+/// another host), the environment's proxy unless the Hub is on loopback.
+struct Client<'a> {
+    agent: ureq::Agent,
+    id: &'a HubId,
+    opts: &'a HubOptions,
+}
+
+fn host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or_default()
+}
+
+impl<'a> Client<'a> {
+    fn new(id: &'a HubId, opts: &'a HubOptions) -> Self {
+        let h = host(&opts.endpoint);
+        let loopback =
+            h.starts_with("127.") || h.starts_with("localhost") || h.starts_with("[::1]");
+        let agent = ureq::AgentBuilder::new()
+            .redirects(0)
+            .try_proxy_from_env(!loopback)
+            .timeout_connect(std::time::Duration::from_secs(30))
+            .timeout_read(std::time::Duration::from_secs(120))
+            .user_agent(concat!("spikescan/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Self { agent, id, opts }
+    }
+
+    /// GET `url` (the token only to the Hub's own host).
+    fn get(&self, url: &str, range: Option<&str>, what: &str) -> Result<ureq::Response, HubError> {
+        let mut req = self.agent.get(url);
+        if let Some(t) = &self.opts.token {
+            if host(url) == host(&self.opts.endpoint) {
+                req = req.set("Authorization", &format!("Bearer {t}"));
+            }
+        }
+        if let Some(r) = range {
+            req = req.set("Range", r);
+        }
+        req.call().map_err(|e| self.error(e, what))
+    }
+
+    fn error(&self, e: ureq::Error, what: &str) -> HubError {
+        let (id, opts) = (self.id, self.opts);
+        let ureq::Error::Status(status, resp) = e else {
+            return network(id, opts, what, e.to_string());
+        };
+        // The Hub says what is wrong in X-Error-Code: a repository that does not exist is a
+        // 401 RepoNotFound without a token; a gated one a 401/403 GatedRepo on its files.
+        let code = resp.header("x-error-code").unwrap_or_default().to_string();
+        let message = resp
+            .header("x-error-message")
+            .unwrap_or_default()
+            .to_string();
+        match (code.as_str(), status) {
+            ("RepoNotFound", _) | ("", 404) if what == FILE_LIST => HubError::NotFound {
+                endpoint: opts.endpoint.clone(),
+                repo: id.repo.clone(),
+                revision: id.revision.clone(),
+            },
+            ("RevisionNotFound", _) => HubError::NotFound {
+                endpoint: opts.endpoint.clone(),
+                repo: id.repo.clone(),
+                revision: id.revision.clone(),
+            },
+            ("EntryNotFound", _) | ("", 404) => HubError::MissingFile {
+                repo: id.repo.clone(),
+                revision: id.revision.clone(),
+                file: what.to_string(),
+            },
+            ("GatedRepo", _) => HubError::Gated {
+                endpoint: opts.endpoint.clone(),
+                repo: id.repo.clone(),
+                status,
+                token: opts.token.is_some(),
+            },
+            (_, 401 | 403) => HubError::Unauthorized {
+                endpoint: opts.endpoint.clone(),
+                repo: id.repo.clone(),
+                status,
+                detail: if message.is_empty() { code } else { message },
+            },
+            (_, s) => network(
+                id,
+                opts,
+                what,
+                format!("HTTP {s} {code} {message}").trim().to_string(),
+            ),
+        }
+    }
+
+    fn info(&self) -> Result<RepoInfo, HubError> {
+        let rev = self.id.revision.replace('/', "%2F");
+        let url = format!(
+            "{}/api/models/{}/revision/{rev}",
+            self.opts.endpoint, self.id.repo
+        );
+        let resp = self.get(&url, None, FILE_LIST)?;
+        let info: RepoInfo = resp.into_json().map_err(|e| {
+            network(
+                self.id,
+                self.opts,
+                FILE_LIST,
+                format!("not the Hub's JSON: {e}"),
+            )
+        })?;
+        if !is_commit(&info.sha) {
+            return Err(network(
+                self.id,
+                self.opts,
+                FILE_LIST,
+                format!("commit '{}' is not a hash", info.sha),
+            ));
+        }
+        Ok(info)
+    }
+
+    /// Where `file` of `commit` is served from, its hash and size: the Hub answers the file
+    /// itself (small files: ETag, the git blob hash) or redirects to a CDN (LFS files:
+    /// X-Linked-Etag, the sha256, and X-Linked-Size); relative redirects (a renamed
+    /// repository) are followed.
+    fn locate(&self, commit: &str, file: &str) -> Result<(String, String, u64), HubError> {
+        let mut url = format!(
+            "{}/{}/resolve/{commit}/{file}",
+            self.opts.endpoint, self.id.repo
+        );
+        let bad = |why: String| network(self.id, self.opts, file, why);
+        for _ in 0..8 {
+            let resp = self.get(&url, Some("bytes=0-0"), file)?;
+            let header = |k: &str| resp.header(k).map(|v| v.trim().to_string());
+            let linked = header("x-linked-etag");
+            let etag = linked.clone().or_else(|| header("etag"));
+            let size = header("x-linked-size")
+                .or_else(|| {
+                    header("content-range").and_then(|r| r.rsplit('/').next().map(str::to_string))
+                })
+                .or_else(|| header("content-length"));
+            if (300..400).contains(&resp.status()) {
+                let loc = header("location")
+                    .ok_or_else(|| bad("a redirect without a Location".into()))?;
+                let next = if loc.starts_with('/') {
+                    let base = self
+                        .opts
+                        .endpoint
+                        .split_once("://")
+                        .map(|(s, _)| s)
+                        .unwrap_or("https");
+                    format!("{base}://{}{loc}", host(&self.opts.endpoint))
+                } else if loc.starts_with("http://") || loc.starts_with("https://") {
+                    loc
+                } else {
+                    return Err(bad(format!("a redirect to '{loc}'")));
+                };
+                if let (Some(e), Some(n)) = (linked, size.clone()) {
+                    // An LFS file: the Hub gave its hash and size; the CDN serves it.
+                    return Ok((
+                        next,
+                        clean_etag(&e).ok_or_else(|| bad(format!("etag {e}")))?,
+                        parse_size(&n, &bad)?,
+                    ));
+                }
+                url = next;
+                continue;
+            }
+            let e = etag.ok_or_else(|| bad("no ETag".into()))?;
+            let etag = clean_etag(&e)
+                .ok_or_else(|| bad(format!("the etag {e} is not a sha256 or git hash")))?;
+            let n = size.ok_or_else(|| bad("no size (Content-Range)".into()))?;
+            return Ok((url, etag, parse_size(&n, &bad)?));
+        }
+        Err(bad("too many redirects".into()))
+    }
+
+    /// Downloads `file` into `blobs/<etag>` (resuming `blobs/<etag>.part`), verifies it
+    /// before it is renamed into place, and links it into the snapshot.
+    fn download(&self, commit: &str, file: &str) -> Result<(), HubError> {
+        let repo = self.opts.cache_dir.join(self.id.folder());
+        let link = repo.join("snapshots").join(commit).join(file);
+        if link.is_file() {
+            return Ok(());
+        }
+        let (url, etag, size) = self.locate(commit, file)?;
+        let blobs = repo.join("blobs");
+        let blob = blobs.join(&etag);
+        let io = |p: &Path, e: std::io::Error| HubError::Cache {
+            path: p.to_path_buf(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
+        // One download of a blob at a time (another process may be fetching it).
+        let lock_path = blobs.join(format!("{etag}.lock"));
+        let lock = std::fs::File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
+        let mut waited = false;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !waited && self.opts.progress {
+                        eprintln!("waiting for another download of {file}");
+                    }
+                    waited = true;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path, e)),
+            }
+        }
+        if !blob.is_file() {
+            self.fetch_blob(&url, &blobs, &etag, size, file)?;
+        }
+        drop(lock);
+        let _ = std::fs::remove_file(&lock_path);
+        let dir = link.parent().unwrap_or(&repo);
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        // A dangling link (its blob deleted) is replaced.
+        let _ = std::fs::remove_file(&link);
+        link_blob(&etag, &blob, &link).map_err(|e| io(&link, e))
+    }
+
+    fn fetch_blob(
+        &self,
+        url: &str,
+        blobs: &Path,
+        etag: &str,
+        size: u64,
+        file: &str,
+    ) -> Result<(), HubError> {
+        let part = blobs.join(format!("{etag}.part"));
+        let io = |e: std::io::Error| HubError::Cache {
+            path: part.clone(),
+            reason: e.to_string(),
+        };
+        let mut have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if have > size {
+            have = 0;
+        }
+        if have < size {
+            let resp = self.get(url, Some(&format!("bytes={have}-")), file)?;
+            // A server that ignores Range sends the whole file.
+            if resp.status() != 206 {
+                have = 0;
+            }
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(have == 0)
+                .append(have > 0)
+                .open(&part)
+                .map_err(io)?;
+            let bar = self.opts.progress.then(|| {
+                let b = indicatif::ProgressBar::new(size);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b.set_message(file.to_string());
+                b.set_position(have);
+                b
+            });
+            let mut reader = resp.into_reader().take(size - have);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = reader.read(&mut buf).map_err(|e| {
+                    network(
+                        self.id,
+                        self.opts,
+                        file,
+                        format!("{e} (run again to resume)"),
+                    )
+                })?;
+                if n == 0 {
+                    break;
+                }
+                std::io::Write::write_all(&mut out, &buf[..n]).map_err(io)?;
+                if let Some(b) = &bar {
+                    b.inc(n as u64);
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        }
+        let got = std::fs::metadata(&part).map_err(io)?.len();
+        if got != size {
+            return Err(network(
+                self.id,
+                self.opts,
+                file,
+                format!("the transfer stopped at {got} of {size} bytes (run again to resume)"),
+            ));
+        }
+        let (algorithm, found) = if etag.len() == 64 {
+            ("sha256", hash_file::<sha2::Sha256>(&part, None))
+        } else {
+            ("git sha1", hash_file::<sha1::Sha1>(&part, Some(size)))
+        };
+        let found = found.map_err(io)?;
+        if found != etag {
+            let _ = std::fs::remove_file(&part);
+            return Err(HubError::Corrupt {
+                repo: self.id.repo.clone(),
+                file: file.to_string(),
+                algorithm,
+                expected: etag.to_string(),
+                found,
+            });
+        }
+        std::fs::rename(&part, blobs.join(etag)).map_err(io)
+    }
+}
+
+const FILE_LIST: &str = "the file list";
+
+/// An etag as a blob name: a sha256 (64 hex) or git sha1 (40 hex), without quotes or `W/`.
+fn clean_etag(e: &str) -> Option<String> {
+    let e = e
+        .trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_ascii_lowercase();
+    ((e.len() == 64 || e.len() == 40) && e.chars().all(|c| c.is_ascii_hexdigit())).then_some(e)
+}
+
+fn parse_size(n: &str, bad: &dyn Fn(String) -> HubError) -> Result<u64, HubError> {
+    n.trim().parse().map_err(|_| bad(format!("size '{n}'")))
+}
+
+/// Links a snapshot file to its blob as the Python client does (a relative symlink; a copy
+/// where symlinks are not allowed).
+fn link_blob(etag: &str, blob: &Path, link: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let _ = blob;
+        std::os::unix::fs::symlink(Path::new("../../blobs").join(etag), link)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = etag;
+        std::fs::copy(blob, link).map(|_| ())
+    }
+}
+
+/// Writes `refs/<revision>` = `commit` (atomically).
+fn write_ref(repo: &Path, revision: &str, commit: &str) -> std::io::Result<()> {
+    let r = repo.join("refs").join(revision);
+    if let Some(d) = r.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = r.with_extension("tmp-spikescan");
+    std::fs::write(&tmp, commit)?;
+    std::fs::rename(&tmp, &r)
+}
+
+/// Which pickle a pickle-only repository's weights are in (not optimizer or training state).
+fn pickle_weights(files: &BTreeSet<String>) -> Option<&String> {
+    let weights = |f: &&String| {
+        [".bin", ".pth", ".pt", ".ckpt", ".pth.tar"]
+            .iter()
+            .any(|e| f.ends_with(e))
+            && !["optimizer", "scheduler", "training_args", "rng_state"]
+                .iter()
+                .any(|x| f.contains(x))
+    };
+    files
+        .iter()
+        .find(|f| f.as_str() == "pytorch_model.bin")
+        .or_else(|| {
+            files
+                .iter()
+                .find(|f| f.as_str() == "pytorch_model.bin.index.json")
+        })
+        .or_else(|| files.iter().find(weights))
+}
+
+fn fetch_online(id: &HubId, opts: &HubOptions) -> Result<PathBuf, HubError> {
+    let client = Client::new(id, opts);
+    let info = client.info()?;
+    let files: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let commit = info.sha;
+    let repo = opts.cache_dir.join(id.folder());
+    let snapshot = repo.join("snapshots").join(&commit);
     let need = |file: &str| -> Result<(), HubError> {
         if !files.contains(file) {
             return Err(HubError::MissingFile {
@@ -334,7 +724,7 @@ pub fn fetch_model(id: &HubId, opts: &HubOptions) -> Result<PathBuf, HubError> {
                 file: file.to_string(),
             });
         }
-        download(&repo, id, opts, &snapshot, file)
+        client.download(&commit, file)
     };
     need("config.json")?;
     if files.contains(WEIGHTS) {
@@ -344,11 +734,7 @@ pub fn fetch_model(id: &HubId, opts: &HubOptions) -> Result<PathBuf, HubError> {
         for shard in shards_of(&snapshot.join(WEIGHTS_INDEX))? {
             need(&shard)?;
         }
-    } else if let Some(pickle) = files.iter().find(|f| {
-        [".bin", ".pth", ".pt", ".ckpt", ".pth.tar"]
-            .iter()
-            .any(|e| f.ends_with(e))
-    }) {
+    } else if let Some(pickle) = pickle_weights(&files) {
         let config = snapshot.join("config.json");
         let mamba = std::fs::read_to_string(&config)
             .ok()
@@ -375,10 +761,23 @@ pub fn fetch_model(id: &HubId, opts: &HubOptions) -> Result<PathBuf, HubError> {
             files: files.iter().cloned().collect::<Vec<_>>().join(", "),
         });
     }
+    let cache_err = |p: PathBuf, e: std::io::Error| HubError::Cache {
+        path: p,
+        reason: e.to_string(),
+    };
     for file in OPTIONAL_FILES {
         if files.contains(*file) {
             need(file)?;
+        } else {
+            let marker = repo.join(".no_exist").join(&commit).join(file);
+            if let Some(d) = marker.parent() {
+                std::fs::create_dir_all(d).map_err(|e| cache_err(d.to_path_buf(), e))?;
+            }
+            std::fs::write(&marker, b"").map_err(|e| cache_err(marker.clone(), e))?;
         }
+    }
+    if !is_commit(&id.revision) {
+        write_ref(&repo, &id.revision, &commit).map_err(|e| cache_err(repo.join("refs"), e))?;
     }
     Ok(snapshot)
 }
@@ -390,100 +789,6 @@ fn network(id: &HubId, opts: &HubOptions, what: &str, reason: String) -> HubErro
         what: what.to_string(),
         reason,
     }
-}
-
-fn request_error(e: ApiError, id: &HubId, opts: &HubOptions, what: &str) -> HubError {
-    if let ApiError::RequestError(r) = &e {
-        if let ureq::Error::Status(status, _) = r.as_ref() {
-            return match status {
-                401 | 403 => HubError::Unauthorized {
-                    endpoint: opts.endpoint.clone(),
-                    repo: id.repo.clone(),
-                    status: *status,
-                },
-                404 if what == "the file list" => HubError::NotFound {
-                    endpoint: opts.endpoint.clone(),
-                    repo: id.repo.clone(),
-                    revision: id.revision.clone(),
-                },
-                404 => HubError::MissingFile {
-                    repo: id.repo.clone(),
-                    revision: id.revision.clone(),
-                    file: what.to_string(),
-                },
-                s => network(id, opts, what, format!("HTTP {s}")),
-            };
-        }
-    }
-    network(id, opts, what, e.to_string())
-}
-
-/// Downloads `file` into `snapshot` unless it is there, and verifies it.
-fn download(
-    repo: &ApiRepo,
-    id: &HubId,
-    opts: &HubOptions,
-    snapshot: &Path,
-    file: &str,
-) -> Result<(), HubError> {
-    let target = snapshot.join(file);
-    if target.is_file() {
-        return Ok(());
-    }
-    let got = repo
-        .download(file)
-        .map_err(|e| request_error(e, id, opts, file))?;
-    if got != target {
-        // The branch moved between the file list and this download.
-        return Err(network(
-            id,
-            opts,
-            file,
-            format!(
-                "the repository changed during the download ({} instead of {})",
-                got.display(),
-                target.display()
-            ),
-        ));
-    }
-    verify(&got, id, file)
-}
-
-/// Checks a downloaded file against its blob name (the Hub's etag): a sha256 for LFS files,
-/// the git blob sha1 for the others. A mismatch deletes the blob and the link to it.
-fn verify(link: &Path, id: &HubId, file: &str) -> Result<(), HubError> {
-    let cache_err = |reason: String| HubError::Cache {
-        path: link.to_path_buf(),
-        reason,
-    };
-    let blob = std::fs::canonicalize(link).map_err(|e| cache_err(e.to_string()))?;
-    let etag = blob
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let len = std::fs::metadata(&blob)
-        .map_err(|e| cache_err(e.to_string()))?
-        .len();
-    let (algorithm, found) = match etag.len() {
-        64 => ("sha256", hash_file::<sha2::Sha256>(&blob, None)),
-        40 => ("git sha1", hash_file::<sha1::Sha1>(&blob, Some(len))),
-        // An etag of another form (another server) carries no hash to check.
-        _ => return Ok(()),
-    };
-    let found = found.map_err(|e| cache_err(e.to_string()))?;
-    if found == etag {
-        return Ok(());
-    }
-    let _ = std::fs::remove_file(link);
-    let _ = std::fs::remove_file(&blob);
-    Err(HubError::Corrupt {
-        repo: id.repo.clone(),
-        file: file.to_string(),
-        algorithm,
-        expected: etag,
-        found,
-    })
 }
 
 /// Hex digest of a file; with `git_len`, of git's blob object (`blob <len>\0` + bytes).

@@ -45,6 +45,13 @@ pub enum ModelError {
     #[cfg(feature = "hub")]
     #[error("{0}")]
     Hub(#[from] spikescan_loader::hub::HubError),
+    /// A path that is no directory and reads as a Hub id that names no repository.
+    #[cfg(feature = "hub")]
+    #[error("there is no model directory {path}, and {hub}")]
+    Nowhere {
+        path: PathBuf,
+        hub: Box<spikescan_loader::hub::HubError>,
+    },
     #[error("{0}")]
     Input(String),
 }
@@ -469,7 +476,15 @@ impl ModelDir {
         if !path.exists() {
             if let Some(id) = path.to_str().and_then(spikescan_loader::hub::HubId::parse) {
                 let opts = spikescan_loader::hub::HubOptions::from_env()?;
-                return Self::open_hub(&id, &opts);
+                return Self::open_hub(&id, &opts).map_err(|e| match e {
+                    ModelError::Hub(hub @ spikescan_loader::hub::HubError::NotFound { .. }) => {
+                        ModelError::Nowhere {
+                            path: path.to_path_buf(),
+                            hub: Box::new(hub),
+                        }
+                    }
+                    e => e,
+                });
             }
         }
         Self::open_dir(path)
