@@ -11,6 +11,7 @@ pub mod meta_spikeformer;
 pub mod spikformer;
 pub mod stats;
 pub mod taps;
+pub mod text;
 pub mod vision;
 
 use std::path::{Path, PathBuf};
