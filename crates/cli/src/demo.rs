@@ -70,8 +70,7 @@ pub fn demo(models: &Path) -> anyhow::Result<()> {
                     "{name} {:.0} prompt tokens/s",
                     tokens as f64 / t0.elapsed().as_secs_f64()
                 ));
-                let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+                let tok = spikescan::models::text::load_tokenizer(&dir.join("tokenizer.json"))?;
                 let prompt_text = "The with statement";
                 let prompt = tok
                     .encode(prompt_text, false)

@@ -30,24 +30,15 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let tok_path = md.path.join("tokenizer.json");
     let tokenizer = if tok_path.exists() {
-        Some(
-            tokenizers::Tokenizer::from_file(&tok_path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?,
-        )
+        Some(spikescan::models::text::load_tokenizer(&tok_path)?)
     } else {
         None
     };
     let prompt: Vec<u32> = match (&args.prompt, &args.prompt_ids) {
         (Some(_), Some(_)) => bail!("give either --prompt or --prompt-ids, not both"),
         (None, None) => bail!("give a --prompt TEXT or --prompt-ids 1,2,3"),
-        (None, Some(ids)) => ids
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<u32>()
-                    .with_context(|| format!("--prompt-ids: '{s}' is not a token id"))
-            })
-            .collect::<anyhow::Result<_>>()?,
+        (None, Some(ids)) => spikescan::models::input::parse_token_ids(ids)
+            .map_err(|e| anyhow::anyhow!("--prompt-ids: {e}"))?,
         (Some(text), None) => {
             let tok = tokenizer.as_ref().with_context(|| {
                 format!(

@@ -92,3 +92,18 @@ pub fn read_features(path: &Path, m: &Lmuformer) -> Result<(Vec<f32>, Vec<usize>
         "give normalised fbank features as f32 [B, frames, mel] under 'input', or a 16 kHz WAV file",
     )
 }
+
+/// Token ids as `--prompt-ids` takes them: `1,2,3` (spaces around the commas allowed). The
+/// error names the first entry that is not a token id (`u32`).
+pub fn parse_token_ids(text: &str) -> Result<Vec<u32>> {
+    text.split(',')
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<u32>().map_err(|e| {
+                let shown: String = s.chars().take(40).collect();
+                let more = if shown.len() < s.len() { "…" } else { "" };
+                ModelError::Input(format!("'{shown}{more}' is not a token id ({e})"))
+            })
+        })
+        .collect()
+}

@@ -11,6 +11,7 @@ pub mod meta_spikeformer;
 pub mod spikformer;
 pub mod stats;
 pub mod taps;
+pub mod text;
 pub mod vision;
 
 use std::path::{Path, PathBuf};
@@ -589,6 +590,49 @@ impl ModelDir {
             path: self.path.join("config.json"),
             message: "has no \"architecture\" field (e.g. \"spikformer\")".into(),
         })
+    }
+}
+
+/// Largest width, channel, vocabulary or class count a config may give.
+pub const MAX_DIM: usize = 1 << 20;
+/// Most layers (blocks, depths) a config may give.
+pub const MAX_LAYERS: usize = 1024;
+/// Largest image side and time-step count a config may give.
+pub const MAX_IMAGE_SIDE: usize = 4096;
+/// Most parameters the weights a config describes may have (2^35, 128 GiB in f32): a config
+/// beyond it is refused before anything is allocated for it.
+pub const MAX_PARAMETERS: u64 = 1 << 35;
+
+/// Refuses sizes beyond their bounds: `(name, value, most)`.
+pub(crate) fn check_sizes(path: &Path, sizes: &[(&str, usize, usize)]) -> Result<()> {
+    for &(name, value, most) in sizes {
+        if value > most {
+            return Err(ModelError::Config {
+                path: path.to_path_buf(),
+                message: format!("\"{name}\" = {value} is beyond the supported {most}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses weights of more than [`MAX_PARAMETERS`] parameters (checked arithmetic: shapes
+/// from a config can be anything).
+pub(crate) fn check_parameters(path: &Path, shapes: &[(String, Vec<usize>)]) -> Result<()> {
+    let total = shapes.iter().try_fold(0u64, |acc, (_, s)| {
+        s.iter()
+            .try_fold(1u64, |p, &d| p.checked_mul(d as u64))
+            .and_then(|n| acc.checked_add(n))
+    });
+    match total {
+        Some(n) if n <= MAX_PARAMETERS => Ok(()),
+        _ => Err(ModelError::Config {
+            path: path.to_path_buf(),
+            message: format!(
+                "the sizes describe {} parameters, beyond the supported {MAX_PARAMETERS}",
+                total.map_or("more than 2^64".to_string(), |n| n.to_string())
+            ),
+        }),
     }
 }
 

@@ -93,6 +93,20 @@ impl LmuformerConfig {
         if c.seq_len == 0 || c.theta == 0 {
             return Err(bad("\"seq_len\" and \"theta\" must be positive".into()));
         }
+        let dim = crate::MAX_DIM;
+        crate::check_sizes(
+            path,
+            &[
+                ("embed_dims", c.embed_dims, dim),
+                ("num_heads", c.num_heads, dim),
+                ("mlp hidden size", c.mlp_hidden, dim),
+                ("in_channels", c.in_channels, dim),
+                ("num_classes", c.num_classes, dim),
+                ("depths", c.depths, crate::MAX_LAYERS),
+                ("seq_len", c.seq_len, dim),
+            ],
+        )?;
+        crate::check_parameters(path, &c.weight_shapes())?;
         Ok(c)
     }
 

@@ -113,7 +113,7 @@ impl MambaConfig {
                 d_inner: int(
                     cfg.get("intermediate_size"),
                     "intermediate_size",
-                    Some(expand * d_model),
+                    Some(expand.saturating_mul(d_model)),
                 )?,
                 d_state: int(cfg.get("state_size"), "state_size", Some(16))?,
                 d_conv: int(cfg.get("conv_kernel"), "conv_kernel", Some(4))?,
@@ -146,8 +146,8 @@ impl MambaConfig {
                 d_model,
                 n_layer: int(cfg.get("n_layer"), "n_layer", None)?,
                 vocab_size: vocab,
-                vocab_padded: vocab.div_ceil(mult) * mult,
-                d_inner: int(ssm.get("expand"), "ssm_cfg.expand", Some(2))? * d_model,
+                vocab_padded: vocab.div_ceil(mult).saturating_mul(mult),
+                d_inner: int(ssm.get("expand"), "ssm_cfg.expand", Some(2))?.saturating_mul(d_model),
                 d_state: int(ssm.get("d_state"), "ssm_cfg.d_state", Some(16))?,
                 d_conv: int(ssm.get("d_conv"), "ssm_cfg.d_conv", Some(4))?,
                 dt_rank,
@@ -170,6 +170,18 @@ impl MambaConfig {
                 "unsupported sizes: {c:?} (d_state 1..=64, d_conv 2..=8)"
             )));
         }
+        let dim = crate::MAX_DIM;
+        crate::check_sizes(
+            path,
+            &[
+                ("d_model", c.d_model, dim),
+                ("n_layer", c.n_layer, crate::MAX_LAYERS),
+                ("vocab_size", c.vocab_padded, dim),
+                ("d_inner", c.d_inner, dim),
+                ("dt_rank", c.dt_rank, dim),
+            ],
+        )?;
+        crate::check_parameters(path, &c.weight_shapes(false))?;
         Ok(c)
     }
 

@@ -122,6 +122,35 @@ impl MetaSpikeformerConfig {
                 )));
             }
         }
+        if c.img_size_h == 0 || c.img_size_w == 0 || c.in_channels == 0 || c.num_classes == 0 {
+            return Err(bad(format!(
+                "img_size_h = {}, img_size_w = {}, in_channels = {}, num_classes = {}: all must be positive",
+                c.img_size_h, c.img_size_w, c.in_channels, c.num_classes
+            )));
+        }
+        if !(c.crop_pct > 0.0 && c.crop_pct.is_finite()) {
+            return Err(bad(format!(
+                "\"crop_pct\" must be a positive number, got {}",
+                c.crop_pct
+            )));
+        }
+        let (dim, side) = (crate::MAX_DIM, crate::MAX_IMAGE_SIDE);
+        crate::check_sizes(
+            path,
+            &[
+                ("T", c.t, side),
+                ("img_size_h", c.img_size_h, side),
+                ("img_size_w", c.img_size_w, side),
+                ("in_channels", c.in_channels, dim),
+                ("num_classes", c.num_classes, dim),
+                ("embed_dim[0]", e[0], dim),
+                ("embed_dim[1]", e[1], dim),
+                ("embed_dim[2]", e[2], dim),
+                ("embed_dim[3]", e[3], dim),
+                ("mlp_ratios", c.mlp_ratio, 64),
+            ],
+        )?;
+        crate::check_parameters(path, &c.weight_shapes())?;
         Ok(c)
     }
 }

@@ -101,6 +101,27 @@ impl SpikformerConfig {
                 c.t
             )));
         }
+        if c.img_size_h == 0 || c.img_size_w == 0 || c.in_channels == 0 || c.num_classes == 0 {
+            return Err(bad(format!(
+                "img_size_h = {}, img_size_w = {}, in_channels = {}, num_classes = {}: all must be positive",
+                c.img_size_h, c.img_size_w, c.in_channels, c.num_classes
+            )));
+        }
+        let (dim, side) = (crate::MAX_DIM, crate::MAX_IMAGE_SIDE);
+        crate::check_sizes(
+            path,
+            &[
+                ("T", c.t, side),
+                ("img_size_h", c.img_size_h, side),
+                ("img_size_w", c.img_size_w, side),
+                ("in_channels", c.in_channels, dim),
+                ("num_classes", c.num_classes, dim),
+                ("embed_dims", c.embed_dims, dim),
+                ("mlp hidden size", c.mlp_hidden, dim),
+                ("depths", c.depths, crate::MAX_LAYERS),
+            ],
+        )?;
+        crate::check_parameters(path, &c.weight_shapes())?;
         Ok(c)
     }
 
