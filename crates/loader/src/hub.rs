@@ -223,26 +223,10 @@ impl HubOptions {
 /// The weight files a snapshot directory needs: `model.safetensors`, or the index and every
 /// shard it names. Err: the index cannot be read.
 fn shards_of(index: &Path) -> Result<Vec<String>, HubError> {
-    let bad = |reason: String| HubError::Cache {
+    crate::index_shards(index).map_err(|e| HubError::Cache {
         path: index.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(index).map_err(|e| bad(e.to_string()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    let map = json
-        .get("weight_map")
-        .and_then(serde_json::Value::as_object)
-        .ok_or_else(|| bad("no \"weight_map\" object".into()))?;
-    let mut files = BTreeSet::new();
-    for v in map.values() {
-        let f = v
-            .as_str()
-            .filter(|f| Path::new(f).file_name().and_then(|n| n.to_str()) == Some(*f))
-            .ok_or_else(|| bad(format!("{v} is not a plain file name")))?;
-        files.insert(f.to_string());
-    }
-    Ok(files.into_iter().collect())
+        reason: e.to_string(),
+    })
 }
 
 /// The files missing from a snapshot directory for a complete model (empty: complete).
