@@ -1,20 +1,8 @@
 //! The `spikescan` binary end to end: `info`, `ops`, and errors for a missing adapter.
 
+mod common;
+use common::spikescan;
 use std::process::Command;
-
-fn spikescan(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_spikescan"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().expect("binary runs");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn info_prints_adapter_backend_driver_features_and_limits() {

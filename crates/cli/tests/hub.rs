@@ -5,11 +5,13 @@
 //! sharded checkpoint, a resumed download, a corrupt one, a missing file, a missing
 //! repository, a gated one and one with only a PyTorch pickle.
 
+mod common;
+use common::spikescan;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -410,34 +412,6 @@ fn a_model_downloads_into_the_hub_cache_and_is_then_used_without_the_hub() {
     assert!(matches!(e, HubError::Network { .. }), "{e}");
     assert!(e.to_string().contains(&hub.endpoint), "{e}");
     let _ = std::fs::remove_dir_all(&cache);
-}
-
-fn spikescan(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_spikescan"));
-    c.args(args);
-    // The test's Hub is on loopback: no proxy, no token, no offline mode from outside.
-    for k in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "HF_TOKEN",
-        "HF_HUB_OFFLINE",
-        "HF_HOME",
-    ] {
-        c.env_remove(k);
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().expect("binary runs");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 #[test]
