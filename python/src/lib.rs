@@ -358,9 +358,10 @@ fn _load(py: Python<'_>, path: PathBuf, device: Option<PyRef<'_, Device>>) -> Py
         let path = md.path.clone();
         let tok_path = path.join("tokenizer.json");
         let tokenizer = if matches!(model, RModel::Mamba(_)) && tok_path.exists() {
+            // (Not Tokenizer::from_file: tokenizers panics on some malformed files.)
             Some(
-                tokenizers::Tokenizer::from_file(&tok_path)
-                    .map_err(|e| ConfigError::new_err(format!("{}: {e}", tok_path.display())))?,
+                spikescan::models::text::load_tokenizer(&tok_path)
+                    .map_err(|e| ConfigError::new_err(e.to_string()))?,
             )
         } else {
             None

@@ -191,7 +191,7 @@ def test_a_model_by_hub_id_from_the_cache_and_an_uncached_one_offline(monkeypatc
     local = spikescan.load(MAMBA)
     assert by_id.architecture == "mamba"
     a, b = by_id.generate("def ", max_new_tokens=4), local.generate("def ", max_new_tokens=4)
-    assert list(a) == list(b) and a.tokens == b.tokens and len(a.tokens) == 4
+    assert list(a) == list(b) and a.tokens == b.tokens
     with pytest.raises(spikescan.ModelNotFoundError) as e:
         spikescan.load("spikescan-test/not-cached")
     assert "HF_HUB_OFFLINE" in str(e.value) and "spikescan-test/not-cached" in str(e.value)

@@ -124,7 +124,7 @@ def test_devices_and_adapters():
     assert m.device.adapter["name"] == ads[0]["name"]
     assert "spikformer" in repr(m) and "Device" in repr(d)
     assert set(spikescan.ARCHITECTURES) == {"spikformer", "meta_spikeformer", "lmuformer",
-                                            "spiking_lmuformer", "mamba"}
+                                            "spiking_lmuformer", "mamba", "falcon_mamba"}
 
 
 def test_gpu_calls_release_the_gil():
