@@ -92,8 +92,11 @@ def _check_dtype(dtype):
 
 def load(path, device=None, dtype=None, preset=None, config=None, set=None, out_dir=None,
          allow_unsafe_pickle=False):
-    """Loads a model of any architecture: a model directory (model.safetensors + config.json,
-    or a directory named after a preset), or an official checkpoint (.pth, .pt, .pth.tar,
+    """Loads a model of any architecture: a model directory (model.safetensors or a sharded
+    index + config.json, or a directory named after a preset); a Hugging Face Hub id
+    `owner/name[@revision]` where no such directory exists (fetched into the Hub cache as
+    `spikescan generate --model` does; HF_ENDPOINT, HF_TOKEN, HF_HOME / HF_HUB_CACHE and
+    HF_HUB_OFFLINE are honoured); or an official checkpoint (.pth, .pt, .pth.tar,
     .bin) with `preset=` or `config=` (a config.json; `set=` overrides fields), converted into `out_dir` (a temporary
     directory when None). `device` is a `spikescan.Device` (the default adapter when None);
     `dtype` is None or "f32": weights run as f32 on the GPU (f16 and bf16 checkpoints are
