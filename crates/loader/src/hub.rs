@@ -30,8 +30,6 @@ pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 /// What went wrong fetching a model from the Hub.
 #[derive(Debug, Error)]
 pub enum HubError {
-    #[error("'{spec}' is not a Hub id (expected owner/name or owner/name@revision)")]
-    BadId { spec: String },
     #[error("the Hub at {endpoint} has no model repository '{repo}' at revision '{revision}' (a private or gated repository needs a token: set HF_TOKEN)")]
     NotFound {
         endpoint: String,
@@ -672,27 +670,6 @@ fn write_ref(repo: &Path, revision: &str, commit: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, &r)
 }
 
-/// Which pickle a pickle-only repository's weights are in (not optimizer or training state).
-fn pickle_weights(files: &BTreeSet<String>) -> Option<&String> {
-    let weights = |f: &&String| {
-        [".bin", ".pth", ".pt", ".ckpt", ".pth.tar"]
-            .iter()
-            .any(|e| f.ends_with(e))
-            && !["optimizer", "scheduler", "training_args", "rng_state"]
-                .iter()
-                .any(|x| f.contains(x))
-    };
-    files
-        .iter()
-        .find(|f| f.as_str() == "pytorch_model.bin")
-        .or_else(|| {
-            files
-                .iter()
-                .find(|f| f.as_str() == "pytorch_model.bin.index.json")
-        })
-        .or_else(|| files.iter().find(weights))
-}
-
 fn fetch_online(id: &HubId, opts: &HubOptions) -> Result<PathBuf, HubError> {
     let client = Client::new(id, opts);
     let info = client.info()?;
@@ -718,7 +695,7 @@ fn fetch_online(id: &HubId, opts: &HubOptions) -> Result<PathBuf, HubError> {
         for shard in shards_of(&snapshot.join(WEIGHTS_INDEX))? {
             need(&shard)?;
         }
-    } else if let Some(pickle) = pickle_weights(&files) {
+    } else if let Some(pickle) = crate::pickle_weights(files.iter().map(String::as_str)) {
         let config = snapshot.join("config.json");
         let mamba = std::fs::read_to_string(&config)
             .ok()
@@ -730,7 +707,7 @@ fn fetch_online(id: &HubId, opts: &HubOptions) -> Result<PathBuf, HubError> {
             });
         return Err(HubError::PickleOnly {
             repo: id.repo.clone(),
-            file: pickle.clone(),
+            file: pickle.to_string(),
             config: config.display().to_string(),
             set: if mamba {
                 " --set architecture=mamba".into()

@@ -371,6 +371,25 @@ impl Checkpoint {
     }
 }
 
+/// Of a model's file names, the PyTorch pickle its weights are in, if any (for an error that
+/// says to convert it): `pytorch_model.bin` (or its sharded index) first, then any
+/// `.bin`/`.pth`/`.pt`/`.ckpt`/`.pth.tar` that is not optimizer or training state.
+pub fn pickle_weights<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let names: Vec<&str> = names.into_iter().collect();
+    let weights = |f: &&str| {
+        [".bin", ".pth", ".pt", ".ckpt", ".pth.tar"]
+            .iter()
+            .any(|e| f.ends_with(e))
+            && !["optimizer", "scheduler", "training_args", "rng_state"]
+                .iter()
+                .any(|x| f.contains(x))
+    };
+    ["pytorch_model.bin", "pytorch_model.bin.index.json"]
+        .into_iter()
+        .find_map(|p| names.iter().copied().find(|&f| f == p))
+        .or_else(|| names.iter().copied().find(weights))
+}
+
 /// The shard files a sharded checkpoint's index names (sorted, each once), checked to be
 /// plain file names.
 pub fn index_shards(index: &Path) -> Result<Vec<String>> {

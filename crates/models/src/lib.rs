@@ -541,33 +541,33 @@ impl ModelDir {
     fn checkpoint(dir: &Path) -> Result<Checkpoint> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
-        if single.exists() || !index.exists() {
-            if !single.exists() {
-                let pickle = std::fs::read_dir(dir).ok().and_then(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| e.file_name().to_string_lossy().to_string())
-                        .find(|n| {
-                            [".bin", ".pth", ".pt", ".pth.tar", ".ckpt"]
-                                .iter()
-                                .any(|x| n.ends_with(x))
-                        })
-                });
-                if let Some(p) = pickle {
-                    return Err(ModelError::Config {
-                        path: single,
-                        message: format!(
-                            "missing: the directory has a PyTorch pickle ({p}), which spikescan does \
-                             not read; convert it: python3 tools/convert.py {} OUT_DIR --config {}",
-                            dir.join(&p).display(),
-                            dir.join("config.json").display()
-                        ),
-                    });
-                }
-            }
+        if single.exists() {
             return Ok(Checkpoint::open(single)?);
         }
-        Ok(Checkpoint::open_sharded(index)?)
+        if index.exists() {
+            return Ok(Checkpoint::open_sharded(index)?);
+        }
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(p) = spikescan_loader::pickle_weights(names.iter().map(String::as_str)) {
+            return Err(ModelError::Config {
+                path: single,
+                message: format!(
+                    "missing: the directory has a PyTorch pickle ({p}), which spikescan does \
+                     not read; convert it: python3 tools/convert.py {} OUT_DIR --config {}",
+                    dir.join(p).display(),
+                    dir.join("config.json").display()
+                ),
+            });
+        }
+        // The error names the missing file.
+        Ok(Checkpoint::open(single)?)
     }
 
     /// The `"architecture"` field; Mamba configs in mamba_ssm or Hugging Face format
@@ -824,5 +824,23 @@ mod tests {
             "{}",
             fit.parameters
         );
+    }
+
+    /// A directory with only PyTorch pickles says which one holds the weights and how to
+    /// convert it.
+    #[test]
+    fn a_directory_of_pickles_says_how_to_convert() {
+        let dir = std::env::temp_dir().join(format!("spikescan-pickles-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), r#"{"architecture": "mamba"}"#).unwrap();
+        for f in ["optimizer.pt", "pytorch_model.bin"] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        let e = super::ModelDir::open_dir(&dir).err().unwrap().to_string();
+        assert!(
+            e.contains("PyTorch pickle (pytorch_model.bin)") && e.contains("tools/convert.py"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

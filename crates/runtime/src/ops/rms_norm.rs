@@ -166,7 +166,7 @@ pub fn rms_norm_segments(
     sorted.sort_unstable();
     let mut end = 0;
     for &(o, n) in &sorted {
-        if n == 0 || o + n > stride || o < end {
+        if n == 0 || o.checked_add(n).is_none_or(|e| e > stride) || o < end {
             return Err(bad(format!(
                 "segments {segments:?} must be non-empty, disjoint and inside rows of {stride}"
             )));
