@@ -2,18 +2,24 @@
 //   delta_t = softplus(dt_t + dt_bias[d])            (PyTorch's threshold 20)
 //   h_t     = exp(delta_t * A[d, :]) * h_{t-1} + delta_t * B_t * u_t      (h: N states, f32)
 //   y_t     = (sum_n h_t[n] * C_t[n] + D[d] * u_t) * silu(z_t)
-// `selective_scan` (prompts): one workgroup per (b, d); threads are (state n, time t) pairs
-// over chunks of TC tokens; inside a chunk the affine recurrence (a, b) is combined as a
-// parallel (Hillis-Steele) scan, (a1, b1) ∘ (a0, b0) = (a1 a0, a1 b0 + b1), and the carry h
-// from the previous chunk is applied to the prefix. [B, L, D, N] is never materialised.
-// `selective_state_update` (decode): one token, the state read and written in place.
 // Inputs are strided views ([b, t, channel] with row strides) so the in_proj / x_proj
-// outputs are read where they lie.
+// outputs are read where they lie; [B, L, D, N] is never materialised.
+// - `selective_scan` (prompts, N <= 16): each thread owns one channel's 4 states (a vec4 in
+//   registers) and runs sequentially over time; a workgroup is 16 channels x 4 state groups.
+//   Per chunk of 16 tokens the workgroup stages delta (softplus once per (t, d)), u, B and C
+//   in shared memory with loads coalesced across channels, scans, and writes y from the
+//   4 groups' partial sums: 2 barriers per chunk, every input read once from memory.
+// - `selective_scan_wide` (16 < N <= 64): one workgroup per (b, d); threads are (state n,
+//   time t) pairs over chunks of TC tokens, the affine recurrence (a, b) combined as a
+//   parallel (Hillis-Steele) scan, (a1, b1) o (a0, b0) = (a1 a0, a1 b0 + b1), and the carry
+//   h from the previous chunk applied to the prefix.
+// - `selective_state_update` (decode): one token, dt_proj fused in, the state read and
+//   written in place.
 
 #include "lib/common.wgsl"
 #include "lib/math.wgsl"
 
-// Padded state count (a power of two >= N); TC = WG / NS tokens per chunk.
+// selective_scan_wide: padded state count (a power of two >= N); TC = WG / NS tokens per chunk.
 override NS: u32 = 16u;
 
 struct Params {
@@ -30,6 +36,11 @@ struct Params {
     z_stride: u32,
     z_offset: u32,
     has_h0: u32,
+    // selective_state_update: dt_proj's rank R and the column of dt in x_dbl's rows.
+    dt_rank: u32,
+    dt_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,12 +55,152 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 @group(0) @binding(8) var<storage, read_write> h_out: array<f32>;
 
+// selective_scan: channels per workgroup, state groups (vec4 each), tokens per chunk.
+const SC: u32 = 16u;
+const SG: u32 = 4u;
+const ST: u32 = 16u;
+
+// [ST][SC] delta and u; [ST][SG] B and C; [ST][SG][SC] partial sums of C h. 8 KiB.
+var<workgroup> t_delta: array<f32, 256>;
+var<workgroup> t_u: array<f32, 256>;
+var<workgroup> t_b: array<vec4<f32>, 64>;
+var<workgroup> t_c: array<vec4<f32>, 64>;
+var<workgroup> t_part: array<f32, 1024>;
+
+// Element i of the per-channel constants, 0 where `ok` is false.
+fn cw_or0(i: u32, ok: bool) -> f32 {
+    if (ok) {
+        return cw[i];
+    }
+    return 0.0;
+}
+
+fn h0_or0(i: u32, ok: bool) -> f32 {
+    if (ok) {
+        return h0[i];
+    }
+    return 0.0;
+}
+
+fn bc_or0(i: u32, ok: bool) -> f32 {
+    if (ok) {
+        return bc[i];
+    }
+    return 0.0;
+}
+
+// 4 consecutive states from n0 of row `base` (N per row), zeros past N.
+fn cw4(base: u32, n0: u32, live: bool) -> vec4<f32> {
+    return vec4<f32>(
+        cw_or0(base + n0, live && n0 < p.n),
+        cw_or0(base + n0 + 1u, live && n0 + 1u < p.n),
+        cw_or0(base + n0 + 2u, live && n0 + 2u < p.n),
+        cw_or0(base + n0 + 3u, live && n0 + 3u < p.n));
+}
+
+fn h04(base: u32, n0: u32, live: bool) -> vec4<f32> {
+    return vec4<f32>(
+        h0_or0(base + n0, live && n0 < p.n),
+        h0_or0(base + n0 + 1u, live && n0 + 1u < p.n),
+        h0_or0(base + n0 + 2u, live && n0 + 2u < p.n),
+        h0_or0(base + n0 + 3u, live && n0 + 3u < p.n));
+}
+
+fn bc4(base: u32, n0: u32, live: bool) -> vec4<f32> {
+    return vec4<f32>(
+        bc_or0(base + n0, live && n0 < p.n),
+        bc_or0(base + n0 + 1u, live && n0 + 1u < p.n),
+        bc_or0(base + n0 + 2u, live && n0 + 2u < p.n),
+        bc_or0(base + n0 + 3u, live && n0 + 3u < p.n));
+}
+
+@compute @workgroup_size(64)
+fn selective_scan(ids: Ids, wg: Wg) {
+    let blocks = (p.d + SC - 1u) / SC;
+    let gi = group_index(wg);
+    if (gi >= p.batch * blocks) {
+        return;
+    }
+    let b = gi / blocks;
+    // Thread (c, g): channel ch0 + c, states 4g..4g+3. A warp holds consecutive channels.
+    let c = ids.lid % SC;
+    let g = ids.lid / SC;
+    let ch = (gi % blocks) * SC + c;
+    let live = ch < p.d;
+    let cw_row = ch * (p.n + 2u);
+    let a4 = cw4(cw_row, 4u * g, live);
+    let bias = cw_or0(cw_row + p.n, live);
+    let dsk = cw_or0(cw_row + p.n + 1u, live);
+    let hrow = (b * p.d + ch) * p.n;
+    var h = h04(hrow, 4u * g, live && p.has_h0 != 0u);
+    // B/C loader: token r = lid / SG of the chunk, state group q = lid % SG.
+    let lr = ids.lid / SG;
+    let lq = ids.lid % SG;
+    let chunks = (p.len + ST - 1u) / ST;
+    for (var k = 0u; k < chunks; k += 1u) {
+        let k0 = k * ST;
+        // Stage the chunk. Thread (c, g) loads rows g, g + 4, g + 8, g + 12 of its channel:
+        // the rows it writes y for below, so t_u needs no barrier between the two. Tokens
+        // past L stage delta = u = B = C = 0 (h unchanged).
+        for (var r = g; r < ST; r += SG) {
+            let tok = k0 + r;
+            let ok = live && tok < p.len;
+            var dv = 0.0;
+            var uv = 0.0;
+            if (ok) {
+                let row = b * p.len + tok;
+                uv = u[row * p.u_stride + ch];
+                dv = softplus(dt[row * p.dt_stride + ch] + bias);
+            }
+            t_delta[r * SC + c] = dv;
+            t_u[r * SC + c] = uv;
+        }
+        let btok = k0 + lr;
+        let bok = btok < p.len;
+        let brow = (b * p.len + select(0u, btok, bok)) * p.bc_stride;
+        t_b[ids.lid] = bc4(brow + p.b_offset, 4u * lq, bok);
+        t_c[ids.lid] = bc4(brow + p.c_offset, 4u * lq, bok);
+        workgroupBarrier();
+        let steps = min(ST, p.len - k0);
+        for (var r = 0u; r < steps; r += 1u) {
+            let dv = t_delta[r * SC + c];
+            let bv = t_b[r * SG + g];
+            h = exp(dv * a4) * h + (dv * t_u[r * SC + c]) * bv;
+            t_part[(r * SG + g) * SC + c] = dot(h, t_c[r * SG + g]);
+        }
+        workgroupBarrier();
+        // y of rows g, g + 4, ...: the 4 groups' partial sums, the skip, the gate.
+        if (live) {
+            for (var r = g; r < steps; r += SG) {
+                let row = b * p.len + k0 + r;
+                let s = (t_part[r * SG * SC + c] + t_part[(r * SG + 1u) * SC + c])
+                    + (t_part[(r * SG + 2u) * SC + c] + t_part[(r * SG + 3u) * SC + c]);
+                let zz = z[row * p.z_stride + p.z_offset + ch];
+                y[row * p.d + ch] = (s + dsk * t_u[r * SC + c]) * silu(zz);
+            }
+        }
+    }
+    let n0 = 4u * g;
+    if (live && n0 < p.n) {
+        h_out[hrow + n0] = h.x;
+    }
+    if (live && n0 + 1u < p.n) {
+        h_out[hrow + n0 + 1u] = h.y;
+    }
+    if (live && n0 + 2u < p.n) {
+        h_out[hrow + n0 + 2u] = h.z;
+    }
+    if (live && n0 + 3u < p.n) {
+        h_out[hrow + n0 + 3u] = h.w;
+    }
+}
+
 var<workgroup> sa: array<f32, WG>;
 var<workgroup> sb: array<f32, WG>;
 var<workgroup> carry: array<f32, 64>;
 
 @compute @workgroup_size(WG)
-fn selective_scan(ids: Ids, wg: Wg) {
+fn selective_scan_wide(ids: Ids, wg: Wg) {
     let tc = WG / NS;
     let bd = group_index(wg);
     if (bd >= p.batch * p.d) {
@@ -139,10 +290,12 @@ fn selective_scan(ids: Ids, wg: Wg) {
     }
 }
 
-// One token per sequence, the state [B, D, N] updated in place. Threads: WG / NS channels
-// x NS states; y as above.
+// One token per sequence, the state [B, D, N] updated in place, dt_proj fused in: for
+// channel d, dt = dt_proj.weight[d, 0..R] . x_dbl[b, dt_offset..+R] (its bias is in the
+// packed constants). Threads: WG / NS channels x NS lanes; the lanes split dt_proj's dot
+// product (coalesced along the weight row), then own one state each; y as above.
 @group(0) @binding(1) var<storage, read> su: array<f32>;
-@group(0) @binding(2) var<storage, read> sdt: array<f32>;
+@group(0) @binding(2) var<storage, read> swdt: array<f32>;
 @group(0) @binding(3) var<storage, read> sbc: array<f32>;
 @group(0) @binding(4) var<storage, read> sz: array<f32>;
 @group(0) @binding(5) var<storage, read> scw: array<f32>;
@@ -150,6 +303,17 @@ fn selective_scan(ids: Ids, wg: Wg) {
 @group(0) @binding(7) var<storage, read_write> state: array<f32>;
 
 var<workgroup> red: array<f32, WG>;
+
+// Sum of red over the NS lanes of each channel, left in its lane 0. Uniform control flow.
+fn lane_sum(lid: u32, n: u32) {
+    workgroupBarrier();
+    for (var s = NS / 2u; s > 0u; s = s >> 1u) {
+        if (n < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+}
 
 @compute @workgroup_size(WG)
 fn selective_state_update(ids: Ids, wg: Wg) {
@@ -159,27 +323,32 @@ fn selective_state_update(ids: Ids, wg: Wg) {
     let gi = group_index(wg) * per + local_ch;
     let b = gi / p.d;
     let ch = gi % p.d;
-    let live = b < p.batch && n < p.n;
+    let live_ch = b < p.batch;
     let cw_row = ch * (p.n + 2u);
+    let xrow = b * p.bc_stride;
+    var dot = 0.0;
+    if (live_ch) {
+        for (var r = n; r < p.dt_rank; r += NS) {
+            dot += swdt[ch * p.dt_rank + r] * sbc[xrow + p.dt_offset + r];
+        }
+    }
+    red[ids.lid] = dot;
+    lane_sum(ids.lid, n);
+    let delta = softplus(red[local_ch * NS] + select(0.0, scw[cw_row + p.n], live_ch));
     var contrib = 0.0;
-    if (live) {
+    if (live_ch && n < p.n) {
         let uv = su[b * p.u_stride + ch];
-        let delta = softplus(sdt[b * p.dt_stride + ch] + scw[cw_row + p.n]);
         let si = (b * p.d + ch) * p.n + n;
         let h = exp(delta * scw[cw_row + n]) * state[si]
-            + delta * sbc[b * p.bc_stride + p.b_offset + n] * uv;
+            + delta * sbc[xrow + p.b_offset + n] * uv;
         state[si] = h;
-        contrib = h * sbc[b * p.bc_stride + p.c_offset + n];
+        contrib = h * sbc[xrow + p.c_offset + n];
     }
-    red[ids.lid] = contrib;
+    // Every lane has read its channel's dt sum before red is overwritten.
     workgroupBarrier();
-    for (var s = NS / 2u; s > 0u; s = s >> 1u) {
-        if (n < s) {
-            red[ids.lid] += red[ids.lid + s];
-        }
-        workgroupBarrier();
-    }
-    if (n == 0u && b < p.batch) {
+    red[ids.lid] = contrib;
+    lane_sum(ids.lid, n);
+    if (n == 0u && live_ch) {
         let uv = su[b * p.u_stride + ch];
         let zz = sz[b * p.z_stride + p.z_offset + ch];
         sy[b * p.d + ch] = (red[ids.lid] + scw[cw_row + p.n + 1u] * uv) * silu(zz);

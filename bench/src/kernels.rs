@@ -15,7 +15,7 @@ use spikescan_runtime::ops::{
     rms_norm::rms_norm_into,
     sdsa::sdsa_into,
     selective_scan::{
-        selective_scan_into, selective_state_update, ScanData, ScanLayout, ScanWeights,
+        selective_scan_into, selective_state_update, DtProj, ScanData, ScanLayout, ScanWeights,
     },
     spike_matmul::spike_linear_into,
     ssa::{ssa_into, Ssa},
@@ -516,34 +516,46 @@ pub fn kernels(
                 (7 * bsz * l * di * ns) as f64,
             );
         }
-        // Decode: the in-place state update for one token per sequence.
-        let params = format!("B={bsz} D={di} N={ns}");
+        // Decode: the in-place state update for one token per sequence, dt_proj fused in
+        // (rank R = d_model / 16 as the official configs).
+        let r = dm.div_ceil(16);
+        let params = format!("B={bsz} D={di} N={ns} R={r}");
         if l == 1 && want("decode state update", &params) {
             let b = bsz;
-            let dl = ScanLayout::packed(b, 1, di, ns);
+            let dl = ScanLayout {
+                bc_stride: r + 2 * ns,
+                b_offset: r,
+                c_offset: r + ns,
+                ..ScanLayout::packed(b, 1, di, ns)
+            };
             let dd = ScanData::random(&mut rng, &dl);
-            let (du, ddt, dbc, dz) = (
+            let (du, dbc, dz) = (
                 up(&dd.u, &[b, di])?,
-                up(&dd.dt, &[b, di])?,
-                up(&dd.bc, &[b, 2 * ns])?,
+                f32s(&mut rng, &[b, r + 2 * ns])?,
                 up(&dd.z, &[b, di])?,
             );
+            let wdt = f32s(&mut rng, &[di, r])?;
             let scw = up(&dd.packed_weights()?, &[di, ns + 2])?;
             let sw = ScanWeights { packed: &scw };
+            let dtp = DtProj {
+                weight: &wdt,
+                rank: r,
+                offset: 0,
+            };
             let k = copies(4 * b * di * ns);
             let states = (0..k)
                 .map(|_| up(&dd.h0, &[b, di, ns]))
                 .collect::<spikescan_runtime::Result<Vec<_>>>()?;
             let dy = dev.alloc(&[b, di], DType::F32)?;
             let us = time("selective_state_update", &mut |rec, i| {
-                selective_state_update(rec, &dl, &du, &ddt, &dbc, &dz, &sw, &states[i % k], &dy)
+                selective_state_update(rec, &dl, &du, &dtp, &dbc, &dz, &sw, &states[i % k], &dy)
             })?;
             push(
                 "decode state update",
                 params,
                 us,
-                (4 * b * (2 * di * ns + 4 * di)) as f64,
-                (7 * b * di * ns) as f64,
+                (4 * (b * (2 * di * ns + 3 * di + r + 2 * ns) + di * r)) as f64,
+                (b * di * (7 * ns + 2 * r)) as f64,
             );
         }
     }

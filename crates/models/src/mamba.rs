@@ -19,7 +19,7 @@ use spikescan_runtime::ops::matmul::{gemm_into, linear, Gemm};
 use spikescan_runtime::ops::rms_norm::{add_rms_norm, rms_norm, rms_norm_segments};
 use spikescan_runtime::ops::select::topk_prefix_into;
 use spikescan_runtime::ops::selective_scan::{
-    pack_scan_weights, selective_scan_into, selective_state_update, ScanLayout, ScanWeights,
+    pack_scan_weights, selective_scan_into, selective_state_update, DtProj, ScanLayout, ScanWeights,
 };
 use spikescan_runtime::ops::vocab::RowBlocks;
 use spikescan_runtime::{DType, Device, Graph, ReadbackRing, Recorder, Residency, Tensor};
@@ -690,13 +690,16 @@ impl Mamba {
             causal_conv1d_step(rec, &cl, &xz, &ly.conv_w, &ly.conv_b, &state.conv[i], &u)?;
             let xdbl = Self::proj(rec, &u, &ly.x_proj, None)?;
             self.mixer_norms(rec, &xdbl)?;
-            let dt = dev.alloc(&[b, d], DType::F32)?;
-            let g = Self::dt_gemm(b, d, r, n);
-            gemm_into(rec, &g, &xdbl, &ly.dt_proj, None, &dt)?;
+            // dt_proj runs inside the state update (one dispatch fewer per layer).
             let sl = Self::scan_layout(b, 1, d, n, r);
             let y = dev.alloc(&[b, d], DType::F32)?;
             let sw = ScanWeights { packed: &ly.scan };
-            selective_state_update(rec, &sl, &u, &dt, &xdbl, &xz, &sw, &state.ssm[i], &y)?;
+            let dtp = DtProj {
+                weight: &ly.dt_proj,
+                rank: r,
+                offset: 0,
+            };
+            selective_state_update(rec, &sl, &u, &dtp, &xdbl, &xz, &sw, &state.ssm[i], &y)?;
             hidden = Self::proj(rec, &y, &ly.out_proj, ly.out_bias.as_ref())?;
         }
         let (normed, _) = add_rms_norm(

@@ -95,8 +95,11 @@ impl Shader {
             // ops::elementwise: Unary and Binary codes.
             (Shader::Elementwise, "unary") => one("OP", &[0, 1, 2, 3, 4, 5]),
             (Shader::Elementwise, "binary") => one("OP", &[0, 1, 2, 3]),
-            // ops::selective_scan: the padded state count, a power of two in 4..=64.
-            (Shader::SelectiveScan, _) => one("NS", &[4, 8, 16, 32, 64]),
+            // ops::selective_scan: the padded state count, a power of two in 4..=64 (the
+            // wide scan takes N > 16 only, but any NS compiles).
+            (Shader::SelectiveScan, "selective_scan_wide" | "selective_state_update") => {
+                one("NS", &[4, 8, 16, 32, 64])
+            }
             _ => Vec::new(),
         }
     }
@@ -752,11 +755,20 @@ mod tests {
         let get = |name: &str| scan.iter().find(|n| n.entry == name).unwrap().clone();
         // u, dt, bc, z, packed weights, h0, y, h_out; the decode update has no h0.
         assert_eq!(get("selective_scan").storage_buffers, 8);
+        assert_eq!(get("selective_scan_wide").storage_buffers, 8);
         assert_eq!(get("selective_state_update").storage_buffers, 7);
-        // sa, sb, carry; red only.
-        assert_eq!(get("selective_scan").workgroup_bytes, 4 * (256 + 256 + 64));
+        // t_delta, t_u, t_b, t_c (vec4), t_part; sa, sb, carry; red only.
+        assert_eq!(
+            get("selective_scan").workgroup_bytes,
+            4 * (256 + 256 + 4 * 64 + 4 * 64 + 1024)
+        );
+        assert_eq!(
+            get("selective_scan_wide").workgroup_bytes,
+            4 * (256 + 256 + 64)
+        );
         assert_eq!(get("selective_state_update").workgroup_bytes, 4 * 256);
-        assert_eq!(get("selective_scan").invocations(), 256);
+        assert_eq!(get("selective_scan").invocations(), 64);
+        assert_eq!(get("selective_scan_wide").invocations(), 256);
         let tight = wgpu::Limits {
             max_storage_buffers_per_shader_stage: 7,
             ..wgpu::Limits::default()

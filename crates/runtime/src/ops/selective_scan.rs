@@ -102,6 +102,9 @@ struct Params {
     z_stride: u32,
     z_offset: u32,
     has_h0: u32,
+    dt_rank: u32,
+    dt_offset: u32,
+    _pad: [u32; 2],
 }
 
 fn params(l: &ScanLayout, h0: bool) -> Params {
@@ -119,6 +122,9 @@ fn params(l: &ScanLayout, h0: bool) -> Params {
         z_stride: u(l.z_stride),
         z_offset: u(l.z_offset),
         has_h0: h0 as u32,
+        dt_rank: 0,
+        dt_offset: 0,
+        _pad: [0; 2],
     }
 }
 
@@ -183,6 +189,11 @@ fn check(
     Ok(())
 }
 
+/// `selective_scan`'s register-resident path: states a thread per 4, 4 groups (`SG`).
+const SCAN_STATES: usize = 16;
+/// Channels per workgroup of that path (`SC`).
+const SCAN_CHANNELS: usize = 16;
+
 /// The prompt scan: writes gated `y [B, L, D]` and the final state `[B, D, N]`, starting
 /// from `h0 [B, D, N]` (or zeros).
 #[allow(clippy::too_many_arguments)]
@@ -214,7 +225,19 @@ pub fn selective_scan_into(
             ));
         }
     }
-    let key = PipelineKey::new(Shader::SelectiveScan, "selective_scan", 6, 2).constant("NS", ns);
+    // N <= 16: a thread per (channel, 4 states), 16 channels a workgroup; wider states: a
+    // workgroup per channel (see the shader).
+    let (key, groups) = if l.n <= SCAN_STATES {
+        (
+            PipelineKey::new(Shader::SelectiveScan, "selective_scan", 6, 2),
+            l.batch * l.d.div_ceil(SCAN_CHANNELS),
+        )
+    } else {
+        (
+            PipelineKey::new(Shader::SelectiveScan, "selective_scan_wide", 6, 2).constant("NS", ns),
+            l.batch * l.d,
+        )
+    };
     let p = params(l, h0.is_some());
     let tokens = (l.batch * l.len) as u64;
     rec.dispatch(
@@ -222,7 +245,7 @@ pub fn selective_scan_into(
         &p,
         &[u, dt, bc, z, w.packed, h0.unwrap_or(w.packed)],
         &[y, h_out],
-        grid_1d((l.batch * l.d) as u32),
+        grid_1d(groups as u32),
         || OpInfo {
             name: "selective_scan",
             shape: format!("B={} L={} D={} N={}", l.batch, l.len, l.d, l.n),
@@ -233,47 +256,91 @@ pub fn selective_scan_into(
     )
 }
 
-/// One decoding step: `state [B, D, N]` updated in place, gated `y [B, D]` written.
+/// dt_proj as the decode step applies it: `weight [D, R]` (f32, without its bias, which the
+/// packed constants hold) times the R columns of x_proj's output from `offset` (B and C
+/// follow them in the same rows).
+#[derive(Clone, Copy)]
+pub struct DtProj<'a> {
+    pub weight: &'a Tensor,
+    pub rank: usize,
+    pub offset: usize,
+}
+
+/// One decoding step with dt_proj fused in: `dt = x_dbl[:, offset..offset + R] · weightᵀ`,
+/// then `state [B, D, N]` updated in place and gated `y [B, D]` written. `bc` is x_proj's
+/// output (dt, B and C columns; `l.dt_stride` is unused).
 #[allow(clippy::too_many_arguments)]
 pub fn selective_state_update(
     rec: &mut Recorder,
     l: &ScanLayout,
     u: &Tensor,
-    dt: &Tensor,
+    dt: &DtProj,
     bc: &Tensor,
     z: &Tensor,
     w: &ScanWeights,
     state: &Tensor,
     y: &Tensor,
 ) -> Result<()> {
+    const OP: &str = "selective_state_update";
     if l.len != 1 {
         return Err(shape_err(
-            "selective_state_update",
+            OP,
             format!("one token per sequence, got len {}", l.len),
         ));
     }
-    check(l, u, dt, bc, z, w)?;
+    // dt is not read from a tensor of its own: check the rest as the scan does.
+    let no_dt = ScanLayout {
+        dt_stride: l.u_stride,
+        ..*l
+    };
+    check(&no_dt, u, u, bc, z, w)?;
+    expect_dtype(OP, "dt_proj weight", dt.weight, DType::F32)?;
     let ns = padded_states(l.n)?;
     if state.numel() != l.batch * l.d * l.n || y.numel() != l.batch * l.d {
+        return Err(shape_err(OP, "the state must be [B, D, N] and y [B, D]"));
+    }
+    if dt.rank == 0 || dt.weight.numel() != l.d * dt.rank {
         return Err(shape_err(
-            "selective_state_update",
-            "the state must be [B, D, N] and y [B, D]",
+            OP,
+            format!(
+                "dt_proj weight {:?} must be [D = {}, R = {}] with R >= 1",
+                dt.weight.shape(),
+                l.d,
+                dt.rank
+            ),
+        ));
+    }
+    if dt.offset + dt.rank > l.bc_stride || bc.numel() < l.need(l.bc_stride, dt.offset + dt.rank) {
+        return Err(shape_err(
+            OP,
+            format!(
+                "dt columns {}..{} lie outside x_dbl's rows of {}",
+                dt.offset,
+                dt.offset + dt.rank,
+                l.bc_stride
+            ),
         ));
     }
     let per = (rec.device().wg() / ns) as usize;
-    let key =
-        PipelineKey::new(Shader::SelectiveScan, "selective_state_update", 5, 2).constant("NS", ns);
+    let key = PipelineKey::new(Shader::SelectiveScan, OP, 5, 2).constant("NS", ns);
+    let p = Params {
+        dt_rank: dt.rank as u32,
+        dt_offset: dt.offset as u32,
+        ..params(l, true)
+    };
+    let (bsz, d, n, r) = (l.batch as u64, l.d as u64, l.n as u64, dt.rank as u64);
     rec.dispatch(
         &key,
-        &params(l, true),
-        &[u, dt, bc, z, w.packed],
+        &p,
+        &[u, dt.weight, bc, z, w.packed],
         &[y, state],
         grid_1d((l.batch * l.d).div_ceil(per) as u32),
         || OpInfo {
-            name: "selective_state_update",
-            shape: format!("B={} D={} N={}", l.batch, l.d, l.n),
-            bytes: 4 * (l.batch * (2 * l.d * l.n + 4 * l.d + 2 * l.n)) as u64,
-            flops: (l.batch * l.d * l.n * 7) as u64,
+            name: OP,
+            shape: format!("B={} D={} N={} R={}", l.batch, l.d, l.n, dt.rank),
+            // The state read and written, u, z, y, dt_proj's weight, x_dbl's row.
+            bytes: 4 * (bsz * (2 * d * n + 3 * d + r + 2 * n) + d * r),
+            flops: bsz * d * (n * 7 + 2 * r),
         },
     )
 }
@@ -351,33 +418,93 @@ impl ScanData {
     }
 }
 
+/// Rows of `x` (`rows` x `width`) placed at column `offset` of rows `stride` long, the
+/// other columns filled with `fill` (a strided view's neighbours).
+fn embed(x: &[f32], width: usize, stride: usize, offset: usize, fill: f32) -> Vec<f32> {
+    let rows = x.len() / width;
+    let mut out = vec![fill; rows * stride];
+    for r in 0..rows {
+        out[r * stride + offset..r * stride + offset + width]
+            .copy_from_slice(&x[r * width..(r + 1) * width]);
+    }
+    out
+}
+
 pub fn cases() -> Vec<Case> {
     let mut v = Vec::new();
-    for (batch, len, d, n, h0) in [
-        (1usize, 1usize, 1usize, 1usize, false),
-        (1, 7, 5, 16, false),
-        (3, 64, 9, 16, true),
-        (2, 1031, 4, 16, true),
-        (1, 33, 3, 5, false),
-        (2, 17, 6, 32, true),
+    // N <= 16 runs the register path (16 channels a workgroup, 16-token chunks), N > 16 the
+    // wide one: lengths 1, under, at and over a chunk and long; channels under, at and over
+    // a workgroup's 16; N of 1, odd, not a multiple of 4, 16, 17 and 64; strided views as
+    // Mamba's in_proj / x_proj outputs lie (neighbouring columns hold 1e30, which a read
+    // outside the view would show).
+    for (batch, len, d, n, h0, strided) in [
+        (1usize, 1usize, 1usize, 1usize, false, false),
+        (1, 7, 5, 16, false, false),
+        (3, 64, 9, 16, true, false),
+        (2, 1031, 4, 16, true, false),
+        (1, 33, 3, 5, false, false),
+        (1, 16, 16, 16, true, false),
+        (2, 15, 17, 13, true, false),
+        (1, 1, 37, 16, true, false),
+        (1, 49, 33, 4, false, false),
+        (2, 19, 21, 16, true, true),
+        (1, 40, 18, 7, false, true),
+        (2, 17, 6, 32, true, false),
+        (1, 5, 3, 17, true, true),
+        (1, 9, 2, 64, true, false),
     ] {
         v.push(Case::new(
             "selective_scan",
             format!(
-                "B={batch} L={len} D={d} N={n}{}",
-                if h0 { " +h0" } else { "" }
+                "B={batch} L={len} D={d} N={n}{}{}",
+                if h0 { " +h0" } else { "" },
+                if strided { " strided" } else { "" }
             ),
             1e-9,
             move |dev, rng| {
-                let l = ScanLayout::packed(batch, len, d, n);
-                let s = ScanData::random(rng, &l);
+                let packed = ScanLayout::packed(batch, len, d, n);
+                let s = ScanData::random(rng, &packed);
                 let up = |x: &Vec<f32>, shape: &[usize]| dev.tensor_f32(x, shape);
-                let (u, dt, bc, z) = (
-                    up(&s.u, &[batch, len, d])?,
-                    up(&s.dt, &[batch, len, d])?,
-                    up(&s.bc, &[batch, len, 2 * n])?,
-                    up(&s.z, &[batch, len, d])?,
-                );
+                let bl = batch * len;
+                let (l, u, dt, bc, z) = if strided {
+                    // u and dt lead their rows; B and C apart inside one; z in a row's middle.
+                    let l = ScanLayout {
+                        u_stride: d + 3,
+                        dt_stride: d + 1,
+                        bc_stride: 2 * n + 5,
+                        b_offset: 2,
+                        c_offset: n + 4,
+                        z_stride: 2 * d + 2,
+                        z_offset: d,
+                        ..packed
+                    };
+                    let mut bcs = vec![1e30f32; bl * l.bc_stride];
+                    for r in 0..bl {
+                        let (src, dst) = (r * 2 * n, r * l.bc_stride);
+                        bcs[dst + l.b_offset..dst + l.b_offset + n]
+                            .copy_from_slice(&s.bc[src..src + n]);
+                        bcs[dst + l.c_offset..dst + l.c_offset + n]
+                            .copy_from_slice(&s.bc[src + n..src + 2 * n]);
+                    }
+                    (
+                        l,
+                        up(&embed(&s.u, d, l.u_stride, 0, 1e30), &[bl, l.u_stride])?,
+                        up(&embed(&s.dt, d, l.dt_stride, 0, 1e30), &[bl, l.dt_stride])?,
+                        up(&bcs, &[bl, l.bc_stride])?,
+                        up(
+                            &embed(&s.z, d, l.z_stride, l.z_offset, 1e30),
+                            &[bl, l.z_stride],
+                        )?,
+                    )
+                } else {
+                    (
+                        packed,
+                        up(&s.u, &[batch, len, d])?,
+                        up(&s.dt, &[batch, len, d])?,
+                        up(&s.bc, &[batch, len, 2 * n])?,
+                        up(&s.z, &[batch, len, d])?,
+                    )
+                };
                 let cw = dev.weight_f32(&s.packed_weights()?, &[d, n + 2])?;
                 let hh = up(&s.h0, &[batch, d, n])?;
                 let y = output(dev, &[batch, len, d], DType::F32)?;
@@ -402,41 +529,74 @@ pub fn cases() -> Vec<Case> {
             },
         ));
     }
-    for (batch, d, n) in [
-        (1usize, 1usize, 1usize),
-        (3, 37, 16),
-        (8, 64, 16),
-        (2, 5, 32),
+    // Decode: ranks R of 1, under and over the 16 lanes (mamba-130m's 48 and odd ones),
+    // channels off a workgroup, N of 1, 16 and 32; x_dbl's rows hold dt, B and C as x_proj
+    // writes them.
+    for (batch, d, n, r) in [
+        (1usize, 1usize, 1usize, 1usize),
+        (3, 37, 16, 5),
+        (8, 64, 16, 48),
+        (2, 5, 32, 33),
+        (1, 19, 16, 16),
+        (5, 3, 7, 70),
     ] {
         v.push(Case::new(
             "selective_state_update",
-            format!("B={batch} D={d} N={n}"),
+            format!("B={batch} D={d} N={n} R={r}"),
             1e-10,
             move |dev, rng| {
-                let l = ScanLayout::packed(batch, 1, d, n);
-                let s = ScanData::random(rng, &l);
+                let packed = ScanLayout::packed(batch, 1, d, n);
+                let mut s = ScanData::random(rng, &packed);
+                // x_dbl rows [dt (R) | B (N) | C (N)]; dt = x_dbl[:, ..R] · W_dtᵀ in f64.
+                let wdt = rng.vec(d * r, -0.4, 0.4);
+                let xr = rng.vec(batch * r, -1.0, 1.0);
+                let stride = r + 2 * n;
+                let mut xdbl = vec![0.0f32; batch * stride];
+                for bi in 0..batch {
+                    xdbl[bi * stride..bi * stride + r].copy_from_slice(&xr[bi * r..(bi + 1) * r]);
+                    xdbl[bi * stride + r..(bi + 1) * stride]
+                        .copy_from_slice(&s.bc[bi * 2 * n..(bi + 1) * 2 * n]);
+                    for c in 0..d {
+                        let dot: f64 = (0..r)
+                            .map(|k| wdt[c * r + k] as f64 * xr[bi * r + k] as f64)
+                            .sum();
+                        s.dt[bi * d + c] = dot as f32;
+                    }
+                }
+                let l = ScanLayout {
+                    bc_stride: stride,
+                    b_offset: r,
+                    c_offset: r + n,
+                    ..packed
+                };
                 let up = |x: &Vec<f32>, shape: &[usize]| dev.tensor_f32(x, shape);
-                let (u, dt, bc, z) = (
+                let (u, bc, z) = (
                     up(&s.u, &[batch, d])?,
-                    up(&s.dt, &[batch, d])?,
-                    up(&s.bc, &[batch, 2 * n])?,
+                    up(&xdbl, &[batch, stride])?,
                     up(&s.z, &[batch, d])?,
                 );
+                let wt = dev.weight_f32(&wdt, &[d, r])?;
                 let cw = dev.weight_f32(&s.packed_weights()?, &[d, n + 2])?;
                 let state = dev.alloc_with_capacity(&[batch, d, n], DType::F32, 0)?;
                 dev.write(&state, bytemuck::cast_slice(&s.h0))?;
                 let y = output(dev, &[batch, d], DType::F32)?;
                 let mut rec = dev.recorder("test");
                 let w = ScanWeights { packed: &cw };
-                selective_state_update(&mut rec, &l, &u, &dt, &bc, &z, &w, &state, &y)?;
+                let dtp = DtProj {
+                    weight: &wt,
+                    rank: r,
+                    offset: 0,
+                };
+                selective_state_update(&mut rec, &l, &u, &dtp, &bc, &z, &w, &state, &y)?;
                 rec.submit()?;
-                let (wy, wh) = s.reference(&l, true);
+                let (wy, wh) = s.reference(&packed, true);
                 let got_h = dev.read_f32(&state)?;
                 let mut c = check_f32(dev, &y, &wy)?;
                 let (num, den) = got_h.iter().zip(&wh).fold((0.0, 0.0), |(a, b), (g, r)| {
                     (a + (*g as f64 - r).powi(2), b + r * r)
                 });
                 c.nmse = c.nmse.max(num / den.max(1e-30));
+                c.nonfinite += got_h.iter().filter(|v| !v.is_finite()).count();
                 Ok(c)
             },
         ));
