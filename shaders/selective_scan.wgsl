@@ -293,7 +293,7 @@ fn selective_scan_wide(ids: Ids, wg: Wg) {
 // One token per sequence, the state [B, D, N] updated in place, dt_proj fused in: for
 // channel d, dt = dt_proj.weight[d, 0..R] . x_dbl[b, dt_offset..+R] (its bias is in the
 // packed constants). Threads: WG / NS channels x NS lanes; the lanes split dt_proj's dot
-// product (coalesced along the weight row), then own one state each; y as above.
+// product (coalesced along the weight row), then own one state each; 2 barriers.
 @group(0) @binding(1) var<storage, read> su: array<f32>;
 @group(0) @binding(2) var<storage, read> swdt: array<f32>;
 @group(0) @binding(3) var<storage, read> sbc: array<f32>;
@@ -302,18 +302,9 @@ fn selective_scan_wide(ids: Ids, wg: Wg) {
 @group(0) @binding(6) var<storage, read_write> sy: array<f32>;
 @group(0) @binding(7) var<storage, read_write> state: array<f32>;
 
+// The NS lanes' partial dt_proj sums and C h products of each channel.
 var<workgroup> red: array<f32, WG>;
-
-// Sum of red over the NS lanes of each channel, left in its lane 0. Uniform control flow.
-fn lane_sum(lid: u32, n: u32) {
-    workgroupBarrier();
-    for (var s = NS / 2u; s > 0u; s = s >> 1u) {
-        if (n < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-}
+var<workgroup> red_y: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn selective_state_update(ids: Ids, wg: Wg) {
@@ -329,12 +320,17 @@ fn selective_state_update(ids: Ids, wg: Wg) {
     var dot = 0.0;
     if (live_ch) {
         for (var r = n; r < p.dt_rank; r += NS) {
-            dot += swdt[ch * p.dt_rank + r] * sbc[xrow + p.dt_offset + r];
+            dot = fma(swdt[ch * p.dt_rank + r], sbc[xrow + p.dt_offset + r], dot);
         }
     }
     red[ids.lid] = dot;
-    lane_sum(ids.lid, n);
-    let delta = softplus(red[local_ch * NS] + select(0.0, scw[cw_row + p.n], live_ch));
+    workgroupBarrier();
+    // Every lane sums its channel's NS partials itself (no tree, one barrier).
+    var dts = 0.0;
+    for (var i = 0u; i < NS; i += 1u) {
+        dts += red[local_ch * NS + i];
+    }
+    let delta = softplus(dts + scw[cw_row + p.n]);
     var contrib = 0.0;
     if (live_ch && n < p.n) {
         let uv = su[b * p.u_stride + ch];
@@ -344,13 +340,15 @@ fn selective_state_update(ids: Ids, wg: Wg) {
         state[si] = h;
         contrib = h * sbc[xrow + p.c_offset + n];
     }
-    // Every lane has read its channel's dt sum before red is overwritten.
+    red_y[ids.lid] = contrib;
     workgroupBarrier();
-    red[ids.lid] = contrib;
-    lane_sum(ids.lid, n);
     if (n == 0u && live_ch) {
         let uv = su[b * p.u_stride + ch];
         let zz = sz[b * p.z_stride + p.z_offset + ch];
-        sy[b * p.d + ch] = (red[ids.lid] + scw[cw_row + p.n + 1u] * uv) * silu(zz);
+        var acc = 0.0;
+        for (var i = 0u; i < NS; i += 1u) {
+            acc += red_y[ids.lid + i];
+        }
+        sy[b * p.d + ch] = (acc + scw[cw_row + p.n + 1u] * uv) * silu(zz);
     }
 }

@@ -757,7 +757,7 @@ mod tests {
         assert_eq!(get("selective_scan").storage_buffers, 8);
         assert_eq!(get("selective_scan_wide").storage_buffers, 8);
         assert_eq!(get("selective_state_update").storage_buffers, 7);
-        // t_delta, t_u, t_b, t_c (vec4), t_part; sa, sb, carry; red only.
+        // t_delta, t_u, t_b, t_c (vec4), t_part; sa, sb, carry; red and red_y.
         assert_eq!(
             get("selective_scan").workgroup_bytes,
             4 * (256 + 256 + 4 * 64 + 4 * 64 + 1024)
@@ -766,7 +766,10 @@ mod tests {
             get("selective_scan_wide").workgroup_bytes,
             4 * (256 + 256 + 64)
         );
-        assert_eq!(get("selective_state_update").workgroup_bytes, 4 * 256);
+        assert_eq!(
+            get("selective_state_update").workgroup_bytes,
+            4 * (256 + 256)
+        );
         assert_eq!(get("selective_scan").invocations(), 64);
         assert_eq!(get("selective_scan_wide").invocations(), 256);
         let tight = wgpu::Limits {
