@@ -168,13 +168,16 @@ def kernels(b, quick):
         if length == 1:
             bb = bsz
             st = rnd(bb, di, ns)
-            du, ddt, dz, dbb, dcc = rnd(bb, di), rnd(bb, di), rnd(bb, di), rnd(bb, ns), rnd(bb, ns)
+            # dt_proj inside, as spikescan's update: rank R = d_model / 16 (the official configs).
+            rr = -(-dm // 16)
+            du, dz, dbb, dcc = rnd(bb, di), rnd(bb, di), rnd(bb, ns), rnd(bb, ns)
+            dxr, dwt = rnd(bb, rr), rnd(di, rr)
 
             def update():
-                d = F.softplus(ddt + dtb)
+                d = F.softplus(dxr @ dwt.t() + dtb)
                 st.mul_(torch.exp(d[..., None] * am)).add_(d[..., None] * dbb[:, None] * du[..., None])
                 return ((st * dcc[:, None]).sum(-1) + du * dsk) * F.silu(dz)
-            b.kernel("decode state update", f"B={bb} D={di} N={ns}", update)
+            b.kernel("decode state update", f"B={bb} D={di} N={ns} R={rr}", update)
     from lmuformer import legendre_zoh
     mm = 256 if quick else 512
     la, lb = legendre_zoh(mm, 128)

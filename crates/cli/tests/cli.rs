@@ -683,7 +683,7 @@ fn bench_writes_device_tagged_records_and_compare_flags_regressions() {
         .iter()
         .map(|r| {
             let mut r = r.clone();
-            if r["name"] == "decode state update" && r["params"] == "B=8 D=1536 N=16" {
+            if r["name"] == "decode state update" && r["params"] == "B=8 D=1536 N=16 R=48" {
                 r["value"] = (r["value"].as_f64().unwrap() * 1.5).into();
             }
             r.to_string()
@@ -694,7 +694,7 @@ fn bench_writes_device_tagged_records_and_compare_flags_regressions() {
     let (status, report) = compare(&out, &out2);
     assert_eq!(status, Some(1), "{report}");
     assert!(
-        report.contains("1 of ") && report.contains("decode state update [B=8 D=1536 N=16]"),
+        report.contains("1 of ") && report.contains("decode state update [B=8 D=1536 N=16 R=48]"),
         "{report}"
     );
 }
