@@ -1,11 +1,12 @@
 //! Mamba (state-spaces/mamba; transformers' MambaForCausalLM): checkpoints in mamba_ssm or
-//! Hugging Face format, prompts through the fused parallel selective scan, decoding one token
+//! Hugging Face format, prompts through the fused selective scan, decoding one token
 //! at a time from GPU-resident per-layer states (one submit per token), sampling on the GPU.
 //!
 //! Block: `residual = hidden + residual; hidden = mixer(rms_norm(residual))`; the end:
 //! `lm_head(norm_f(hidden + residual))`, the head tied to the embedding unless
 //! `lm_head.weight` is present. Mixer: in_proj → x | z; causal conv1d + SiLU; x_proj → dt | B
-//! | C; dt_proj (its bias and the softplus inside the scan); scan with A = -exp(A_log) and D;
+//! | C; dt_proj (its bias and the softplus inside the scan; in the decode step the whole of
+//! dt_proj runs inside the state update); scan with A = -exp(A_log) and D;
 //! `y · silu(z)`; out_proj.
 //!
 //! Falcon-Mamba (`model_type: "falcon_mamba"`, transformers' FalconMambaForCausalLM) is the
