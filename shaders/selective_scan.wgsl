@@ -161,7 +161,7 @@ fn selective_scan(ids: Ids, wg: Wg) {
         }
         let btok = k0 + lr;
         let bok = btok < p.len;
-        let brow = (b * p.len + select(0u, btok, bok)) * p.bc_stride;
+        let brow = (b * p.len + btok) * p.bc_stride;
         t_b[ids.lid] = bc4(brow + p.b_offset, 4u * lq, bok);
         t_c[ids.lid] = bc4(brow + p.c_offset, 4u * lq, bok);
         workgroupBarrier();

@@ -138,21 +138,19 @@ fn padded_states(n: usize) -> Result<u32> {
     Ok(n.next_power_of_two().max(4) as u32)
 }
 
+/// The inputs' dtypes and sizes; `dt` is `None` where dt_proj runs inside the kernel.
 fn check(
     l: &ScanLayout,
     u: &Tensor,
-    dt: &Tensor,
+    dt: Option<&Tensor>,
     bc: &Tensor,
     z: &Tensor,
     w: &ScanWeights,
 ) -> Result<()> {
-    for (name, t) in [
-        ("u", u),
-        ("dt", dt),
-        ("bc", bc),
-        ("z", z),
-        ("A, dt_bias, D", w.packed),
-    ] {
+    for (name, t) in [("u", u), ("bc", bc), ("z", z), ("A, dt_bias, D", w.packed)]
+        .into_iter()
+        .chain(dt.map(|t| ("dt", t)))
+    {
         expect_dtype("selective_scan", name, t, DType::F32)?;
     }
     let short = |name: &str, t: &Tensor, need: usize| -> Result<()> {
@@ -168,7 +166,9 @@ fn check(
         return Err(shape_err("selective_scan", format!("empty scan {l:?}")));
     }
     short("u", u, l.need(l.u_stride, l.d))?;
-    short("dt", dt, l.need(l.dt_stride, l.d))?;
+    if let Some(dt) = dt {
+        short("dt", dt, l.need(l.dt_stride, l.d))?;
+    }
     short(
         "bc",
         bc,
@@ -189,7 +189,7 @@ fn check(
     Ok(())
 }
 
-/// `selective_scan`'s register-resident path: states a thread per 4, 4 groups (`SG`).
+/// The most states `selective_scan`'s register path holds: 4 groups (`SG`) of a vec4.
 const SCAN_STATES: usize = 16;
 /// Channels per workgroup of that path (`SC`).
 const SCAN_CHANNELS: usize = 16;
@@ -209,7 +209,7 @@ pub fn selective_scan_into(
     y: &Tensor,
     h_out: &Tensor,
 ) -> Result<()> {
-    check(l, u, dt, bc, z, w)?;
+    check(l, u, Some(dt), bc, z, w)?;
     let ns = padded_states(l.n)?;
     if y.numel() != l.batch * l.len * l.d || h_out.numel() != l.batch * l.d * l.n {
         return Err(shape_err(
@@ -288,12 +288,7 @@ pub fn selective_state_update(
             format!("one token per sequence, got len {}", l.len),
         ));
     }
-    // dt is not read from a tensor of its own: check the rest as the scan does.
-    let no_dt = ScanLayout {
-        dt_stride: l.u_stride,
-        ..*l
-    };
-    check(&no_dt, u, u, bc, z, w)?;
+    check(l, u, None, bc, z, w)?;
     expect_dtype(OP, "dt_proj weight", dt.weight, DType::F32)?;
     let ns = padded_states(l.n)?;
     if state.numel() != l.batch * l.d * l.n || y.numel() != l.batch * l.d {
