@@ -20,5 +20,5 @@ pub use spikescan_models as models;
 pub use spikescan_runtime as runtime;
 pub use spikescan_runtime::{
     list_adapters, ops, AdapterSummary, Caps, DType, Device, DeviceOptions, PackedSpikes, Recorder,
-    Result, RuntimeError, Tensor,
+    Resources, Result, RuntimeError, Tensor,
 };

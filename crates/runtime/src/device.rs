@@ -284,6 +284,8 @@ pub(crate) struct Inner {
     pub(crate) kernels: Mutex<HashMap<PipelineKey, Arc<Kernel>>>,
     pub(crate) modules: Mutex<HashMap<String, wgpu::ShaderModule>>,
     pub(crate) pool: Arc<Mutex<BufferPool>>,
+    /// Tensor buffers alive (in use, not in the pool): count and bytes.
+    pub(crate) live: Arc<crate::tensor::LiveCount>,
     pub(crate) uniform_chunks: Mutex<Vec<wgpu::Buffer>>,
     pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
     pub(crate) lost: Arc<Mutex<Option<String>>>,
@@ -296,6 +298,25 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Device {
     pub(crate) inner: Arc<Inner>,
+}
+
+/// A device's resource counts ([`Device::resources`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Tensors' buffers alive outside the pool (weights, state, activations in use), and
+    /// their bytes.
+    pub tensor_buffers: usize,
+    pub tensor_bytes: u64,
+    /// Free buffers the activation pool keeps for reuse, and their bytes.
+    pub pooled_buffers: usize,
+    pub pooled_bytes: u64,
+    /// Compute pipelines and shader modules in the cache.
+    pub pipelines: usize,
+    pub shader_modules: usize,
+    /// Uniform arena chunks free for the next recording.
+    pub free_uniform_chunks: usize,
+    /// Recordings opened and not yet submitted or dropped (any thread).
+    pub open_recordings: usize,
 }
 
 impl std::fmt::Debug for Device {
@@ -427,6 +448,7 @@ impl Device {
                 kernels: Mutex::new(HashMap::new()),
                 modules: Mutex::new(HashMap::new()),
                 pool: Arc::new(Mutex::new(BufferPool::default())),
+                live: Arc::default(),
                 uniform_chunks: Mutex::new(Vec::new()),
                 uncaptured,
                 lost,
@@ -509,15 +531,6 @@ impl Device {
         self.wait_for(None, what)
     }
 
-    /// Recordings open on this device (any thread).
-    pub(crate) fn open_recordings(&self) -> usize {
-        self.inner
-            .pool
-            .lock()
-            .map(|p| p.open_recordings())
-            .unwrap_or(0)
-    }
-
     /// Waits for one submission (and those before it) or, with `None`, for all.
     pub(crate) fn wait_for(&self, index: Option<wgpu::SubmissionIndex>, what: &str) -> Result<()> {
         let timeout = self.inner.options.poll_timeout;
@@ -563,6 +576,33 @@ impl Device {
     /// Bytes held by the activation pool (free buffers kept for reuse).
     pub fn pooled_bytes(&self) -> u64 {
         self.inner.pool.lock().map(|p| p.free_bytes()).unwrap_or(0)
+    }
+
+    /// What this device holds now: buffers in use and in the pool, pipelines, shader modules
+    /// and uniform arena chunks. A long session should hold these flat after its warm-up.
+    pub fn resources(&self) -> Resources {
+        let (pooled_buffers, pooled_bytes, open_recordings) = self
+            .inner
+            .pool
+            .lock()
+            .map(|p| (p.free_buffers(), p.free_bytes(), p.open_recordings()))
+            .unwrap_or_default();
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        Resources {
+            tensor_buffers: self.inner.live.buffers.load(ordering),
+            tensor_bytes: self.inner.live.bytes.load(ordering),
+            pooled_buffers,
+            pooled_bytes,
+            pipelines: self.inner.kernels.lock().map(|k| k.len()).unwrap_or(0),
+            shader_modules: self.inner.modules.lock().map(|m| m.len()).unwrap_or(0),
+            free_uniform_chunks: self
+                .inner
+                .uniform_chunks
+                .lock()
+                .map(|c| c.len())
+                .unwrap_or(0),
+            open_recordings,
+        }
     }
 
     /// Drops every free pooled buffer.

@@ -146,19 +146,11 @@ impl Device {
     /// their parameters as usual but are kept, not encoded; [`Recorder::into_graph`] turns
     /// them into a [`Graph`]. Nothing runs until the graph is replayed.
     ///
-    /// Refused while another recording is open: the pool may hand a capture a buffer that
-    /// recording still reads, which is safe only for work submitted after it, and a graph
-    /// can be replayed before that recording is submitted.
+    /// Other recordings may be open meanwhile, on this thread or others: the pool hands a
+    /// capture only buffers that no open recording still reads, since a graph can be
+    /// replayed before those recordings are submitted (see `pool`).
     pub fn capture(&self, label: &'static str) -> Result<Recorder<'_>> {
-        if self.open_recordings() > 0 {
-            return Err(shape_err(
-                "graph",
-                "capture while another recording is open (submit or drop it first)",
-            ));
-        }
-        let mut r = Recorder::new(self, label);
-        r.capture = Some(Capture::default());
-        Ok(r)
+        Ok(Recorder::open(self, label, Some(Capture::default())))
     }
 
     /// Replays `graphs` in order in one command buffer and one submit; with `readback`, the

@@ -14,7 +14,7 @@ pub mod record;
 pub mod spikes;
 pub mod tensor;
 
-pub use device::{list_adapters, AdapterSummary, Caps, Device, DeviceOptions};
+pub use device::{list_adapters, AdapterSummary, Caps, Device, DeviceOptions, Resources};
 pub use error::{Result, RuntimeError};
 pub use graph::{Graph, ReadbackRing, ReplayCost};
 pub use pipeline::{PipelineKey, Shader};

@@ -2,24 +2,57 @@
 //! last tensor that uses them drops, so a forward pass reuses buffers within itself and
 //! across passes. Weights are allocated outside the pool.
 //!
-//! A buffer released while a recording is open may still be read by that recording once it
-//! is submitted. GPU ops recorded later are ordered after those reads, so they may reuse it;
-//! a host upload (`queue.write_buffer`) lands before any recorded work and must not. Such
-//! buffers are marked until every open recording has been submitted or dropped.
+//! **Ownership across recordings.** A pooled buffer remembers which recordings bound it
+//! (each recording has a device-unique id). When it is released while some of those are
+//! still open (not yet submitted or dropped), their recorded work has not reached the queue,
+//! so the buffer is *pending* on them:
+//! - the recording it is pending on may reuse it for a GPU op: that op is recorded, and so
+//!   runs, after the reads already recorded;
+//! - any other taker — another recording, perhaps on another thread, whose submit may come
+//!   first; a graph capture, whose replays may come first; or a host upload, which
+//!   `queue.write_buffer` lands before any later-submitted work — gets another buffer.
+//!
+//! Once every recording a buffer is pending on has been submitted (or dropped), any later
+//! use is queue-ordered after its reads, so it is free for everyone again. Submitting is
+//! enough; no wait for the GPU is needed. This makes recordings opened at the same time on
+//! one device, from any number of threads, correct by construction.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 struct Free {
     buffer: wgpu::Buffer,
-    /// Safe for a host write: released while no recording was open.
-    host_ok: bool,
+    /// Open recordings that bound this buffer when it was released.
+    pending: Vec<u64>,
+}
+
+/// Who asks the pool for a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Taker {
+    /// The host writes the buffer before any GPU use (an upload).
+    Host,
+    /// A GPU op of this recording (the only ordinary recording open on this thread).
+    Recording(u64),
+    /// A GPU op with no single recording to attribute it to (a capture, nested recordings,
+    /// or none open on this thread): only buffers pending on nothing.
+    Unattributed,
 }
 
 #[derive(Default)]
 pub(crate) struct BufferPool {
     free: HashMap<u64, Vec<Free>>,
     free_bytes: u64,
-    open_recordings: usize,
+    /// Recordings opened and not yet submitted or dropped, on any thread.
+    open: Vec<u64>,
+}
+
+/// Recording ids, unique in the process (so a stale thread-local entry can never match a
+/// recording of a later device).
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+thread_local! {
+    /// Recordings open on this thread: (pool address, recording id, is a capture).
+    static OPEN_HERE: RefCell<Vec<(usize, u64, bool)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Buffers are rounded up so that nearby sizes share a class: to 256 bytes, and above
@@ -35,44 +68,80 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 }
 
 impl BufferPool {
-    /// A free buffer of `class`; for a host write, only one no pending recording reads.
-    pub(crate) fn take(&mut self, class: u64, host_write: bool) -> Option<wgpu::Buffer> {
+    /// A free buffer of `class` that `taker` may use (see the module doc).
+    pub(crate) fn take(&mut self, class: u64, taker: Taker) -> Option<wgpu::Buffer> {
+        let open = &self.open;
         let list = self.free.get_mut(&class)?;
-        let pos = if host_write {
-            list.iter().rposition(|f| f.host_ok)?
-        } else {
-            list.len().checked_sub(1)?
-        };
+        let pos = list.iter().rposition(|f| {
+            f.pending
+                .iter()
+                .all(|p| !open.contains(p) || taker == Taker::Recording(*p))
+        })?;
         self.free_bytes -= class;
         Some(list.swap_remove(pos).buffer)
     }
-    pub(crate) fn give(&mut self, class: u64, buffer: wgpu::Buffer) {
+    /// Returns a buffer that the recordings `users` bound.
+    pub(crate) fn give(&mut self, class: u64, buffer: wgpu::Buffer, users: &[u64]) {
         self.free_bytes += class;
-        let host_ok = self.open_recordings == 0;
+        let pending = users
+            .iter()
+            .copied()
+            .filter(|u| self.open.contains(u))
+            .collect();
         self.free
             .entry(class)
             .or_default()
-            .push(Free { buffer, host_ok });
+            .push(Free { buffer, pending });
     }
-    pub(crate) fn open_recording(&mut self) {
-        self.open_recordings += 1;
+    /// Registers a new recording (on the calling thread) and returns its id.
+    pub(crate) fn open_recording(&mut self, capture: bool) -> u64 {
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.open.push(id);
+        let key = self as *const Self as usize;
+        OPEN_HERE.with(|o| o.borrow_mut().push((key, id, capture)));
+        id
     }
-    /// After a recording's submit (or drop): with none left open, every free buffer is safe
-    /// for host writes again (later writes are queue-ordered after that submit).
-    pub(crate) fn close_recording(&mut self) {
-        self.open_recordings = self.open_recordings.saturating_sub(1);
-        if self.open_recordings == 0 {
+    /// After a recording's submit (or drop): what was pending on it alone is free for all.
+    pub(crate) fn close_recording(&mut self, id: u64) {
+        self.open.retain(|&o| o != id);
+        let key = self as *const Self as usize;
+        // A recorder dropped on another thread than the one that opened it leaves its entry
+        // there; `taker` ignores entries that are no longer open.
+        OPEN_HERE.with(|o| o.borrow_mut().retain(|&(k, i, _)| !(k == key && i == id)));
+        if self.open.is_empty() {
             self.free
                 .values_mut()
                 .flatten()
-                .for_each(|f| f.host_ok = true);
+                .for_each(|f| f.pending.clear());
         }
     }
+    /// The taker of a GPU allocation made on this thread now.
+    pub(crate) fn gpu_taker(&self) -> Taker {
+        let key = self as *const Self as usize;
+        OPEN_HERE.with(|o| {
+            let o = o.borrow();
+            let mut here = o
+                .iter()
+                .filter(|&&(k, i, _)| k == key && self.open.contains(&i));
+            match (here.next(), here.next()) {
+                (Some(&(_, id, false)), None) => Taker::Recording(id),
+                _ => Taker::Unattributed,
+            }
+        })
+    }
+    /// Whether recording `id` is still open.
+    pub(crate) fn is_open(&self, id: u64) -> bool {
+        self.open.contains(&id)
+    }
     pub(crate) fn open_recordings(&self) -> usize {
-        self.open_recordings
+        self.open.len()
     }
     pub(crate) fn free_bytes(&self) -> u64 {
         self.free_bytes
+    }
+    /// Free buffers held.
+    pub(crate) fn free_buffers(&self) -> usize {
+        self.free.values().map(Vec::len).sum()
     }
     pub(crate) fn clear(&mut self) {
         self.free.clear();

@@ -36,6 +36,8 @@ pub struct Recorder<'d> {
     dispatches: usize,
     /// Capturing for a [`crate::graph::Graph`]: ops are kept, not encoded.
     pub(crate) capture: Option<crate::graph::Capture>,
+    /// This recording's id in the pool's ownership tracking (see `pool`).
+    id: u64,
 }
 
 /// Grid for `workgroups` one-dimensional groups, folded into y past the 65,535 limit.
@@ -77,9 +79,20 @@ pub(crate) fn check_grid(op: &str, groups: [u32; 3], wg: u32, max_dim: u32) -> R
 impl<'d> Recorder<'d> {
     /// Starts a recording.
     pub fn new(dev: &'d Device, label: &'static str) -> Self {
-        if let Ok(mut p) = dev.inner.pool.lock() {
-            p.open_recording();
-        }
+        Self::open(dev, label, None)
+    }
+
+    pub(crate) fn open(
+        dev: &'d Device,
+        label: &'static str,
+        capture: Option<crate::graph::Capture>,
+    ) -> Self {
+        let id = dev
+            .inner
+            .pool
+            .lock()
+            .map(|mut p| p.open_recording(capture.is_some()))
+            .unwrap_or(0);
         let timestamps = (dev.profiling() && dev.caps().timestamps).then(|| Timestamps {
             set: dev
                 .inner
@@ -100,7 +113,8 @@ impl<'d> Recorder<'d> {
             wall: Vec::new(),
             label,
             dispatches: 0,
-            capture: None,
+            capture,
+            id,
         }
     }
 
@@ -224,6 +238,9 @@ impl<'d> Recorder<'d> {
             self.dev.limits().max_compute_workgroups_per_dimension,
         )?;
         let kernel = self.dev.kernel(key)?;
+        for t in inputs.iter().chain(outputs.iter()) {
+            t.mark_user(self.id);
+        }
         let pbytes = bytemuck::bytes_of(params);
         let (chunk, offset) = self.stage_params(pbytes)?;
         let psize = (pbytes.len().div_ceil(16) * 16).max(16) as u64;
@@ -332,6 +349,8 @@ impl<'d> Recorder<'d> {
             ));
         }
         let n = src.bytes().div_ceil(4) * 4;
+        src.mark_user(self.id);
+        dst.mark_user(self.id);
         if let Some(cap) = self.capture.as_mut() {
             cap.hold(&[src, dst]);
             cap.steps.push(crate::graph::Step::Copy {
@@ -377,6 +396,8 @@ impl<'d> Recorder<'d> {
                 ),
             ));
         }
+        src.mark_user(self.id);
+        dst.mark_user(self.id);
         if let Some(cap) = self.capture.as_mut() {
             cap.hold(&[src, dst]);
             cap.steps.push(crate::graph::Step::Copy {
@@ -498,7 +519,7 @@ impl Drop for Recorder<'_> {
         }
         // After submit() (which ends by dropping the recorder) or an abandoned recording.
         if let Ok(mut p) = self.dev.inner.pool.lock() {
-            p.close_recording();
+            p.close_recording(self.id);
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::device::Device;
 use crate::error::{shape_err, Result, RuntimeError};
-use crate::pool::{size_class, BufferPool};
+use crate::pool::{size_class, BufferPool, Taker};
 
 /// Element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,23 +47,60 @@ pub enum Residency {
     Owned,
 }
 
+/// Tensor buffers alive on a device (in use, not in its pool).
+#[derive(Default)]
+pub(crate) struct LiveCount {
+    pub(crate) buffers: std::sync::atomic::AtomicUsize,
+    pub(crate) bytes: std::sync::atomic::AtomicU64,
+}
+
 pub(crate) struct Storage {
     buffer: Option<wgpu::Buffer>,
+    live: Arc<LiveCount>,
     class: u64,
     pool: Option<Weak<Mutex<BufferPool>>>,
+    /// Recordings that bound this (pooled) buffer; pruned of closed ones as it grows.
+    users: Mutex<Vec<u64>>,
+}
+
+impl Storage {
+    fn new(
+        buffer: wgpu::Buffer,
+        class: u64,
+        pool: Option<Weak<Mutex<BufferPool>>>,
+        live: &Arc<LiveCount>,
+    ) -> Self {
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        live.buffers.fetch_add(1, ordering);
+        live.bytes.fetch_add(class, ordering);
+        Self {
+            live: live.clone(),
+            buffer: Some(buffer),
+            class,
+            pool,
+            users: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        self.live.buffers.fetch_sub(1, ordering);
+        self.live.bytes.fetch_sub(self.class, ordering);
         if let (Some(buf), Some(pool)) = (self.buffer.take(), self.pool.as_ref()) {
             if let Some(pool) = pool.upgrade() {
+                let users = std::mem::take(self.users.get_mut().unwrap_or_else(|e| e.into_inner()));
                 if let Ok(mut p) = pool.lock() {
-                    p.give(self.class, buf);
+                    p.give(self.class, buf, &users);
                 }
             }
         }
     }
 }
+
+/// Users kept before the closed ones are pruned.
+const USERS_BEFORE_PRUNE: usize = 8;
 
 /// A contiguous tensor on the GPU. Clones share the buffer.
 #[derive(Clone)]
@@ -139,6 +176,25 @@ impl Tensor {
     /// True when both tensors use the same GPU buffer.
     pub fn same_buffer(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage)
+    }
+    /// Notes that recording `id` binds this tensor (pooled buffers only; see `pool`).
+    pub(crate) fn mark_user(&self, id: u64) {
+        let Some(pool) = self.storage.pool.as_ref() else {
+            return;
+        };
+        let Ok(mut users) = self.storage.users.lock() else {
+            return;
+        };
+        if users.last() == Some(&id) || users.contains(&id) {
+            return;
+        }
+        if users.len() >= USERS_BEFORE_PRUNE {
+            // Lock order: a storage's users, then the pool (the pool never locks a storage).
+            if let Some(Ok(p)) = pool.upgrade().as_ref().map(|p| p.lock()) {
+                users.retain(|&u| p.is_open(u));
+            }
+        }
+        users.push(id);
     }
     /// Shape as "[a, b, c]" for messages and profiles.
     pub fn shape_str(&self) -> String {
@@ -237,18 +293,20 @@ impl Device {
             Residency::Owned => exact,
         };
         if residency == Residency::Pooled {
-            if let Some(b) = self
-                .inner
-                .pool
-                .lock()
-                .ok()
-                .and_then(|mut p| p.take(class, host_write))
-            {
-                return Ok(Storage {
-                    buffer: Some(b),
+            if let Some(b) = self.inner.pool.lock().ok().and_then(|mut p| {
+                let taker = if host_write {
+                    Taker::Host
+                } else {
+                    p.gpu_taker()
+                };
+                p.take(class, taker)
+            }) {
+                return Ok(Storage::new(
+                    b,
                     class,
-                    pool: Some(Arc::downgrade(&self.inner.pool)),
-                });
+                    Some(Arc::downgrade(&self.inner.pool)),
+                    &self.inner.live,
+                ));
             }
         }
         let buffer = self.scoped(
@@ -264,11 +322,12 @@ impl Device {
                 })
             },
         )?;
-        Ok(Storage {
-            buffer: Some(buffer),
+        Ok(Storage::new(
+            buffer,
             class,
-            pool: (residency == Residency::Pooled).then(|| Arc::downgrade(&self.inner.pool)),
-        })
+            (residency == Residency::Pooled).then(|| Arc::downgrade(&self.inner.pool)),
+            &self.inner.live,
+        ))
     }
 
     /// An uninitialised pooled tensor (an activation).
