@@ -288,7 +288,12 @@ pub(crate) struct Inner {
     pub(crate) live: Arc<crate::tensor::LiveCount>,
     pub(crate) uniform_chunks: Mutex<Vec<wgpu::Buffer>>,
     pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Uncaptured errors reported so far (a dispatch compares it to name its op).
+    pub(crate) errors_seen: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) lost: Arc<Mutex<Option<String>>>,
+    pub(crate) lost_flag: Arc<std::sync::atomic::AtomicBool>,
+    /// The current poll time-out in microseconds (initially `options.poll_timeout`).
+    poll_timeout_us: std::sync::atomic::AtomicU64,
     pub(crate) profile: Mutex<Vec<crate::profile::OpTiming>>,
     profiling: std::sync::atomic::AtomicBool,
     pub(crate) timestamp_period_ns: f32,
@@ -414,8 +419,10 @@ impl Device {
         })?;
 
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
-        let sink = uncaptured.clone();
+        let errors_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (sink, seen) = (uncaptured.clone(), errors_seen.clone());
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if let Ok(mut v) = sink.lock() {
                 if v.len() < 64 {
                     v.push(e.to_string());
@@ -423,12 +430,17 @@ impl Device {
             }
         }));
         let lost = Arc::new(Mutex::new(None));
-        let lost_sink = lost.clone();
+        let lost_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (lost_sink, flag) = (lost.clone(), lost_flag.clone());
         device.set_device_lost_callback(move |reason, msg| {
             if let Ok(mut l) = lost_sink.lock() {
-                *l = Some(format!("{reason:?}: {msg}"));
+                l.get_or_insert_with(|| format!("{reason:?}: {msg}"));
             }
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
         });
+        let poll_timeout_us = std::sync::atomic::AtomicU64::new(
+            options.poll_timeout.as_micros().min(u64::MAX as u128) as u64,
+        );
         let timestamp_period_ns = queue.get_timestamp_period();
         let profile_on = options.profile;
         Ok(Self {
@@ -451,7 +463,10 @@ impl Device {
                 live: Arc::default(),
                 uniform_chunks: Mutex::new(Vec::new()),
                 uncaptured,
+                errors_seen,
                 lost,
+                lost_flag,
+                poll_timeout_us,
                 profile: Mutex::new(Vec::new()),
                 profiling: std::sync::atomic::AtomicBool::new(profile_on),
                 timestamp_period_ns,
@@ -509,9 +524,7 @@ impl Device {
 
     /// Returns an error if the device was lost or an uncaptured error was reported.
     pub fn check(&self, context: &str) -> Result<()> {
-        if let Some(l) = self.inner.lost.lock().ok().and_then(|l| l.clone()) {
-            return Err(RuntimeError::DeviceLost(l));
-        }
+        self.ensure_alive(context)?;
         let errs: Vec<String> = match self.inner.uncaptured.lock() {
             Ok(mut v) => v.drain(..).collect(),
             Err(_) => Vec::new(),
@@ -526,6 +539,64 @@ impl Device {
         }
     }
 
+    /// An error if the device was lost (a driver reset, a removed GPU, [`Device::destroy`]):
+    /// every entry point that would touch the GPU calls this first, so work on a lost device
+    /// fails at once with [`RuntimeError::DeviceLost`] naming what was attempted, never
+    /// hangs or panics. Open a new [`Device`] to go on.
+    pub fn ensure_alive(&self, what: &str) -> Result<()> {
+        if !self
+            .inner
+            .lost_flag
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        let why = self
+            .inner
+            .lost
+            .lock()
+            .ok()
+            .and_then(|l| l.clone())
+            .unwrap_or_else(|| "lost".into());
+        Err(RuntimeError::DeviceLost(format!("{why} (while {what})")))
+    }
+
+    /// Whether the device was lost.
+    pub fn is_lost(&self) -> bool {
+        self.inner
+            .lost_flag
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Destroys the device now, as a driver reset would lose it: later calls on it (and on
+    /// its tensors, models and graphs) return [`RuntimeError::DeviceLost`].
+    pub fn destroy(&self) {
+        if let Ok(mut l) = self.inner.lost.lock() {
+            l.get_or_insert_with(|| "destroyed by Device::destroy".into());
+        }
+        self.inner
+            .lost_flag
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.device.destroy();
+    }
+
+    /// The longest wait for the GPU before [`RuntimeError::Timeout`].
+    pub fn poll_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(
+            self.inner
+                .poll_timeout_us
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Changes the poll time-out (all threads; from the next wait on).
+    pub fn set_poll_timeout(&self, timeout: std::time::Duration) {
+        self.inner.poll_timeout_us.store(
+            timeout.as_micros().min(u64::MAX as u128) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// Waits (at most `poll_timeout`) for all submitted work.
     pub fn wait(&self, what: &str) -> Result<()> {
         self.wait_for(None, what)
@@ -533,7 +604,8 @@ impl Device {
 
     /// Waits for one submission (and those before it) or, with `None`, for all.
     pub(crate) fn wait_for(&self, index: Option<wgpu::SubmissionIndex>, what: &str) -> Result<()> {
-        let timeout = self.inner.options.poll_timeout;
+        self.ensure_alive(what)?;
+        let timeout = self.poll_timeout();
         match self.inner.device.poll(wgpu::PollType::Wait {
             submission_index: index,
             timeout: Some(timeout),

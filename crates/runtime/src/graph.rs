@@ -162,6 +162,7 @@ impl Device {
         readback: Option<(&Tensor, &mut ReadbackRing)>,
     ) -> Result<ReplayCost> {
         let t0 = Instant::now();
+        self.ensure_alive("replaying a graph")?;
         let mut enc = self
             .inner
             .device

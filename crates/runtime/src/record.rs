@@ -231,6 +231,7 @@ impl<'d> Recorder<'d> {
                 ));
             }
         }
+        self.dev.ensure_alive("recording a dispatch")?;
         check_grid(
             &key.label(),
             groups,
@@ -258,15 +259,42 @@ impl<'d> Recorder<'d> {
                 resource: t.buffer().as_entire_binding(),
             });
         }
+        let errors_before = self
+            .dev
+            .inner
+            .errors_seen
+            .load(std::sync::atomic::Ordering::SeqCst);
         let bind = self
             .dev
             .inner
             .device
             .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
+                // Errors found later (in the pass, at submit) name the op by this label.
+                label: Some(&kernel.label),
                 layout: &kernel.layout,
                 entries: &entries,
             });
+        if self
+            .dev
+            .inner
+            .errors_seen
+            .load(std::sync::atomic::Ordering::SeqCst)
+            != errors_before
+        {
+            let op = info();
+            let context = format!(
+                "binding the buffers of op {} {} ({})",
+                op.name, op.shape, kernel.label
+            );
+            return Err(match self.dev.check(&context) {
+                Err(e) => e,
+                // Another thread's check took the message first.
+                Ok(()) => crate::error::RuntimeError::Validation {
+                    context,
+                    message: "a GPU validation error (reported to another caller)".into(),
+                },
+            });
+        }
         if let Some(cap) = self.capture.as_mut() {
             cap.hold(inputs);
             cap.hold(outputs);
@@ -460,6 +488,7 @@ impl<'d> Recorder<'d> {
     /// Submits the recording. In profiling mode this waits and stores the per-op timings
     /// on the device ([`Device::take_profile`]).
     pub fn submit(mut self) -> Result<()> {
+        self.dev.ensure_alive("submitting a recording")?;
         if self.capture.is_some() {
             return Err(shape_err(
                 "submit",

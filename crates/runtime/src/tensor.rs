@@ -279,6 +279,7 @@ impl Device {
                 l.set(Some(v.max(min_bytes)));
             }
         });
+        self.ensure_alive(what)?;
         self.check_buffer_size(min_bytes, what)?;
         let exact = min_bytes.max(16).div_ceil(16) * 16;
         let class = match residency {
@@ -396,6 +397,7 @@ impl Device {
 
     /// Overwrites the start of a tensor's buffer with raw bytes.
     pub fn write(&self, t: &Tensor, data: &[u8]) -> Result<()> {
+        self.ensure_alive("writing a tensor")?;
         let data = pad4(data);
         if data.len() as u64 > t.capacity() {
             return Err(shape_err(
@@ -464,6 +466,7 @@ impl Device {
 
     /// Reads `len` bytes from the start of a buffer (waits for all submitted work).
     pub fn read_buffer(&self, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+        self.ensure_alive("reading a buffer back")?;
         let len4 = len.div_ceil(4) * 4;
         if len4 == 0 {
             return Ok(Vec::new());
@@ -497,7 +500,8 @@ impl Device {
         });
         // Another thread's poll may be the one that fires our callback, a moment after our
         // own wait returns: keep polling until the slot is filled or the deadline passes.
-        let deadline = std::time::Instant::now() + self.inner.options.poll_timeout;
+        let timeout = self.poll_timeout();
+        let deadline = std::time::Instant::now() + timeout;
         let mapped = loop {
             self.wait("a readback")?;
             if let Some(r) = slot.lock().ok().and_then(|mut s| s.take()) {
@@ -519,7 +523,7 @@ impl Device {
             None => {
                 return Err(RuntimeError::Timeout {
                     what: "mapping a readback buffer".into(),
-                    seconds: self.inner.options.poll_timeout.as_secs_f64(),
+                    seconds: timeout.as_secs_f64(),
                 })
             }
         }
