@@ -48,6 +48,7 @@ pub fn demo(models: &Path) -> anyhow::Result<()> {
         let md = ModelDir::open(dir)?;
         let model = Model::from_dir(&dev, &md)?;
         crate::ui::done(pb);
+        crate::ui::check_weights(&md)?;
         println!("\n== {name} ({}) ==", model.architecture());
         let labels = crate::run::labels(dir);
         let label = |j: usize| {

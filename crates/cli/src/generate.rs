@@ -17,11 +17,13 @@ pub struct GenerateArgs {
 }
 
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    crate::ui::check_output(args.output.as_deref())?;
     let dev = Device::new()?;
     let pb = crate::ui::spinner(format!("loading {}", args.model.display()));
     let md = ModelDir::open(&args.model)?;
     let loaded = Model::from_dir(&dev, &md)?;
     crate::ui::done(pb);
+    crate::ui::check_weights(&md)?;
     let Model::Mamba(m) = loaded else {
         bail!(
             "{} is not a language model (generate runs Mamba models)",

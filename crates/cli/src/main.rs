@@ -32,6 +32,10 @@ struct Cli {
     /// Machine-readable stdout: one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
+    /// NaN or Inf in the weights or an input tensor is an error (default: a warning that
+    /// names the tensor).
+    #[arg(long, global = true)]
+    strict: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -236,6 +240,7 @@ fn model_info(dir: &std::path::Path) -> anyhow::Result<()> {
     let dev = Device::new()?;
     let before = std::time::Instant::now();
     let model = spikescan::models::Model::from_dir(&dev, &md)?;
+    ui::check_weights(&md)?;
     let unused = md.checkpoint.unused_keys();
     let used_params: usize = ck
         .keys()
@@ -559,6 +564,7 @@ fn ops(filter: Option<String>, verbose: bool) -> anyhow::Result<bool> {
 }
 
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    ui::check_output(a.out.as_deref())?;
     let dev = Device::new()?;
     let mut records = Vec::new();
     let mamba = if a.mamba.is_empty() && !a.kernels && a.lmuformer.is_empty() && a.vision.is_empty()
@@ -642,6 +648,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     ui::set(cli.quiet, cli.json);
+    ui::set_strict(cli.strict);
     let result = match cli.command {
         Command::Info {
             all,

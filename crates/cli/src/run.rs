@@ -66,6 +66,7 @@ fn run_sequence_model(
 ) -> anyhow::Result<()> {
     let (data, shape) = read_features(&args.input, m)?;
     check_len(args, model, &data, &shape)?;
+    crate::ui::check_input(&data, &format!("{}: 'input'", args.input.display()))?;
     let (b, n, k) = (shape[0], shape[1], m.config.num_classes);
     let x = dev.tensor_f32(&data, &shape)?;
     let mut taps = Taps::default();
@@ -114,11 +115,13 @@ pub fn labels(dir: &Path) -> Option<Vec<String>> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    crate::ui::check_output(args.output.as_deref())?;
     let dev = Device::new()?;
     let pb = crate::ui::spinner(format!("loading {}", args.model.display()));
     let md = ModelDir::open(&args.model)?;
     let model = Model::from_dir(&dev, &md)?;
     crate::ui::done(pb);
+    crate::ui::check_weights(&md)?;
     // A Hub id resolves to its snapshot directory, where labels.txt is.
     let args = RunArgs {
         model: md.path.clone(),
@@ -150,6 +153,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let spec = model.image_spec().context("not an image model")?;
     let (data, shape) = read_images(&args, &model)?;
     check_len(&args, &model, &data, &shape)?;
+    crate::ui::check_input(&data, &format!("{}: 'input'", args.input.display()))?;
     let x = dev.tensor_f32(&data, &shape)?;
     let mut taps = Taps::default();
     let mut rec = dev.recorder("run");

@@ -20,6 +20,7 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     let md = spikescan::models::ModelDir::open(&args.model)?;
     let model = Model::from_dir(&dev, &md)?;
     crate::ui::done(pb);
+    crate::ui::check_weights(&md)?;
     let args = StreamArgs {
         model: md.path.clone(),
         ..args
@@ -33,6 +34,7 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     };
     let (x, shape) = crate::run::read_features(&args.input, m)?;
     m.check_input(&shape)?;
+    crate::ui::check_input(&x, &format!("{}: 'input'", args.input.display()))?;
     if shape[0] != 1 {
         bail!(
             "{}: stream one clip at a time ('input' is [1, frames, mel], got {shape:?})",

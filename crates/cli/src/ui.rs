@@ -68,3 +68,81 @@ pub fn bar(n: u64, msg: impl Into<String>) -> ProgressBar {
 pub fn done(pb: ProgressBar) {
     pb.finish_and_clear();
 }
+
+static STRICT: AtomicBool = AtomicBool::new(false);
+
+/// `--strict`: NaN/Inf in weights or inputs are errors instead of warnings.
+pub fn set_strict(on: bool) {
+    STRICT.store(on, Ordering::Relaxed);
+}
+
+pub fn strict() -> bool {
+    STRICT.load(Ordering::Relaxed)
+}
+
+/// A warning on stderr (dropped with --quiet; with --json, also a JSON record on stdout).
+pub fn warn(msg: impl AsRef<str>) {
+    if json() {
+        emit(serde_json::json!({ "warning": msg.as_ref() }));
+    }
+    if !quiet() {
+        eprintln!("spikescan: warning: {}", msg.as_ref());
+    }
+}
+
+/// NaN or ±Inf found in `what`: a warning naming it, or with --strict an error.
+fn nonfinite(what: String) -> anyhow::Result<()> {
+    if strict() {
+        anyhow::bail!("{what} (refused by --strict)");
+    }
+    warn(format!(
+        "{what}; they propagate through the model (spiking layers turn NaN into no spike): \
+         --strict makes this an error"
+    ));
+    Ok(())
+}
+
+/// Reports the weights of a loaded model that hold NaN or ±Inf (every tensor is checked as
+/// it is read).
+pub fn check_weights(md: &spikescan::models::ModelDir) -> anyhow::Result<()> {
+    let bad = md.checkpoint.nonfinite_tensors();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = bad
+        .iter()
+        .take(8)
+        .map(|(k, b, t)| format!("'{k}' ({b} of {t} values)"))
+        .collect();
+    let more = if bad.len() > 8 {
+        format!(" and {} more", bad.len() - 8)
+    } else {
+        String::new()
+    };
+    nonfinite(format!(
+        "{}: NaN or Inf in {} weight tensor(s): {}{more}",
+        md.checkpoint.path().display(),
+        bad.len(),
+        list.join(", ")
+    ))
+}
+
+/// Reports NaN or ±Inf in an input tensor (`what` names it: the file and the tensor).
+pub fn check_input(data: &[f32], what: &str) -> anyhow::Result<()> {
+    let bad = spikescan::loader::count_nonfinite(data);
+    if bad == 0 {
+        return Ok(());
+    }
+    nonfinite(format!(
+        "{what}: {bad} of {} values are NaN or Inf",
+        data.len()
+    ))
+}
+
+/// Checks an output path before any work, so a run never computes for nothing.
+pub fn check_output(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        spikescan::loader::check_writable(p)?;
+    }
+    Ok(())
+}

@@ -698,3 +698,125 @@ fn bench_writes_device_tagged_records_and_compare_flags_regressions() {
         "{report}"
     );
 }
+
+/// NaN/Inf in the weights or in an input tensor: a warning naming the tensor (the run goes
+/// on), or with --strict an error before any compute. An output path that cannot be written
+/// is an error before the model is even loaded.
+#[test]
+fn nonfinite_weights_and_inputs_are_reported_and_bad_output_paths_refused_first() {
+    let src = fixture("spikformer-cifar-exact");
+    let d = tmp("nonfinite");
+    // The fixture's model with one NaN and one Inf in a weight.
+    let model = d.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::copy(src.join("config.json"), model.join("config.json")).unwrap();
+    let ck = spikescan::loader::Checkpoint::open(src.join("model.safetensors")).unwrap();
+    let keys: Vec<String> = ck.keys().map(str::to_string).collect();
+    let poisoned = keys
+        .iter()
+        .find(|k| k.ends_with("head.weight"))
+        .expect("a head weight")
+        .clone();
+    // (Integer tensors such as num_batches_tracked are not read by the model: left out.)
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = keys
+        .iter()
+        .filter(|k| !k.ends_with("num_batches_tracked"))
+        .map(|k| {
+            let mut v = ck.f32_any(k).unwrap();
+            if *k == poisoned {
+                v[0] = f32::NAN;
+                v[1] = f32::INFINITY;
+            }
+            (k.clone(), ck.shape(k).unwrap().to_vec(), v)
+        })
+        .collect();
+    spikescan::loader::save_f32(model.join("model.safetensors"), &tensors).unwrap();
+    let m = model.to_str().unwrap();
+    let io = src.join("io.safetensors");
+    let input = io.to_str().unwrap();
+    let out = d.join("y.safetensors");
+    let o = out.to_str().unwrap();
+
+    let (code, _, err) = spikescan(&["run", "--model", m, "--input", input, "--output", o], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains(&poisoned) && err.contains("2 of"),
+        "{err}"
+    );
+    assert!(out.exists());
+    std::fs::remove_file(&out).unwrap();
+    let (code, _, err) = spikescan(
+        &[
+            "--strict", "run", "--model", m, "--input", input, "--output", o,
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&poisoned) && err.contains("--strict"), "{err}");
+    assert!(!out.exists(), "nothing written under --strict");
+
+    // A NaN in the input tensor, on the clean model.
+    let x = d.join("x.safetensors");
+    let inp = spikescan::loader::Checkpoint::open(&io).unwrap();
+    let mut v = inp.f32_any("input").unwrap();
+    v[3] = f32::NAN;
+    spikescan::loader::save_f32(
+        &x,
+        &[("input".into(), inp.shape("input").unwrap().to_vec(), v)],
+    )
+    .unwrap();
+    let clean = src.to_str().unwrap();
+    let xs = x.to_str().unwrap();
+    let (code, _, err) = spikescan(&["run", "--model", clean, "--input", xs], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("x.safetensors: 'input'") && err.contains("1 of"),
+        "{err}"
+    );
+    let (code, _, err) = spikescan(&["--strict", "run", "--model", clean, "--input", xs], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("'input'") && err.contains("NaN"), "{err}");
+    // A clean run has no warning.
+    let (code, _, err) = spikescan(&["run", "--model", clean, "--input", input], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+
+    // Output paths that cannot be written: refused before the model is loaded (the model
+    // path here does not even exist, and the error is about the output).
+    for (bad, why) in [
+        ("/no/such/dir/y.safetensors", "does not exist"),
+        (d.to_str().unwrap(), "is a directory"),
+    ] {
+        let (code, _, err) = spikescan(
+            &[
+                "run",
+                "--model",
+                "/no/such/model",
+                "--input",
+                input,
+                "--output",
+                bad,
+            ],
+            &[],
+        );
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("cannot write") && err.contains(why) && !err.contains("/no/such/model"),
+            "{err}"
+        );
+        let (code, _, err) = spikescan(
+            &[
+                "generate",
+                "--model",
+                "/no/such/model",
+                "--prompt-ids",
+                "1",
+                "--output",
+                bad,
+            ],
+            &[],
+        );
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("cannot write") && err.contains(why), "{err}");
+    }
+}

@@ -24,6 +24,12 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid safetensors file ({reason}); is it truncated, or a PyTorch pickle? (convert .pth files with tools/convert.py)")]
     Corrupt { path: PathBuf, reason: String },
     #[error("{path}: tensor '{key}' is missing")]
@@ -80,6 +86,8 @@ pub struct Checkpoint {
     entries: BTreeMap<String, Entry>,
     metadata: BTreeMap<String, String>,
     used: Mutex<BTreeSet<String>>,
+    /// Tensors read so far that hold NaN or ±Inf: key → (non-finite values, all values).
+    nonfinite: Mutex<BTreeMap<String, (usize, usize)>>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -177,6 +185,7 @@ impl Checkpoint {
             entries,
             metadata,
             used: Mutex::new(BTreeSet::new()),
+            nonfinite: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -327,7 +336,23 @@ impl Checkpoint {
         if let Ok(mut u) = self.used.lock() {
             u.insert(key.to_string());
         }
+        let bad = count_nonfinite(&v);
+        if bad > 0 {
+            if let Ok(mut n) = self.nonfinite.lock() {
+                n.insert(key.to_string(), (bad, v.len()));
+            }
+        }
         Ok(v)
+    }
+
+    /// Tensors read so far (as floats) that hold NaN or ±Inf, as (key, non-finite values,
+    /// all values): a model loaded from this checkpoint would compute with them, so callers
+    /// report them (the CLI warns, or refuses with `--strict`).
+    pub fn nonfinite_tensors(&self) -> Vec<(String, usize, usize)> {
+        self.nonfinite
+            .lock()
+            .map(|n| n.iter().map(|(k, &(b, t))| (k.clone(), b, t)).collect())
+            .unwrap_or_default()
     }
 
     /// An integer tensor (i64, i32, u32, u8) as i64 values: token ids.
@@ -488,8 +513,67 @@ fn serialize_raw(path: &Path, tensors: &[(String, Dtype, Vec<usize>, &[u8])]) ->
     safetensors::serialize(views, None).map_err(|e| corrupt(e.to_string()))
 }
 
+/// NaN and ±Inf values in `v`.
+pub fn count_nonfinite(v: &[f32]) -> usize {
+    v.iter().filter(|x| !x.is_finite()).count()
+}
+
+/// Checks, before any work, that an output file can be written at `path`: not a directory,
+/// in a directory that exists and takes a new file (a probe file is created and removed
+/// there). The error names the path and the reason.
+pub fn check_writable(path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let err = |source: std::io::Error| LoadError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let msg = |kind: std::io::ErrorKind, m: String| err(std::io::Error::new(kind, m));
+    if path.is_dir() {
+        return Err(msg(
+            std::io::ErrorKind::IsADirectory,
+            "the output path is a directory".into(),
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(msg(
+            std::io::ErrorKind::NotFound,
+            format!("the output directory {} does not exist", dir.display()),
+        ));
+    }
+    if path.exists() {
+        // Replaced by a rename at the end; it must at least not be read-only.
+        let ro = std::fs::metadata(path)
+            .map_err(err)?
+            .permissions()
+            .readonly();
+        if ro {
+            return Err(msg(
+                std::io::ErrorKind::PermissionDenied,
+                "the output file is read-only".into(),
+            ));
+        }
+    }
+    let probe = dir.join(format!(".spikescan-write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| {
+            msg(
+                e.kind(),
+                format!("cannot create a file in {}: {e}", dir.display()),
+            )
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 fn save_raw(path: &Path, tensors: &[(String, Dtype, Vec<usize>, &[u8])]) -> Result<()> {
-    let io = |source: std::io::Error| LoadError::Io {
+    let io = |source: std::io::Error| LoadError::Write {
         path: path.to_path_buf(),
         source,
     };
