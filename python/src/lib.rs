@@ -354,6 +354,8 @@ fn _load(py: Python<'_>, path: PathBuf, device: Option<PyRef<'_, Device>>) -> Py
     let inner = gpu(py, move || {
         let md = ModelDir::open(&path).map_err(py_err)?;
         let model = RModel::from_dir(&dev, &md).map_err(py_err)?;
+        let nonfinite = md.checkpoint.nonfinite_tensors();
+        let weights = md.checkpoint.path().display().to_string();
         // A Hub id resolves to its snapshot directory.
         let path = md.path.clone();
         let tok_path = path.join("tokenizer.json");
@@ -366,17 +368,55 @@ fn _load(py: Python<'_>, path: PathBuf, device: Option<PyRef<'_, Device>>) -> Py
         } else {
             None
         };
-        Ok(Inner {
-            labels: spikescan::models::labels(&path),
-            dev,
-            model,
-            path,
-            tokenizer,
-        })
+        Ok((
+            Inner {
+                labels: spikescan::models::labels(&path),
+                dev,
+                model,
+                path,
+                tokenizer,
+            },
+            weights,
+            nonfinite,
+        ))
     })?;
+    let (inner, weights, nonfinite) = inner;
+    for (key, bad, total) in nonfinite {
+        warn_nonfinite(
+            py,
+            &format!("{weights}: weight '{key}': {bad} of {total} values are NaN or Inf"),
+        )?;
+    }
     Ok(Model {
         inner: Arc::new(inner),
     })
+}
+
+/// A RuntimeWarning about NaN/Inf in weights or an input (the CLI's warning; turn it into
+/// an error with `warnings.simplefilter("error", RuntimeWarning)`, as the CLI's --strict).
+fn warn_nonfinite(py: Python<'_>, msg: &str) -> PyResult<()> {
+    let text = std::ffi::CString::new(format!(
+        "{msg}; they propagate through the model (spiking layers turn NaN into no spike)"
+    ))
+    .unwrap_or_default();
+    PyErr::warn(
+        py,
+        &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+        &text,
+        1,
+    )
+}
+
+/// Warns when an input array holds NaN or Inf.
+fn check_input_values(py: Python<'_>, data: &[f32], what: &str) -> PyResult<()> {
+    let bad = spikescan::loader::count_nonfinite(data);
+    if bad > 0 {
+        warn_nonfinite(
+            py,
+            &format!("{what}: {bad} of {} values are NaN or Inf", data.len()),
+        )?;
+    }
+    Ok(())
 }
 
 /// A classifier's input: decoded from a file or an image (owned), or a float32 array
@@ -496,6 +536,7 @@ impl Model {
         let arr = as_f32_array(x, "the input")?;
         let (data, shape) = f32_input(&arr);
         let data: &[f32] = &data;
+        check_input_values(py, data, "the input")?;
         let (out, out_shape) = gpu_m(py, || {
             check_batch(&inner.model, data, &shape)?;
             Ok(match &inner.model {
@@ -540,6 +581,7 @@ impl Model {
         let batch = classifier_input(py, inner, x)?;
         let (data, shape) = batch.view();
         let data: &[f32] = &data;
+        check_input_values(py, data, "the input")?;
         let (logits, k) = gpu_m(py, || {
             check_batch(&inner.model, data, &shape)?;
             let k = match &inner.model {
@@ -578,6 +620,7 @@ impl Model {
         let batch = classifier_input(py, inner, x)?;
         let (data, shape) = batch.view();
         let data: &[f32] = &data;
+        check_input_values(py, data, "the input")?;
         let (logits, out_shape, st) = gpu_m(py, || {
             check_batch(&inner.model, data, &shape)?;
             let (k, t) = match &inner.model {
@@ -1014,6 +1057,7 @@ impl Stream {
         let arr = as_f32_array(frame, "a frame")?;
         let (data, _) = f32_input(&arr);
         let data: &[f32] = &data;
+        check_input_values(py, data, "the frame")?;
         let (k, s) = {
             let o = self.cell.borrow_owner();
             let m = o.lmuformer()?;

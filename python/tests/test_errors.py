@@ -195,3 +195,36 @@ def test_a_model_by_hub_id_from_the_cache_and_an_uncached_one_offline(monkeypatc
     with pytest.raises(spikescan.ModelNotFoundError) as e:
         spikescan.load("spikescan-test/not-cached")
     assert "HF_HUB_OFFLINE" in str(e.value) and "spikescan-test/not-cached" in str(e.value)
+
+
+def test_nan_in_weights_or_inputs_warns_naming_the_tensor(tmp_path):
+    import warnings
+    from conftest import read_safetensors
+    # The bundled classifier with a NaN and an Inf in its head.
+    d = tmp_path / "poisoned"
+    d.mkdir()
+    shutil.copy(os.path.join(DIGITS, "config.json"), d / "config.json")
+    tensors = {k: np.array(v, np.float32) for k, v in
+               read_safetensors(os.path.join(DIGITS, "model.safetensors")).items()
+               if v.dtype.kind == "f"}
+    key = next(k for k in tensors if k.endswith("head.weight"))
+    tensors[key].flat[0] = np.nan
+    tensors[key].flat[1] = np.inf
+    write_safetensors(d / "model.safetensors", tensors)
+    with pytest.warns(RuntimeWarning, match=key) as w:
+        spikescan.load(str(d))
+    assert "2 of" in str(w[0].message)
+    # A NaN in an input array, on the clean model; no warning for a clean input.
+    m = spikescan.load(DIGITS)
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m(x)
+    x[0, 0, 0, 0] = np.nan
+    with pytest.warns(RuntimeWarning, match="1 of 768 values are NaN or Inf"):
+        m(x)
+    # The CLI's --strict: warnings as errors.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(RuntimeWarning):
+            m.classify(x)
