@@ -320,7 +320,7 @@ impl MicroBatches {
             let n = micro.min(batch - start);
             let mut shape = x.shape().to_vec();
             shape[0] = n;
-            let part = dev.alloc(&shape, x.dtype())?;
+            let part = rec.alloc(&shape, x.dtype())?;
             let es = x.dtype().size() as u64;
             rec.copy_region(
                 x,
@@ -335,7 +335,7 @@ impl MicroBatches {
                 None => {
                     let mut s = y.shape().to_vec();
                     s[0] = batch;
-                    let o = dev.alloc(&s, y.dtype())?;
+                    let o = rec.alloc(&s, y.dtype())?;
                     out = Some(o.clone());
                     o
                 }

@@ -262,7 +262,7 @@ impl Conv3 {
 
     /// Whole sequence: `x` read through `l` → `[N, B, Cout]`.
     fn apply(&self, rec: &mut Recorder, x: &Tensor, l: &TokenLayout) -> Result<Tensor> {
-        let cols = rec.device().alloc(&[l.n, l.b, 3 * self.cin], DType::F32)?;
+        let cols = rec.alloc(&[l.n, l.b, 3 * self.cin], DType::F32)?;
         unfold_into(rec, x, l, 3, 1, &cols)?;
         Ok(linear(rec, &cols, &self.w, None)?)
     }
@@ -599,7 +599,7 @@ impl Lmuformer {
             )?,
             None => unary(rec, Unary::Relu, &wu)?,
         };
-        let mem = rec.device().alloc(&[n, b, m], DType::F32)?;
+        let mem = rec.alloc(&[n, b, m], DType::F32)?;
         memory_into(rec, &cell.mats, &u, n, b, &mem)?;
         let mem = match &cell.bn_m {
             Some(bn) => fire(
@@ -684,13 +684,13 @@ impl Lmuformer {
             Some(bn) => fire(rec, x, &Lif::STANDARD, bn, &mut taps, "head_lif")?,
             None => x.clone(),
         };
-        let mean = rec.device().alloc(&[n, b, c], DType::F32)?;
+        let mean = rec.alloc(&[n, b, c], DType::F32)?;
         running_mean_into(rec, &z, &mean)?;
         if all_seq {
             return self.head.apply(rec, &mean);
         }
         let k = self.config.num_classes;
-        let out = rec.device().alloc(&[b, k], DType::F32)?;
+        let out = rec.alloc(&[b, k], DType::F32)?;
         let mut g = Gemm::linear(b, k, c);
         g.x_offset = (n - 1) * b * c;
         gemm_into(rec, &g, &mean, &self.head.w, Some(&self.head.b), &out)?;
@@ -758,7 +758,7 @@ impl Lmuformer {
 /// `[rows, M + C]`: `m [rows, M]` then `x [rows, C]` along the last axis.
 fn concat(rec: &mut Recorder, m: &Tensor, x: &Tensor, rows: usize) -> Result<Tensor> {
     let (mw, xw) = (m.numel() / rows, x.numel() / rows);
-    let cat = rec.device().alloc(&[rows, mw + xw], DType::F32)?;
+    let cat = rec.alloc(&[rows, mw + xw], DType::F32)?;
     let w = mw + xw;
     copy_cols(
         rec,
@@ -981,7 +981,7 @@ impl<'m> LmuStream<'m> {
             Embed::Plain(_) => y.clone(),
             Embed::Spiking { bns, .. } => {
                 let v = self.state.membranes[j].clone();
-                let sp = self.dev.alloc(&[s, c], DType::F32)?;
+                let sp = rec.alloc(&[s, c], DType::F32)?;
                 lif_step_into(rec, &y, &Lif::STANDARD, Some(&bns[j]), &v, &sp)?;
                 sp
             }
@@ -1000,9 +1000,8 @@ impl<'m> LmuStream<'m> {
         let model = self.model;
         let cfg = &model.config;
         let (s, c) = (self.streams, cfg.embed_dims);
-        let dev = self.dev.clone();
         let step = |rec: &mut Recorder, k: usize, x: &Tensor, l: &Lif, bn: &BatchNorm| {
-            let out = dev.alloc(x.shape(), DType::F32)?;
+            let out = rec.alloc(x.shape(), DType::F32)?;
             lif_step_into(rec, x, l, Some(bn), &self.state.membranes[k], &out)?;
             Ok::<Tensor, ModelError>(out)
         };
@@ -1020,7 +1019,7 @@ impl<'m> LmuStream<'m> {
                 Some(bn) => step(rec, base + 1, &wu, &Lif::STANDARD, bn)?,
                 None => unary(rec, Unary::Relu, &wu)?,
             };
-            let mem = dev.alloc(&[s, m], DType::F32)?;
+            let mem = rec.alloc(&[s, m], DType::F32)?;
             memory_step_into(rec, &cell.mats, &u, &self.state.memory[i], &mem)?;
             self.state.memory[i] = mem.clone();
             let mem = match &cell.bn_m {
@@ -1056,7 +1055,7 @@ impl<'m> LmuStream<'m> {
             None => x,
         };
         self.state.emitted += 1;
-        let mean = dev.alloc(&[s, c], DType::F32)?;
+        let mean = rec.alloc(&[s, c], DType::F32)?;
         running_mean_step(rec, &z, &self.state.sum, self.state.emitted, &mean)?;
         model.head.apply(rec, &mean)
     }

@@ -575,14 +575,13 @@ impl Mamba {
             )));
         }
         let (dm, d, n, r) = (c.d_model, c.d_inner, c.d_state, c.dt_rank);
-        let dev = rec.device();
         let mut hidden = self.embedding.gather(rec, ids)?.reshape(&[b * l, dm])?;
         let mut residual: Option<Tensor> = None;
         for (i, ly) in self.layers.iter().enumerate() {
             let normed = Self::pre_norm(rec, &hidden, &mut residual, &ly.norm, c.eps)?;
             let xz = Self::proj(rec, &normed, &ly.in_proj, ly.in_bias.as_ref())?; // [B·L, 2D]
-            let u = dev.alloc(&[b, l, d], DType::F32)?;
-            let conv_state = dev.alloc(&[b, d, c.d_conv - 1], DType::F32)?;
+            let u = rec.alloc(&[b, l, d], DType::F32)?;
+            let conv_state = rec.alloc(&[b, d, c.d_conv - 1], DType::F32)?;
             let cl = ConvLayout {
                 batch: b,
                 len: l,
@@ -605,12 +604,12 @@ impl Mamba {
             rec.copy(&conv_state, &state.conv[i])?;
             let xdbl = Self::proj(rec, &u.reshape(&[b * l, d])?, &ly.x_proj, None)?; // [B·L, R + 2N]
             self.mixer_norms(rec, &xdbl)?;
-            let dt = dev.alloc(&[b * l, d], DType::F32)?;
+            let dt = rec.alloc(&[b * l, d], DType::F32)?;
             let g = Self::dt_gemm(b * l, d, r, n);
             gemm_into(rec, &g, &xdbl, &ly.dt_proj, None, &dt)?;
             let sl = Self::scan_layout(b, l, d, n, r);
-            let y = dev.alloc(&[b, l, d], DType::F32)?;
-            let h = dev.alloc(&[b, d, n], DType::F32)?;
+            let y = rec.alloc(&[b, l, d], DType::F32)?;
+            let h = rec.alloc(&[b, d, n], DType::F32)?;
             let sw = ScanWeights { packed: &ly.scan };
             selective_scan_into(
                 rec,
@@ -643,7 +642,7 @@ impl Mamba {
         if all {
             Ok(self.lm_head.head(rec, &normed)?.reshape(&[b, l, v])?)
         } else {
-            let out = dev.alloc(&[b, v], DType::F32)?;
+            let out = rec.alloc(&[b, v], DType::F32)?;
             // The last position of each sequence: rows l - 1, 2l - 1, ...
             let g = Gemm {
                 batch: b,
@@ -674,13 +673,12 @@ impl Mamba {
             )));
         }
         let (d, n, r) = (c.d_inner, c.d_state, c.dt_rank);
-        let dev = rec.device();
         let mut hidden = self.embedding.gather(rec, &ids.reshape(&[b])?)?;
         let mut residual: Option<Tensor> = None;
         for (i, ly) in self.layers.iter().enumerate() {
             let normed = Self::pre_norm(rec, &hidden, &mut residual, &ly.norm, c.eps)?;
             let xz = Self::proj(rec, &normed, &ly.in_proj, ly.in_bias.as_ref())?; // [B, 2D]
-            let u = dev.alloc(&[b, d], DType::F32)?;
+            let u = rec.alloc(&[b, d], DType::F32)?;
             let cl = ConvLayout {
                 batch: b,
                 len: 1,
@@ -693,7 +691,7 @@ impl Mamba {
             self.mixer_norms(rec, &xdbl)?;
             // dt_proj runs inside the state update (one dispatch fewer per layer).
             let sl = Self::scan_layout(b, 1, d, n, r);
-            let y = dev.alloc(&[b, d], DType::F32)?;
+            let y = rec.alloc(&[b, d], DType::F32)?;
             let sw = ScanWeights { packed: &ly.scan };
             let dtp = DtProj {
                 weight: &ly.dt_proj,
@@ -779,8 +777,8 @@ impl Mamba {
             s.top_k.min(v)
         };
         let rows = logits.numel() / logits.dim(-1);
-        let idx = dev.alloc(&[rows, k], DType::U32)?;
-        let val = dev.alloc(&[rows, k], DType::F32)?;
+        let idx = rec.alloc(&[rows, k], DType::U32)?;
+        let val = rec.alloc(&[rows, k], DType::F32)?;
         topk_prefix_into(&mut rec, logits, v, k, &idx, &val)?;
         rec.submit()?;
         let idx = dev.read_u32(&idx)?;
@@ -878,7 +876,7 @@ impl Mamba {
             if let Some(prompt) = g.prompt.take() {
                 let (mut rec, logits) = prefill(prompt, &mut g.state)?;
                 let v = self.config.vocab_size.min(logits.dim(-1));
-                let best = dev.alloc(&[1, 1], DType::F32)?;
+                let best = rec.alloc(&[1, 1], DType::F32)?;
                 topk_prefix_into(&mut rec, &logits, v, 1, &dec.ids.reshape(&[1, 1])?, &best)?;
                 rec.submit()?;
                 dev.replay(&[], Some((&dec.ids, &mut g.ring)))?;

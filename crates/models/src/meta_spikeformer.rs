@@ -599,7 +599,7 @@ impl MetaSpikeformer {
     ) -> Result<PackedSpikes> {
         let s = x.shape();
         let n: usize = s[3..].iter().product();
-        let out = PackedSpikes::alloc(rec.device(), &[s[0], s[1], s[2], n])?;
+        let out = PackedSpikes::alloc_in(rec, &[s[0], s[1], s[2], n])?;
         lif_bits_into(rec, x, &Lif::STANDARD, bn, &out)?;
         if let Some(tp) = taps.as_deref_mut() {
             tp.put(name, Tap::Packed(out.clone()));
@@ -657,7 +657,7 @@ impl MetaSpikeformer {
                     let y = conv2d(rec, x, &d.conv.w, Some(&d.conv.b), &d.c)?;
                     let mut shape = vec![t];
                     shape.extend_from_slice(y.shape());
-                    let out = rec.device().alloc(&shape, DType::F32)?;
+                    let out = rec.alloc(&shape, DType::F32)?;
                     for step in 0..t {
                         rec.copy_at(&y, &out, step as u64 * y.bytes())?;
                     }
@@ -765,7 +765,7 @@ impl MetaSpikeformer {
         let y = y.reshape(&[tb, sh[2], hw[0], hw[1]])?;
         let c = Conv2d::new(1, 1).groups(sh[2]);
         let os = conv2d_shape(y.shape(), rc.dw.shape(), &c)?;
-        let dw = rec.device().alloc(&os, DType::F32)?;
+        let dw = rec.alloc(&os, DType::F32)?;
         // The padded border holds BN(0), which is the folded 1x1's bias.
         conv2d_pad_values_into(rec, &y, &rc.dw, None, &rc.c1.b, &c, &dw)?;
         Ok(channel_linear(

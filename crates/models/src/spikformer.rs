@@ -425,7 +425,7 @@ impl Spikformer {
             }
         };
         let ys = y.shape().to_vec();
-        let out = PackedSpikes::alloc(rec.device(), &[t, b, ys[1], ys[2] * ys[3]])?;
+        let out = PackedSpikes::alloc_in(rec, &[t, b, ys[1], ys[2] * ys[3]])?;
         lif_bits_into(rec, &y, &Lif::STANDARD, Some(&s.bn), &out)?;
         if let Some(tp) = taps {
             let sfx = if i == 0 { String::new() } else { i.to_string() };
@@ -471,7 +471,7 @@ impl Spikformer {
         let y = spike_conv2d(rec, &flat, x_feat.hw, &self.rpe.w, None, &Conv2d::new(1, 1))?;
         let y = y.reshape(&sh)?;
         let feat = unpack(rec, &x_feat.spikes)?;
-        let out = rec.device().alloc(&sh, DType::F32)?;
+        let out = rec.alloc(&sh, DType::F32)?;
         lif_into(
             rec,
             &y,
@@ -532,7 +532,7 @@ impl Spikformer {
         residual: &Tensor,
     ) -> Result<Tensor> {
         let y = spike_linear(rec, s, &l.w, l.b.as_ref())?;
-        let out = rec.device().alloc(residual.shape(), DType::F32)?;
+        let out = rec.alloc(residual.shape(), DType::F32)?;
         lif_into(rec, &y, &Lif::STANDARD, Some(&l.bn), Some(residual), &out)?;
         Ok(out)
     }

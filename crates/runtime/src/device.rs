@@ -90,7 +90,9 @@ impl DeviceOptions {
             ..Self::default()
         };
         if let Some(s) = non_empty("SPIKESCAN_POLL_TIMEOUT").and_then(|s| s.parse::<f64>().ok()) {
-            o.poll_timeout = Duration::from_secs_f64(s.max(0.001));
+            // (A value too large for a Duration, or not a number, waits for ever.)
+            o.poll_timeout = Duration::try_from_secs_f64(s.max(0.001))
+                .unwrap_or(Duration::from_secs(u32::MAX as u64));
         }
         o.max_binding = non_empty("SPIKESCAN_MAX_BINDING").and_then(|s| parse_bytes(&s));
         match non_empty("SPIKESCAN_LIMITS").map(|s| s.trim().to_lowercase()) {
@@ -288,8 +290,6 @@ pub(crate) struct Inner {
     pub(crate) live: Arc<crate::tensor::LiveCount>,
     pub(crate) uniform_chunks: Mutex<Vec<wgpu::Buffer>>,
     pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
-    /// Uncaptured errors reported so far (a dispatch compares it to name its op).
-    pub(crate) errors_seen: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) lost: Arc<Mutex<Option<String>>>,
     pub(crate) lost_flag: Arc<std::sync::atomic::AtomicBool>,
     /// The current poll time-out in microseconds (initially `options.poll_timeout`).
@@ -419,10 +419,8 @@ impl Device {
         })?;
 
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
-        let errors_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (sink, seen) = (uncaptured.clone(), errors_seen.clone());
+        let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if let Ok(mut v) = sink.lock() {
                 if v.len() < 64 {
                     v.push(e.to_string());
@@ -463,7 +461,6 @@ impl Device {
                 live: Arc::default(),
                 uniform_chunks: Mutex::new(Vec::new()),
                 uncaptured,
-                errors_seen,
                 lost,
                 lost_flag,
                 poll_timeout_us,
@@ -595,6 +592,14 @@ impl Device {
             timeout.as_micros().min(u64::MAX as u128) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+
+    /// When a wait that starts now must end (a time-out too large to add saturates).
+    pub(crate) fn deadline(&self) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        now.checked_add(self.poll_timeout())
+            .or_else(|| now.checked_add(Duration::from_secs(u32::MAX as u64)))
+            .unwrap_or(now)
     }
 
     /// Waits (at most `poll_timeout`) for all submitted work.

@@ -150,6 +150,7 @@ impl Device {
     /// capture only buffers that no open recording still reads, since a graph can be
     /// replayed before those recordings are submitted (see `pool`).
     pub fn capture(&self, label: &'static str) -> Result<Recorder<'_>> {
+        self.ensure_alive("starting a capture")?;
         Ok(Recorder::open(self, label, Some(Capture::default())))
     }
 
@@ -210,6 +211,7 @@ impl<'d> Recorder<'d> {
                 "into_graph needs a recording started with Device::capture",
             )
         })?;
+        self.device().ensure_alive("capturing a graph")?;
         let chunks = self.take_chunks_written();
         self.device().check("capturing a graph")?;
         Ok(Graph {
@@ -248,6 +250,7 @@ pub struct ReadbackRing {
 impl ReadbackRing {
     /// `slots` buffers of `bytes` bytes (rounded up to 4).
     pub fn new(dev: &Device, bytes: u64, slots: usize) -> Result<Self> {
+        dev.ensure_alive("creating a readback ring")?;
         let bytes = bytes.max(4).div_ceil(4) * 4;
         let slots = (0..slots.max(1))
             .map(|_| Slot {
@@ -318,7 +321,7 @@ impl ReadbackRing {
     fn wait_mapped(&self, dev: &Device, i: usize) -> Result<()> {
         let slot = &self.slots[i];
         let flag = slot.pending.as_ref().expect("pending");
-        let deadline = Instant::now() + dev.options().poll_timeout;
+        let deadline = dev.deadline();
         let r = loop {
             if let Some(r) = flag.lock().ok().and_then(|mut s| s.take()) {
                 break r;
@@ -326,7 +329,7 @@ impl ReadbackRing {
             if Instant::now() > deadline {
                 return Err(RuntimeError::Timeout {
                     what: "a readback ring slot".into(),
-                    seconds: dev.options().poll_timeout.as_secs_f64(),
+                    seconds: dev.poll_timeout().as_secs_f64(),
                 });
             }
             // Waits for this slot's submission only: later ones keep the GPU busy.

@@ -3,21 +3,26 @@
 //! across passes. Weights are allocated outside the pool.
 //!
 //! **Ownership across recordings.** A pooled buffer remembers which recordings bound it
-//! (each recording has a device-unique id). When it is released while some of those are
+//! (each recording has a process-unique id). When it is released while some of those are
 //! still open (not yet submitted or dropped), their recorded work has not reached the queue,
 //! so the buffer is *pending* on them:
-//! - the recording it is pending on may reuse it for a GPU op: that op is recorded, and so
-//!   runs, after the reads already recorded;
-//! - any other taker — another recording, perhaps on another thread, whose submit may come
-//!   first; a graph capture, whose replays may come first; or a host upload, which
-//!   `queue.write_buffer` lands before any later-submitted work — gets another buffer.
+//! - the recording it is pending on may reuse it for its own GPU ops
+//!   ([`Recorder::alloc`](crate::Recorder::alloc), which every op uses for its outputs): those
+//!   ops are recorded, and so run, after the reads already recorded;
+//! - any other taker gets another buffer: another recording (perhaps on another thread, whose
+//!   submit may come first), a graph capture (whose replays may come first), a host upload
+//!   (`queue.write_buffer` lands before any later-submitted work), or a plain
+//!   [`Device::alloc`](crate::Device::alloc), which is attributed to no recording.
+//!
+//! A buffer handed to its pending recording keeps that pending list (its tensor's users start
+//! with it), so it stays protected when it is released again unbound; binding it in another
+//! recording, or writing it from the host, while that recording is open is refused.
 //!
 //! Once every recording a buffer is pending on has been submitted (or dropped), any later
 //! use is queue-ordered after its reads, so it is free for everyone again. Submitting is
 //! enough; no wait for the GPU is needed. This makes recordings opened at the same time on
 //! one device, from any number of threads, correct by construction.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 struct Free {
@@ -31,10 +36,10 @@ struct Free {
 pub(crate) enum Taker {
     /// The host writes the buffer before any GPU use (an upload).
     Host,
-    /// A GPU op of this recording (the only ordinary recording open on this thread).
+    /// A GPU op of this (ordinary, not capturing) recording.
     Recording(u64),
-    /// A GPU op with no single recording to attribute it to (a capture, nested recordings,
-    /// or none open on this thread): only buffers pending on nothing.
+    /// Attributed to no recording (`Device::alloc`, a capture): only buffers pending on
+    /// nothing.
     Unattributed,
 }
 
@@ -46,14 +51,8 @@ pub(crate) struct BufferPool {
     open: Vec<u64>,
 }
 
-/// Recording ids, unique in the process (so a stale thread-local entry can never match a
-/// recording of a later device).
+/// Recording ids, unique in the process.
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-thread_local! {
-    /// Recordings open on this thread: (pool address, recording id, is a capture).
-    static OPEN_HERE: RefCell<Vec<(usize, u64, bool)>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Buffers are rounded up so that nearby sizes share a class: to 256 bytes, and above
 /// 1 MiB to 1/16 of the next power of two.
@@ -68,8 +67,9 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 }
 
 impl BufferPool {
-    /// A free buffer of `class` that `taker` may use (see the module doc).
-    pub(crate) fn take(&mut self, class: u64, taker: Taker) -> Option<wgpu::Buffer> {
+    /// A free buffer of `class` that `taker` may use (see the module doc), with the open
+    /// recordings it is still pending on (at most the taker itself).
+    pub(crate) fn take(&mut self, class: u64, taker: Taker) -> Option<(wgpu::Buffer, Vec<u64>)> {
         let open = &self.open;
         let list = self.free.get_mut(&class)?;
         let pos = list.iter().rposition(|f| {
@@ -78,7 +78,9 @@ impl BufferPool {
                 .all(|p| !open.contains(p) || taker == Taker::Recording(*p))
         })?;
         self.free_bytes -= class;
-        Some(list.swap_remove(pos).buffer)
+        let f = list.swap_remove(pos);
+        let pending = f.pending.into_iter().filter(|p| open.contains(p)).collect();
+        Some((f.buffer, pending))
     }
     /// Returns a buffer that the recordings `users` bound.
     pub(crate) fn give(&mut self, class: u64, buffer: wgpu::Buffer, users: &[u64]) {
@@ -93,41 +95,21 @@ impl BufferPool {
             .or_default()
             .push(Free { buffer, pending });
     }
-    /// Registers a new recording (on the calling thread) and returns its id.
-    pub(crate) fn open_recording(&mut self, capture: bool) -> u64 {
+    /// Registers a new recording and returns its id.
+    pub(crate) fn open_recording(&mut self) -> u64 {
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.open.push(id);
-        let key = self as *const Self as usize;
-        OPEN_HERE.with(|o| o.borrow_mut().push((key, id, capture)));
         id
     }
     /// After a recording's submit (or drop): what was pending on it alone is free for all.
     pub(crate) fn close_recording(&mut self, id: u64) {
         self.open.retain(|&o| o != id);
-        let key = self as *const Self as usize;
-        // A recorder dropped on another thread than the one that opened it leaves its entry
-        // there; `taker` ignores entries that are no longer open.
-        OPEN_HERE.with(|o| o.borrow_mut().retain(|&(k, i, _)| !(k == key && i == id)));
         if self.open.is_empty() {
             self.free
                 .values_mut()
                 .flatten()
                 .for_each(|f| f.pending.clear());
         }
-    }
-    /// The taker of a GPU allocation made on this thread now.
-    pub(crate) fn gpu_taker(&self) -> Taker {
-        let key = self as *const Self as usize;
-        OPEN_HERE.with(|o| {
-            let o = o.borrow();
-            let mut here = o
-                .iter()
-                .filter(|&&(k, i, _)| k == key && self.open.contains(&i));
-            match (here.next(), here.next()) {
-                (Some(&(_, id, false)), None) => Taker::Recording(id),
-                _ => Taker::Unattributed,
-            }
-        })
     }
     /// Whether recording `id` is still open.
     pub(crate) fn is_open(&self, id: u64) -> bool {

@@ -91,7 +91,7 @@ impl<'d> Recorder<'d> {
             .inner
             .pool
             .lock()
-            .map(|mut p| p.open_recording(capture.is_some()))
+            .map(|mut p| p.open_recording())
             .unwrap_or(0);
         let timestamps = (dev.profiling() && dev.caps().timestamps).then(|| Timestamps {
             set: dev
@@ -116,6 +116,21 @@ impl<'d> Recorder<'d> {
             capture,
             id,
         }
+    }
+
+    /// An uninitialised pooled tensor for this recording's ops to write (every op allocates
+    /// its outputs here). It may reuse a buffer that this recording's earlier ops still read
+    /// (their reads run first); so it is for this recording's GPU work only: binding it in
+    /// another recording, or writing it from the host, while this one is open is refused
+    /// when its buffer is such a one. For host data use [`Device::upload`]; for a tensor
+    /// shared with other recordings, [`Device::alloc`].
+    pub fn alloc(&self, shape: &[usize], dtype: crate::DType) -> Result<Tensor> {
+        let taker = if self.capture.is_some() {
+            crate::pool::Taker::Unattributed
+        } else {
+            crate::pool::Taker::Recording(self.id)
+        };
+        self.dev.alloc_for(shape, dtype, taker)
     }
 
     /// The device this recorder records for.
@@ -240,7 +255,7 @@ impl<'d> Recorder<'d> {
         )?;
         let kernel = self.dev.kernel(key)?;
         for t in inputs.iter().chain(outputs.iter()) {
-            t.mark_user(self.id);
+            t.mark_user(self.id)?;
         }
         let pbytes = bytemuck::bytes_of(params);
         let (chunk, offset) = self.stage_params(pbytes)?;
@@ -259,40 +274,31 @@ impl<'d> Recorder<'d> {
                 resource: t.buffer().as_entire_binding(),
             });
         }
-        let errors_before = self
+        // A validation scope (per thread in wgpu) catches an error of this bind group, so
+        // the error names this op even with other threads recording; errors found later (in
+        // the pass, at submit) name it by the bind group's label.
+        let scope = self
             .dev
             .inner
-            .errors_seen
-            .load(std::sync::atomic::Ordering::SeqCst);
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
         let bind = self
             .dev
             .inner
             .device
             .create_bind_group(&wgpu::BindGroupDescriptor {
-                // Errors found later (in the pass, at submit) name the op by this label.
                 label: Some(&kernel.label),
                 layout: &kernel.layout,
                 entries: &entries,
             });
-        if self
-            .dev
-            .inner
-            .errors_seen
-            .load(std::sync::atomic::Ordering::SeqCst)
-            != errors_before
-        {
+        if let Some(e) = pollster::block_on(scope.pop()) {
             let op = info();
-            let context = format!(
-                "binding the buffers of op {} {} ({})",
-                op.name, op.shape, kernel.label
-            );
-            return Err(match self.dev.check(&context) {
-                Err(e) => e,
-                // Another thread's check took the message first.
-                Ok(()) => crate::error::RuntimeError::Validation {
-                    context,
-                    message: "a GPU validation error (reported to another caller)".into(),
-                },
+            return Err(crate::error::RuntimeError::Validation {
+                context: format!(
+                    "binding the buffers of op {} {} ({})",
+                    op.name, op.shape, kernel.label
+                ),
+                message: e.to_string(),
             });
         }
         if let Some(cap) = self.capture.as_mut() {
@@ -377,8 +383,9 @@ impl<'d> Recorder<'d> {
             ));
         }
         let n = src.bytes().div_ceil(4) * 4;
-        src.mark_user(self.id);
-        dst.mark_user(self.id);
+        self.dev.ensure_alive("recording a copy")?;
+        src.mark_user(self.id)?;
+        dst.mark_user(self.id)?;
         if let Some(cap) = self.capture.as_mut() {
             cap.hold(&[src, dst]);
             cap.steps.push(crate::graph::Step::Copy {
@@ -424,8 +431,9 @@ impl<'d> Recorder<'d> {
                 ),
             ));
         }
-        src.mark_user(self.id);
-        dst.mark_user(self.id);
+        self.dev.ensure_alive("recording a copy")?;
+        src.mark_user(self.id)?;
+        dst.mark_user(self.id)?;
         if let Some(cap) = self.capture.as_mut() {
             cap.hold(&[src, dst]);
             cap.steps.push(crate::graph::Step::Copy {

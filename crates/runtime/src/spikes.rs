@@ -27,6 +27,14 @@ impl PackedSpikes {
             shape: shape.to_vec(),
         })
     }
+    /// An uninitialised packed tensor for `rec`'s ops (see [`Recorder::alloc`]).
+    pub fn alloc_in(rec: &crate::record::Recorder, shape: &[usize]) -> Result<Self> {
+        let (rows, n) = Self::split(shape)?;
+        Ok(Self {
+            words: rec.alloc(&[rows, words_for(n)], DType::U32)?,
+            shape: shape.to_vec(),
+        })
+    }
     /// Wraps existing words (`[rows, ceil(n / 32)]` u32).
     pub fn from_words(words: Tensor, shape: &[usize]) -> Result<Self> {
         let (rows, n) = Self::split(shape)?;

@@ -61,6 +61,9 @@ pub(crate) struct Storage {
     pool: Option<Weak<Mutex<BufferPool>>>,
     /// Recordings that bound this (pooled) buffer; pruned of closed ones as it grows.
     users: Mutex<Vec<u64>>,
+    /// The open recording this buffer was still pending on when the pool handed it out (only
+    /// to that recording's [`Recorder::alloc`](crate::Recorder::alloc)), if any.
+    inherited: Option<u64>,
 }
 
 impl Storage {
@@ -69,6 +72,7 @@ impl Storage {
         class: u64,
         pool: Option<Weak<Mutex<BufferPool>>>,
         live: &Arc<LiveCount>,
+        inherited: Vec<u64>,
     ) -> Self {
         let ordering = std::sync::atomic::Ordering::Relaxed;
         live.buffers.fetch_add(1, ordering);
@@ -78,7 +82,8 @@ impl Storage {
             buffer: Some(buffer),
             class,
             pool,
-            users: Mutex::new(Vec::new()),
+            inherited: inherited.first().copied(),
+            users: Mutex::new(inherited),
         }
     }
 }
@@ -177,16 +182,34 @@ impl Tensor {
     pub fn same_buffer(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage)
     }
+    /// Whether this tensor's buffer is still pending on an open recording other than
+    /// `except` (it came from that recording's `Recorder::alloc`; see `pool`).
+    fn inherited_open(&self, except: Option<u64>) -> Option<u64> {
+        let r = self.storage.inherited.filter(|&r| Some(r) != except)?;
+        let pool = self.storage.pool.as_ref()?.upgrade()?;
+        let open = pool.lock().map(|p| p.is_open(r)).unwrap_or(true);
+        open.then_some(r)
+    }
+
     /// Notes that recording `id` binds this tensor (pooled buffers only; see `pool`).
-    pub(crate) fn mark_user(&self, id: u64) {
+    /// Refused when the buffer is still pending on another open recording.
+    pub(crate) fn mark_user(&self, id: u64) -> Result<()> {
         let Some(pool) = self.storage.pool.as_ref() else {
-            return;
+            return Ok(());
         };
-        let Ok(mut users) = self.storage.users.lock() else {
-            return;
-        };
+        if self.inherited_open(Some(id)).is_some() {
+            return Err(shape_err(
+                "recording",
+                format!(
+                    "a {} tensor {:?} allocated with Recorder::alloc for another recording is                      bound before that recording was submitted: its buffer may still be read                      by that recording's work (allocate shared tensors with Device::alloc)",
+                    self.dtype.name(),
+                    self.shape
+                ),
+            ));
+        }
+        let mut users = self.storage.users.lock().unwrap_or_else(|e| e.into_inner());
         if users.last() == Some(&id) || users.contains(&id) {
-            return;
+            return Ok(());
         }
         if users.len() >= USERS_BEFORE_PRUNE {
             // Lock order: a storage's users, then the pool (the pool never locks a storage).
@@ -195,6 +218,7 @@ impl Tensor {
             }
         }
         users.push(id);
+        Ok(())
     }
     /// Shape as "[a, b, c]" for messages and profiles.
     pub fn shape_str(&self) -> String {
@@ -262,17 +286,17 @@ impl Device {
     }
 
     fn make_storage(&self, min_bytes: u64, what: &str, residency: Residency) -> Result<Storage> {
-        self.make_storage_from(min_bytes, what, residency, false)
+        self.make_storage_from(min_bytes, what, residency, Taker::Unattributed)
     }
 
-    /// `host_write`: the buffer is about to be written from the host, so the pool may only
-    /// hand out one that no pending recording reads (see `pool`).
+    /// `taker`: who will use the buffer first, which decides what the pool may hand out
+    /// (see `pool`).
     fn make_storage_from(
         &self,
         min_bytes: u64,
         what: &str,
         residency: Residency,
-        host_write: bool,
+        taker: Taker,
     ) -> Result<Storage> {
         LARGEST.with(|l| {
             if let Some(v) = l.get() {
@@ -294,19 +318,19 @@ impl Device {
             Residency::Owned => exact,
         };
         if residency == Residency::Pooled {
-            if let Some(b) = self.inner.pool.lock().ok().and_then(|mut p| {
-                let taker = if host_write {
-                    Taker::Host
-                } else {
-                    p.gpu_taker()
-                };
-                p.take(class, taker)
-            }) {
+            if let Some((b, pending)) = self
+                .inner
+                .pool
+                .lock()
+                .ok()
+                .and_then(|mut p| p.take(class, taker))
+            {
                 return Ok(Storage::new(
                     b,
                     class,
                     Some(Arc::downgrade(&self.inner.pool)),
                     &self.inner.live,
+                    pending,
                 ));
             }
         }
@@ -328,12 +352,25 @@ impl Device {
             class,
             (residency == Residency::Pooled).then(|| Arc::downgrade(&self.inner.pool)),
             &self.inner.live,
+            Vec::new(),
         ))
     }
 
-    /// An uninitialised pooled tensor (an activation).
+    /// An uninitialised pooled tensor (an activation), attributed to no recording: any
+    /// recording may bind it, and the host may write it. Ops allocate their outputs with
+    /// [`Recorder::alloc`](crate::Recorder::alloc), which can reuse more buffers.
     pub fn alloc(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         self.alloc_in(shape, dtype, Residency::Pooled)
+    }
+
+    pub(crate) fn alloc_for(&self, shape: &[usize], dtype: DType, taker: Taker) -> Result<Tensor> {
+        let bytes = (numel(shape) * dtype.size()) as u64;
+        let what = format!("{} tensor {:?}", dtype.name(), shape);
+        Ok(Tensor {
+            storage: Arc::new(self.make_storage_from(bytes, &what, Residency::Pooled, taker)?),
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// An uninitialised tensor with the given residency.
@@ -387,7 +424,12 @@ impl Device {
         }
         let what = format!("{} tensor {:?}", dtype.name(), shape);
         let t = Tensor {
-            storage: Arc::new(self.make_storage_from(expect as u64, &what, residency, true)?),
+            storage: Arc::new(self.make_storage_from(
+                expect as u64,
+                &what,
+                residency,
+                Taker::Host,
+            )?),
             shape: shape.to_vec(),
             dtype,
         };
@@ -398,6 +440,16 @@ impl Device {
     /// Overwrites the start of a tensor's buffer with raw bytes.
     pub fn write(&self, t: &Tensor, data: &[u8]) -> Result<()> {
         self.ensure_alive("writing a tensor")?;
+        if t.inherited_open(None).is_some() {
+            return Err(shape_err(
+                "write",
+                format!(
+                    "{} tensor {:?} comes from Recorder::alloc and its buffer may still be read                      by that recording's work, which a host write would precede: upload host                      data with Device::upload, or write after the recording is submitted",
+                    t.dtype.name(),
+                    t.shape
+                ),
+            ));
+        }
         let data = pad4(data);
         if data.len() as u64 > t.capacity() {
             return Err(shape_err(
@@ -501,7 +553,7 @@ impl Device {
         // Another thread's poll may be the one that fires our callback, a moment after our
         // own wait returns: keep polling until the slot is filled or the deadline passes.
         let timeout = self.poll_timeout();
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = self.deadline();
         let mapped = loop {
             self.wait("a readback")?;
             if let Some(r) = slot.lock().ok().and_then(|mut s| s.take()) {

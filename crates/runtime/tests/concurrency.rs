@@ -207,3 +207,45 @@ fn many_threads_recording_chains_get_the_single_threaded_results() {
     let after = buffers(d.resources());
     assert!(after <= 4 * warm + 4, "{after} buffers after, {warm} warm");
 }
+
+/// Host uploads never land in a buffer pending on an open recording — also when that
+/// buffer was handed back to its recording and released again without being bound (it keeps
+/// its pending list) — and a tensor whose buffer is still pending on one recording is refused
+/// by another recording and by host writes.
+#[test]
+fn uploads_and_other_recordings_never_get_a_buffer_still_pending() {
+    let d = device();
+    let x = d.tensor_f32(&vec![4.0; N], &[N]).unwrap();
+    let neg = d.tensor_f32(&vec![-1.0; N], &[N]).unwrap();
+    let mut a = d.recorder("a");
+    let out_a = {
+        let tmp = elementwise::relu(&mut a, &neg).unwrap(); // all zeros
+        elementwise::add(&mut a, &tmp, &x).unwrap()
+    };
+    // tmp's buffer is pending on A. A takes it back and releases it unbound.
+    let again = a.alloc(&[N], spikescan_runtime::DType::F32).unwrap();
+    // Bound by another recording, or written from the host, while A is open: refused.
+    let mut b = d.recorder("b");
+    let e = elementwise::relu(&mut b, &again).unwrap_err().to_string();
+    assert!(e.contains("Recorder::alloc"), "{e}");
+    let e = d.write_f32(&again, &vec![0.0; N]).unwrap_err().to_string();
+    assert!(e.contains("Device::upload"), "{e}");
+    drop(b);
+    drop(again);
+    // An upload of the same size class now must not take that buffer.
+    let up = d.tensor_f32(&vec![9.0; N], &[N]).unwrap();
+    let plain = d.alloc(&[N], spikescan_runtime::DType::F32).unwrap();
+    d.write_f32(&plain, &vec![7.0; N]).unwrap();
+    a.submit().unwrap();
+    assert_eq!(
+        d.read_f32(&up).unwrap(),
+        vec![9.0; N],
+        "the upload survived A"
+    );
+    assert_eq!(
+        d.read_f32(&plain).unwrap(),
+        vec![7.0; N],
+        "so did a plain alloc"
+    );
+    assert_eq!(d.read_f32(&out_a).unwrap(), vec![4.0; N]);
+}

@@ -51,7 +51,15 @@ fn a_destroyed_device_fails_every_call_with_device_lost_and_a_new_one_works() {
         elementwise::unary_into(&mut rec, Unary::Relu, &x, &out).unwrap_err(),
         "recording a dispatch",
     );
+    lost(rec.copy(&x, &out).unwrap_err(), "recording a copy");
     lost(rec.submit().unwrap_err(), "submitting");
+    lost(d.capture("after").err().unwrap(), "starting a capture");
+    lost(
+        spikescan_runtime::ReadbackRing::new(&d, 16, 2)
+            .err()
+            .unwrap(),
+        "readback ring",
+    );
     // Tensors, graphs and the device itself drop without a panic.
     drop((g, y, x, out));
 

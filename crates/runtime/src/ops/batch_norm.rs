@@ -154,7 +154,7 @@ pub fn batch_norm_into(rec: &mut Recorder, x: &Tensor, bn: &BatchNorm, out: &Ten
 }
 
 pub fn batch_norm(rec: &mut Recorder, x: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
-    let out = rec.device().alloc(x.shape(), DType::F32)?;
+    let out = rec.alloc(x.shape(), DType::F32)?;
     batch_norm_into(rec, x, bn, &out)?;
     Ok(out)
 }

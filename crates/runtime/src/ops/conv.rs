@@ -244,7 +244,7 @@ pub fn conv2d(
     c: &Conv2d,
 ) -> Result<Tensor> {
     let os = conv2d_shape(x.shape(), w.shape(), c)?;
-    let out = rec.device().alloc(&os, DType::F32)?;
+    let out = rec.alloc(&os, DType::F32)?;
     conv2d_into(rec, x, w, bias, c, &out)?;
     Ok(out)
 }
@@ -365,7 +365,7 @@ pub fn spike_conv2d(
         w.shape(),
         c,
     )?;
-    let out = rec.device().alloc(&os, DType::F32)?;
+    let out = rec.alloc(&os, DType::F32)?;
     spike_conv2d_into(rec, s, hw, w, bias, c, &out)?;
     Ok(out)
 }

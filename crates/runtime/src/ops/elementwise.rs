@@ -102,7 +102,7 @@ pub fn unary_into(rec: &mut Recorder, op: Unary, x: &Tensor, out: &Tensor) -> Re
 
 /// `op(x)` into a new tensor.
 pub fn unary(rec: &mut Recorder, op: Unary, x: &Tensor) -> Result<Tensor> {
-    let out = rec.device().alloc(x.shape(), DType::F32)?;
+    let out = rec.alloc(x.shape(), DType::F32)?;
     unary_into(rec, op, x, &out)?;
     Ok(out)
 }
@@ -262,7 +262,7 @@ pub fn binary(rec: &mut Recorder, op: Binary, a: &Tensor, b: &Tensor) -> Result<
                 format!("{:?} and {:?} do not broadcast", a.shape(), b.shape()),
             )
         })?;
-    let out = rec.device().alloc(&shape, DType::F32)?;
+    let out = rec.alloc(&shape, DType::F32)?;
     binary_into(rec, op, a, b, &out)?;
     Ok(out)
 }

@@ -89,7 +89,7 @@ pub fn embedding_block_into(
 pub fn embedding(rec: &mut Recorder, ids: &Tensor, table: &Tensor) -> Result<Tensor> {
     let mut os = ids.shape().to_vec();
     os.push(table.shape().last().copied().unwrap_or(0));
-    let out = rec.device().alloc(&os, DType::F32)?;
+    let out = rec.alloc(&os, DType::F32)?;
     embedding_into(rec, ids, table, &out)?;
     Ok(out)
 }

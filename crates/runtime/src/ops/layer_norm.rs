@@ -69,7 +69,7 @@ pub fn layer_norm(
     beta: &Tensor,
     eps: f32,
 ) -> Result<Tensor> {
-    let out = rec.device().alloc(x.shape(), DType::F32)?;
+    let out = rec.alloc(x.shape(), DType::F32)?;
     layer_norm_into(rec, x, gamma, beta, eps, &out)?;
     Ok(out)
 }

@@ -206,7 +206,7 @@ pub fn lif(
     bn: Option<&BatchNorm>,
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let out = rec.device().alloc(x.shape(), DType::F32)?;
+    let out = rec.alloc(x.shape(), DType::F32)?;
     lif_into(rec, x, lif, bn, residual, &out)?;
     Ok(out)
 }
@@ -221,7 +221,7 @@ pub fn lif_repeat(
 ) -> Result<Tensor> {
     let mut shape = vec![t];
     shape.extend_from_slice(x.shape());
-    let out = rec.device().alloc(&shape, DType::F32)?;
+    let out = rec.alloc(&shape, DType::F32)?;
     lif_into(rec, x, lif, bn, None, &out)?;
     Ok(out)
 }
@@ -280,7 +280,7 @@ pub fn lif_bits(
     bn: Option<&BatchNorm>,
 ) -> Result<PackedSpikes> {
     let l = Layout::of(x.shape())?;
-    let out = PackedSpikes::alloc(rec.device(), &[l.t, l.b, l.c, l.s])?;
+    let out = PackedSpikes::alloc_in(rec, &[l.t, l.b, l.c, l.s])?;
     lif_bits_into(rec, x, lif, bn, &out)?;
     Ok(out)
 }

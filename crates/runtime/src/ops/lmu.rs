@@ -318,7 +318,7 @@ pub fn memory_chunked_into(
         return Ok(());
     }
     let ch = mats.chunked(rec.device(), c)?;
-    let carry = rec.device().alloc(&[chunks - 1, b, m], DType::F32)?;
+    let carry = rec.alloc(&[chunks - 1, b, m], DType::F32)?;
     // One workgroup per batch entry along x (the kernel reads `wid.x`).
     if b > 65_535 {
         return Err(shape_err(

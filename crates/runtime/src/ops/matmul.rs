@@ -237,7 +237,7 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>)
     let rows = x.numel() / k;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank >= 1") = n;
-    let out = rec.device().alloc(&shape, DType::F32)?;
+    let out = rec.alloc(&shape, DType::F32)?;
     gemm_into(
         rec,
         &Gemm::linear(rows, n, k),
@@ -268,7 +268,7 @@ pub fn channel_linear(
         ));
     }
     let (r, cin, n, cout) = (x.dim(0), x.dim(1), x.dim(2), w.dim(0));
-    let out = rec.device().alloc(&[r, cout, n], DType::F32)?;
+    let out = rec.alloc(&[r, cout, n], DType::F32)?;
     gemm_into(rec, &Gemm::channels(r, cout, cin, n), w, x, bias, &out)?;
     Ok(out)
 }
@@ -282,7 +282,7 @@ pub fn bmm(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         ));
     }
     let g = Gemm::bmm(a.dim(0), a.dim(1), b.dim(2), a.dim(2));
-    let out = rec.device().alloc(&[g.batch, g.m, g.n], DType::F32)?;
+    let out = rec.alloc(&[g.batch, g.m, g.n], DType::F32)?;
     gemm_into(rec, &g, a, b, None, &out)?;
     Ok(out)
 }

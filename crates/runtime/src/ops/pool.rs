@@ -116,7 +116,7 @@ pub fn maxpool2d_into(rec: &mut Recorder, x: &Tensor, mp: &MaxPool2d, out: &Tens
 }
 
 pub fn maxpool2d(rec: &mut Recorder, x: &Tensor, mp: &MaxPool2d) -> Result<Tensor> {
-    let out = rec.device().alloc(&mp.out_shape(x.shape())?, DType::F32)?;
+    let out = rec.alloc(&mp.out_shape(x.shape())?, DType::F32)?;
     maxpool2d_into(rec, x, mp, &out)?;
     Ok(out)
 }
@@ -177,7 +177,7 @@ pub fn maxpool2d_bits(
 ) -> Result<(PackedSpikes, [usize; 2])> {
     let s = x.shape();
     let os = mp.out_shape(&[s[0], *s.get(1).unwrap_or(&1), hw[0], hw[1]])?;
-    let out = PackedSpikes::alloc(rec.device(), &[os[0], os[1], os[2] * os[3]])?;
+    let out = PackedSpikes::alloc_in(rec, &[os[0], os[1], os[2] * os[3]])?;
     maxpool2d_bits_into(rec, x, hw, mp, &out)?;
     Ok((out, [os[2], os[3]]))
 }

@@ -63,7 +63,7 @@ pub fn mean_into(rec: &mut Recorder, x: &Tensor, axis: usize, out: &Tensor) -> R
 
 pub fn mean(rec: &mut Recorder, x: &Tensor, axis: usize) -> Result<Tensor> {
     let os = split(x.shape(), axis)?.3;
-    let out = rec.device().alloc(&os, DType::F32)?;
+    let out = rec.alloc(&os, DType::F32)?;
     mean_into(rec, x, axis, &out)?;
     Ok(out)
 }

@@ -60,7 +60,7 @@ pub fn rms_norm_into(
 }
 
 pub fn rms_norm(rec: &mut Recorder, x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
-    let out = rec.device().alloc(x.shape(), DType::F32)?;
+    let out = rec.alloc(x.shape(), DType::F32)?;
     rms_norm_into(rec, x, weight, eps, &out)?;
     Ok(out)
 }
@@ -119,8 +119,8 @@ pub fn add_rms_norm(
     weight: &Tensor,
     eps: f32,
 ) -> Result<(Tensor, Tensor)> {
-    let out = rec.device().alloc(x.shape(), DType::F32)?;
-    let sum = rec.device().alloc(x.shape(), DType::F32)?;
+    let out = rec.alloc(x.shape(), DType::F32)?;
+    let sum = rec.alloc(x.shape(), DType::F32)?;
     add_rms_norm_into(rec, x, residual, weight, eps, &out, &sum)?;
     Ok((out, sum))
 }

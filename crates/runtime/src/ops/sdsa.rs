@@ -77,7 +77,7 @@ pub fn sdsa(
     v: &PackedSpikes,
     lif: &Lif,
 ) -> Result<PackedSpikes> {
-    let out = PackedSpikes::alloc(rec.device(), q.shape())?;
+    let out = PackedSpikes::alloc_in(rec, q.shape())?;
     sdsa_into(rec, q, k, v, lif, &out)?;
     Ok(out)
 }

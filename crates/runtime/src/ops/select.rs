@@ -89,8 +89,8 @@ pub fn topk(rec: &mut Recorder, x: &Tensor, k: usize) -> Result<(Tensor, Tensor)
         Some(l) => *l = k,
         None => return Err(shape_err("topk", "x must have at least one dimension")),
     }
-    let i = rec.device().alloc(&os, DType::U32)?;
-    let v = rec.device().alloc(&os, DType::F32)?;
+    let i = rec.alloc(&os, DType::U32)?;
+    let v = rec.alloc(&os, DType::F32)?;
     topk_into(rec, x, k, &i, &v)?;
     Ok((i, v))
 }

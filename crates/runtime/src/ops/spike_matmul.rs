@@ -107,7 +107,7 @@ pub fn spike_linear(
         ));
     }
     os[l - 2] = w.dim(0);
-    let out = rec.device().alloc(&os, DType::F32)?;
+    let out = rec.alloc(&os, DType::F32)?;
     spike_linear_into(rec, s, w, bias, &out)?;
     Ok(out)
 }
@@ -153,7 +153,7 @@ pub fn pack_into(rec: &mut Recorder, x: &Tensor, out: &PackedSpikes) -> Result<(
 
 /// [`pack_into`] into a new packed tensor.
 pub fn pack(rec: &mut Recorder, x: &Tensor) -> Result<PackedSpikes> {
-    let out = PackedSpikes::alloc(rec.device(), x.shape())?;
+    let out = PackedSpikes::alloc_in(rec, x.shape())?;
     pack_into(rec, x, &out)?;
     Ok(out)
 }
@@ -194,7 +194,7 @@ pub fn unpack_into(rec: &mut Recorder, s: &PackedSpikes, out: &Tensor) -> Result
 
 /// [`unpack_into`] into a new tensor.
 pub fn unpack(rec: &mut Recorder, s: &PackedSpikes) -> Result<Tensor> {
-    let out = rec.device().alloc(s.shape(), DType::F32)?;
+    let out = rec.alloc(s.shape(), DType::F32)?;
     unpack_into(rec, s, &out)?;
     Ok(out)
 }

@@ -96,7 +96,7 @@ pub fn ssa_into(
         v_reset: lif.v_reset,
         _pad: [0; 2],
     };
-    let kv = rec.device().alloc(&[t, b, heads, d, d], DType::U32)?;
+    let kv = rec.alloc(&[t, b, heads, d, d], DType::U32)?;
     let info = |name: &'static str, flops: u64| {
         move || OpInfo {
             name,
@@ -133,7 +133,7 @@ pub fn ssa(
     v: &PackedSpikes,
     cfg: &Ssa,
 ) -> Result<PackedSpikes> {
-    let out = PackedSpikes::alloc(rec.device(), q.shape())?;
+    let out = PackedSpikes::alloc_in(rec, q.shape())?;
     ssa_into(rec, q, k, v, cfg, &out)?;
     Ok(out)
 }

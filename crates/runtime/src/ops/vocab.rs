@@ -71,7 +71,7 @@ impl RowBlocks {
     pub fn gather(&self, rec: &mut Recorder, ids: &Tensor) -> Result<Tensor> {
         let mut os = ids.shape().to_vec();
         os.push(self.dim);
-        let out = rec.device().alloc(&os, DType::F32)?;
+        let out = rec.alloc(&os, DType::F32)?;
         self.gather_into(rec, ids, &out)?;
         Ok(out)
     }
@@ -122,7 +122,7 @@ impl RowBlocks {
         let m = x.numel() / self.dim;
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = self.rows;
-        let out = rec.device().alloc(&shape, DType::F32)?;
+        let out = rec.alloc(&shape, DType::F32)?;
         self.head_into(rec, &Gemm::linear(m, self.rows, self.dim), x, &out)?;
         Ok(out)
     }
