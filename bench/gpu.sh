@@ -6,7 +6,7 @@
 #   - runs `spikescan info`, `spikescan ops` (kernels against their references on this GPU),
 #     the kernel, Mamba, LMUFormer and vision benchmarks, then tools/bench_torch.py on CUDA and
 #     tools/compare.py where the machine has PyTorch with CUDA; writes bench/out/gpu-*.
-# Budget: under 8 minutes (each step has its own timeout; about 18 minutes at the very worst). Record the output, with the device name, in bench/RESULTS.md.
+# Budget: under 9 minutes (each step has its own timeout; about 20 minutes at the very worst). Record the output, with the device name, in bench/RESULTS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench/out
@@ -26,7 +26,7 @@ export SPIKESCAN_BACKEND=vulkan
 timeout 120 "$bin" ops 2>&1 | tee bench/out/gpu-ops.txt
 timeout 200 "$bin" bench --kernels --reps 20 --out bench/out/gpu-kernels.jsonl 2>&1 | tee bench/out/gpu-kernels.txt
 # Models with --layers: each one's per-layer kernel table from one profiled pass.
-timeout 180 "$bin" bench --mamba mamba-130m --mamba mamba-1.4b --batch 1 --batch 8 --prompt-len 128 \
+timeout 300 "$bin" bench --mamba mamba-130m --mamba mamba-370m --mamba mamba-1.4b --batch 1 --batch 8 --batch 32 --prompt-len 128 \
   --decode-steps 64 --reps 5 --layers --out bench/out/gpu-mamba.jsonl 2>&1 | tee bench/out/gpu-mamba.txt
 timeout 60 "$bin" bench --lmuformer lmuformer-gsc --lmuformer spiking-lmuformer-gsc --clip-batch 1 \
   --clip-batch 32 --frames 128 --reps 5 --layers --out bench/out/gpu-lmu.jsonl 2>&1 | tee bench/out/gpu-lmu.txt
@@ -38,7 +38,7 @@ python3 tools/results_md.py bench/out/gpu-spikescan.jsonl > bench/out/gpu-tables
 # The PyTorch side, where this machine has torch with CUDA (nothing can be installed there).
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   timeout 300 python3 tools/bench_torch.py --kernels --lmuformer lmuformer-gsc --lmuformer spiking-lmuformer-gsc \
-    --clip-batch 1 --clip-batch 32 --mamba mamba-130m --mamba mamba-1.4b --batch 1 --batch 8 \
+    --clip-batch 1 --clip-batch 32 --mamba mamba-130m --mamba mamba-370m --mamba mamba-1.4b --batch 1 --batch 8 --batch 32 \
     --vision spikformer-8-384 --vision meta-spikeformer-8-512 --t 1 --t 4 --image-batch 1 --image-batch 32 \
     --json bench/out/gpu-torch.jsonl 2>&1 | tee bench/out/gpu-torch.txt
   python3 tools/compare.py bench/out/gpu-spikescan.jsonl bench/out/gpu-torch.jsonl --markdown | tee bench/out/gpu-compare.md

@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-LOWER_IS_BETTER = {"µs", "ms", "s"}
+LOWER_IS_BETTER = {"µs", "ms", "s", "count", "MB", "× minimum"}
 SKIP_UNITS = {"GB/s", "GFLOP/s", "fraction"}
 
 

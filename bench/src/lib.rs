@@ -76,6 +76,13 @@ pub fn mamba(
     let cfg = MambaConfig::from_json(&cfg_json, std::path::Path::new(name))?;
     let t0 = Instant::now();
     let weights = random_weights(&cfg.weight_shapes(false), 1);
+    // Every weight is read once per decode step (the tied head reads the whole embedding; an
+    // untied embedding only its B rows, which this counts as the whole matrix: a bound).
+    let weight_bytes: u64 = cfg
+        .weight_shapes(false)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as u64 * 4)
+        .sum();
     let md = ModelDir::in_memory(name, cfg_json, &weights)?;
     drop(weights);
     let m = Mamba::load(dev, &md)?;
@@ -241,6 +248,38 @@ pub fn mamba(
             "decode (recorded per step) host µs/step",
             median(record_us),
             "µs",
+        ));
+        // Bytes the step's dispatches move, each op counted at its own minimum (inputs read
+        // once, outputs written once), against the step's minimum: every weight once, the
+        // state read and written once, the ids in and the logits out. What is over 1 is the
+        // traffic of intermediate activations between ops (and weights read twice).
+        let moved = {
+            let (mut st, _, rec) = prefill(batch)?;
+            rec.submit()?;
+            dev.wait("bench")?;
+            dev.take_profile();
+            let was = dev.profiling();
+            dev.set_profiling(true);
+            let r = (|| -> Result<(), Error> {
+                let mut rec = dev.recorder("bench bytes");
+                let ids = dev.tensor_u32(&vec![1u32; batch], &[batch])?;
+                m.step(&mut rec, &ids, &mut st)?;
+                rec.submit()?;
+                dev.wait("bench")?;
+                Ok(())
+            })();
+            dev.set_profiling(was);
+            r?;
+            dev.take_profile().iter().map(|t| t.info.bytes).sum::<u64>()
+        };
+        let state_bytes =
+            (cfg.n_layer * batch * cfg.d_inner * (cfg.d_conv - 1 + cfg.d_state) * 4) as u64;
+        let minimum = weight_bytes + 2 * state_bytes + (batch * 4 * (1 + cfg.vocab_padded)) as u64;
+        out.push(step("decode bytes moved/step", moved as f64 / 1e6, "MB"));
+        out.push(step(
+            "decode bytes moved ÷ minimum",
+            moved as f64 / minimum as f64,
+            "× minimum",
         ));
         if let (Some(ceil), 0) = (layers, bi) {
             let mut st = None;

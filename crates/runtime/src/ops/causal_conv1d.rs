@@ -145,7 +145,8 @@ pub fn causal_conv1d_step(
         || OpInfo {
             name: "causal_conv1d_step",
             shape: format!("B={} D={} K={}", l.batch, l.d, l.k),
-            bytes: (4 * l.batch * l.d * (2 * l.k + 1)) as u64,
+            // The state read and written, x in, out; the weight and bias once.
+            bytes: (4 * (l.batch * l.d * (2 * (l.k - 1) + 2) + l.d * (l.k + 1))) as u64,
             flops: (2 * l.batch * l.d * l.k) as u64,
         },
     )

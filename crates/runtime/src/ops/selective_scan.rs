@@ -249,8 +249,12 @@ pub fn selective_scan_into(
         || OpInfo {
             name: "selective_scan",
             shape: format!("B={} L={} D={} N={}", l.batch, l.len, l.d, l.n),
-            // u, dt, z, y per channel and token; B, C per token.
-            bytes: 4 * (tokens * (4 * l.d as u64 + 2 * l.n as u64)),
+            // u, dt, z, y per channel and token; B, C per token; the final state written
+            // (and the initial one read); the packed A, D and dt bias once.
+            bytes: 4
+                * (tokens * (4 * l.d as u64 + 2 * l.n as u64)
+                    + (l.batch * l.d * l.n) as u64 * (1 + h0.is_some() as u64)
+                    + (l.d * (l.n + 2)) as u64),
             flops: tokens * (l.d * l.n) as u64 * 7,
         },
     )
@@ -333,8 +337,9 @@ pub fn selective_state_update(
         || OpInfo {
             name: OP,
             shape: format!("B={} D={} N={} R={}", l.batch, l.d, l.n, dt.rank),
-            // The state read and written, u, z, y, dt_proj's weight, x_dbl's row.
-            bytes: 4 * (bsz * (2 * d * n + 3 * d + r + 2 * n) + d * r),
+            // The state read and written, u, z, y, x_dbl's row; dt_proj's weight and the
+            // packed A, D and dt bias once.
+            bytes: 4 * (bsz * (2 * d * n + 3 * d + r + 2 * n) + d * r + d * (n + 2)),
             flops: bsz * d * (n * 7 + 2 * r),
         },
     )
