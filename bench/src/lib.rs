@@ -51,13 +51,21 @@ fn profiled(
     ceil: Ceilings,
     f: impl FnOnce() -> Result<(), Error>,
 ) -> Result<Vec<Record>, Error> {
+    Ok(layer_records(model, params, &profile_once(dev, f)?, ceil))
+}
+
+/// Runs `f` once with per-dispatch timing on; its dispatches' timings and op infos.
+fn profile_once(
+    dev: &Device,
+    f: impl FnOnce() -> Result<(), Error>,
+) -> Result<Vec<spikescan_runtime::OpTiming>, Error> {
     dev.take_profile();
     let was = dev.profiling();
     dev.set_profiling(true);
     let r = f();
     dev.set_profiling(was);
     r?;
-    Ok(layer_records(model, params, &dev.take_profile(), ceil))
+    Ok(dev.take_profile())
 }
 
 /// Mamba prompt and decode throughput for a preset (`mamba-130m`, `mamba-1.4b`, …) at each
@@ -257,20 +265,15 @@ pub fn mamba(
             let (mut st, _, rec) = prefill(batch)?;
             rec.submit()?;
             dev.wait("bench")?;
-            dev.take_profile();
-            let was = dev.profiling();
-            dev.set_profiling(true);
-            let r = (|| -> Result<(), Error> {
+            let ops = profile_once(dev, || {
                 let mut rec = dev.recorder("bench bytes");
                 let ids = dev.tensor_u32(&vec![1u32; batch], &[batch])?;
                 m.step(&mut rec, &ids, &mut st)?;
                 rec.submit()?;
                 dev.wait("bench")?;
                 Ok(())
-            })();
-            dev.set_profiling(was);
-            r?;
-            dev.take_profile().iter().map(|t| t.info.bytes).sum::<u64>()
+            })?;
+            ops.iter().map(|t| t.info.bytes).sum::<u64>()
         };
         let state_bytes =
             (cfg.n_layer * batch * cfg.d_inner * (cfg.d_conv - 1 + cfg.d_state) * 4) as u64;

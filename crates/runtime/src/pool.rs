@@ -68,8 +68,8 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 
 impl BufferPool {
     /// A free buffer of `class` that `taker` may use (see the module doc), with the open
-    /// recordings it is still pending on (at most the taker itself).
-    pub(crate) fn take(&mut self, class: u64, taker: Taker) -> Option<(wgpu::Buffer, Vec<u64>)> {
+    /// recording it is still pending on (only ever the taker itself).
+    pub(crate) fn take(&mut self, class: u64, taker: Taker) -> Option<(wgpu::Buffer, Option<u64>)> {
         let open = &self.open;
         let list = self.free.get_mut(&class)?;
         let pos = list.iter().rposition(|f| {
@@ -79,7 +79,7 @@ impl BufferPool {
         })?;
         self.free_bytes -= class;
         let f = list.swap_remove(pos);
-        let pending = f.pending.into_iter().filter(|p| open.contains(p)).collect();
+        let pending = f.pending.into_iter().find(|p| open.contains(p));
         Some((f.buffer, pending))
     }
     /// Returns a buffer that the recordings `users` bound.

@@ -72,7 +72,7 @@ impl Storage {
         class: u64,
         pool: Option<Weak<Mutex<BufferPool>>>,
         live: &Arc<LiveCount>,
-        inherited: Vec<u64>,
+        inherited: Option<u64>,
     ) -> Self {
         let ordering = std::sync::atomic::Ordering::Relaxed;
         live.buffers.fetch_add(1, ordering);
@@ -82,8 +82,8 @@ impl Storage {
             buffer: Some(buffer),
             class,
             pool,
-            inherited: inherited.first().copied(),
-            users: Mutex::new(inherited),
+            inherited,
+            users: Mutex::new(inherited.into_iter().collect()),
         }
     }
 }
@@ -201,14 +201,16 @@ impl Tensor {
             return Err(shape_err(
                 "recording",
                 format!(
-                    "a {} tensor {:?} allocated with Recorder::alloc for another recording is                      bound before that recording was submitted: its buffer may still be read                      by that recording's work (allocate shared tensors with Device::alloc)",
+                    "a {} tensor {:?} allocated with Recorder::alloc for another recording is \
+                     bound before that recording was submitted: its buffer may still be read \
+                     by that recording's work (allocate shared tensors with Device::alloc)",
                     self.dtype.name(),
                     self.shape
                 ),
             ));
         }
         let mut users = self.storage.users.lock().unwrap_or_else(|e| e.into_inner());
-        if users.last() == Some(&id) || users.contains(&id) {
+        if users.contains(&id) {
             return Ok(());
         }
         if users.len() >= USERS_BEFORE_PRUNE {
@@ -352,7 +354,7 @@ impl Device {
             class,
             (residency == Residency::Pooled).then(|| Arc::downgrade(&self.inner.pool)),
             &self.inner.live,
-            Vec::new(),
+            None,
         ))
     }
 
@@ -363,22 +365,27 @@ impl Device {
         self.alloc_in(shape, dtype, Residency::Pooled)
     }
 
+    /// A pooled tensor for `taker` (see `pool`).
     pub(crate) fn alloc_for(&self, shape: &[usize], dtype: DType, taker: Taker) -> Result<Tensor> {
-        let bytes = (numel(shape) * dtype.size()) as u64;
-        let what = format!("{} tensor {:?}", dtype.name(), shape);
-        Ok(Tensor {
-            storage: Arc::new(self.make_storage_from(bytes, &what, Residency::Pooled, taker)?),
-            shape: shape.to_vec(),
-            dtype,
-        })
+        self.alloc_with(shape, dtype, Residency::Pooled, taker)
     }
 
     /// An uninitialised tensor with the given residency.
     pub fn alloc_in(&self, shape: &[usize], dtype: DType, residency: Residency) -> Result<Tensor> {
+        self.alloc_with(shape, dtype, residency, Taker::Unattributed)
+    }
+
+    fn alloc_with(
+        &self,
+        shape: &[usize],
+        dtype: DType,
+        residency: Residency,
+        taker: Taker,
+    ) -> Result<Tensor> {
         let bytes = (numel(shape) * dtype.size()) as u64;
         let what = format!("{} tensor {:?}", dtype.name(), shape);
         Ok(Tensor {
-            storage: Arc::new(self.make_storage(bytes, &what, residency)?),
+            storage: Arc::new(self.make_storage_from(bytes, &what, residency, taker)?),
             shape: shape.to_vec(),
             dtype,
         })
@@ -444,7 +451,9 @@ impl Device {
             return Err(shape_err(
                 "write",
                 format!(
-                    "{} tensor {:?} comes from Recorder::alloc and its buffer may still be read                      by that recording's work, which a host write would precede: upload host                      data with Device::upload, or write after the recording is submitted",
+                    "{} tensor {:?} comes from Recorder::alloc and its buffer may still be read \
+                     by that recording's work, which a host write would precede: upload host \
+                     data with Device::upload, or write after the recording is submitted",
                     t.dtype.name(),
                     t.shape
                 ),
