@@ -1,21 +1,22 @@
 // Matrix products with weights in PyTorch's [out, in] layout (or any strides):
 //   out[b, m, n] = sum_k x[b, m, k] * w[b, n, k] + bias[n]
-// (output rows may be strided: a column block of a wider matrix)
-// `matmul`: 64x64 output tiles, 16-deep k tiles in workgroup memory, 4x4 outputs per invocation
-// (8x4 in the 128-invocation variant).
+// (output rows may be strided: a column block of a wider matrix).
+// `matmul`: the tiled GEMM of lib/gemm.wgsl (128 x 64 tiles with `RM8`, else 64 x 64; vec4
+// register micro-tiles, double-buffered k-tiles), with operand fetches chosen by layout:
+//   A_ROWS / B_ROWS: the operand is read 4 rows at one k (its rows are contiguous, stride 1);
+//   else 4 k of one row (k contiguous). A_VEC / B_VEC: those 4 values are one aligned 128-bit
+//   load (the contiguous axis has stride 1 and every other stride and offset is a multiple of 4).
+//   OUT_VEC: rows are written as vec4s. UNCHECKED: the shape is a multiple of the tile (m of BM,
+//   n of 64, k of 16), so no bounds are checked.
+//   Split-K (p.splits > 1): workgroup z = batch * splits + split sums k_chunk of K into its own
+//   slice of a scratch output; `splitk_reduce` adds the slices and the bias.
 // `gemv`: one output row per 64 invocations, for a single activation row (decode, heads).
-// F16: weights stored as f16, products accumulated in f32.
+// F16 with A_F16 / B_F16: that operand (the weight) is stored as f16; products accumulate in f32.
 #ifdef F16
 enable f16;
 #endif
 
 #include "lib/common.wgsl"
-
-#ifdef F16
-alias WT = f16;
-#else
-alias WT = f32;
-#endif
 
 struct Params {
     m: u32,
@@ -35,106 +36,323 @@ struct Params {
     // Output row r (of batch * m) starts at out_offset + r * out_stride.
     out_stride: u32,
     out_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Split-K: slices of K (1: none) of k_chunk elements each (a multiple of 16).
+    splits: u32,
+    k_chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+
+#ifdef A_F16
+#ifdef A_VEC
+@group(0) @binding(1) var<storage, read> x: array<vec4<f16>>;
+fn ax4(i: u32) -> vec4<f32> {
+    return vec4<f32>(x[i]);
+}
+fn ax(i: u32) -> f32 {
+    return f32(x[i / 4u][i % 4u]);
+}
+#else
+@group(0) @binding(1) var<storage, read> x: array<f16>;
+fn ax(i: u32) -> f32 {
+    return f32(x[i]);
+}
+#endif
+#else
+#ifdef A_VEC
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+fn ax4(i: u32) -> vec4<f32> {
+    return x[i];
+}
+fn ax(i: u32) -> f32 {
+    return x[i / 4u][i % 4u];
+}
+#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<WT>;
+fn ax(i: u32) -> f32 {
+    return x[i];
+}
+#endif
+#endif
+
+#ifdef B_F16
+#ifdef B_VEC
+@group(0) @binding(2) var<storage, read> w: array<vec4<f16>>;
+fn bw4(i: u32) -> vec4<f32> {
+    return vec4<f32>(w[i]);
+}
+fn bw(i: u32) -> f32 {
+    return f32(w[i / 4u][i % 4u]);
+}
+#else
+@group(0) @binding(2) var<storage, read> w: array<f16>;
+fn bw(i: u32) -> f32 {
+    return f32(w[i]);
+}
+#endif
+#else
+#ifdef B_VEC
+@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
+fn bw4(i: u32) -> vec4<f32> {
+    return w[i];
+}
+fn bw(i: u32) -> f32 {
+    return w[i / 4u][i % 4u];
+}
+#else
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+fn bw(i: u32) -> f32 {
+    return w[i];
+}
+#endif
+#endif
+
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
+#ifdef OUT_VEC
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+#else
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#endif
 
-const TM: u32 = 64u;
-const TN: u32 = 64u;
-const TK: u32 = 16u;
-// Invocations as 16 columns x TY rows; each owns RM rows x 4 columns of the tile (4 x 4 with
-// 256 invocations, 8 x 4 with 128).
-const TY: u32 = WG / 16u;
-const RM: u32 = TM / TY;
-// Rows of the shared tiles are padded by two: the loads store k = 0..15 of rows r and r + 1
-// from 32 consecutive invocations; a stride of 64 puts each row's 16 in one memory bank, 65
-// still pairs them, 66 spreads the 32 over all banks (bank = (2k + r) mod 32).
-const TP: u32 = TM + 2u;
+#include "lib/gemm.wgsl"
 
-var<workgroup> xs: array<f32, 1056>; // [TK][TP]
-var<workgroup> ws: array<f32, 1056>; // [TK][TP]
+// This workgroup's batch entry and K slice.
+var<private> g_b: u32;
+var<private> g_split: u32;
 
+fn fetch_a(m0: u32, k0: u32, lim: u32) -> vec4<f32> {
+    let s = a_slot();
+    let gm = m0 + s.x;
+    let gk = k0 + s.y;
+    let base = g_b * p.xs_b + p.x_offset;
+    var v = vec4<f32>(0.0);
+    if (s.z == 0u) {
+        return v;
+    }
+#ifdef A_ROWS
+    let i = base + gm * p.xs_m + gk * p.xs_k;
+#ifdef A_VEC
+#ifndef UNCHECKED
+    if (gm >= p.m || gk >= lim) {
+        return v;
+    }
+#endif
+    return ax4(i / 4u);
+#else
+    // Rows gm .. gm + 3 at k = gk.
+#ifndef UNCHECKED
+    if (gk >= lim) {
+        return v;
+    }
+    if (gm < p.m) {
+        v.x = ax(i);
+    }
+    if (gm + 1u < p.m) {
+        v.y = ax(i + p.xs_m);
+    }
+    if (gm + 2u < p.m) {
+        v.z = ax(i + 2u * p.xs_m);
+    }
+    if (gm + 3u < p.m) {
+        v.w = ax(i + 3u * p.xs_m);
+    }
+    return v;
+#else
+    return vec4<f32>(ax(i), ax(i + p.xs_m), ax(i + 2u * p.xs_m), ax(i + 3u * p.xs_m));
+#endif
+#endif
+#else
+    let i = base + gm * p.xs_m + gk * p.xs_k;
+#ifdef A_VEC
+#ifndef UNCHECKED
+    if (gm >= p.m || gk >= lim) {
+        return v;
+    }
+#endif
+    return ax4(i / 4u);
+#else
+    // k = gk .. gk + 3 of row gm.
+#ifndef UNCHECKED
+    if (gm >= p.m) {
+        return v;
+    }
+    if (gk < lim) {
+        v.x = ax(i);
+    }
+    if (gk + 1u < lim) {
+        v.y = ax(i + p.xs_k);
+    }
+    if (gk + 2u < lim) {
+        v.z = ax(i + 2u * p.xs_k);
+    }
+    if (gk + 3u < lim) {
+        v.w = ax(i + 3u * p.xs_k);
+    }
+    return v;
+#else
+    return vec4<f32>(ax(i), ax(i + p.xs_k), ax(i + 2u * p.xs_k), ax(i + 3u * p.xs_k));
+#endif
+#endif
+#endif
+}
+fn fetch_b(n0: u32, k0: u32, lim: u32) -> vec4<f32> {
+    let s = b_slot();
+    let gn = n0 + s.x;
+    let gk = k0 + s.y;
+    let base = g_b * p.ws_b;
+    var v = vec4<f32>(0.0);
+    if (s.z == 0u) {
+        return v;
+    }
+#ifdef B_ROWS
+    let i = base + gn * p.ws_n + gk * p.ws_k;
+#ifdef B_VEC
+#ifndef UNCHECKED
+    if (gn >= p.n || gk >= lim) {
+        return v;
+    }
+#endif
+    return bw4(i / 4u);
+#else
+    // Rows gn .. gn + 3 at k = gk.
+#ifndef UNCHECKED
+    if (gk >= lim) {
+        return v;
+    }
+    if (gn < p.n) {
+        v.x = bw(i);
+    }
+    if (gn + 1u < p.n) {
+        v.y = bw(i + p.ws_n);
+    }
+    if (gn + 2u < p.n) {
+        v.z = bw(i + 2u * p.ws_n);
+    }
+    if (gn + 3u < p.n) {
+        v.w = bw(i + 3u * p.ws_n);
+    }
+    return v;
+#else
+    return vec4<f32>(bw(i), bw(i + p.ws_n), bw(i + 2u * p.ws_n), bw(i + 3u * p.ws_n));
+#endif
+#endif
+#else
+    let i = base + gn * p.ws_n + gk * p.ws_k;
+#ifdef B_VEC
+#ifndef UNCHECKED
+    if (gn >= p.n || gk >= lim) {
+        return v;
+    }
+#endif
+    return bw4(i / 4u);
+#else
+    // k = gk .. gk + 3 of row gn.
+#ifndef UNCHECKED
+    if (gn >= p.n) {
+        return v;
+    }
+    if (gk < lim) {
+        v.x = bw(i);
+    }
+    if (gk + 1u < lim) {
+        v.y = bw(i + p.ws_k);
+    }
+    if (gk + 2u < lim) {
+        v.z = bw(i + 2u * p.ws_k);
+    }
+    if (gk + 3u < lim) {
+        v.w = bw(i + 3u * p.ws_k);
+    }
+    return v;
+#else
+    return vec4<f32>(bw(i), bw(i + p.ws_k), bw(i + 2u * p.ws_k), bw(i + 3u * p.ws_k));
+#endif
+#endif
+#endif
+}
+
+fn store_row(r: u32, c: u32, v: vec4<f32>) {
+#ifndef UNCHECKED
+    if (r >= p.m || c >= p.n) {
+        return;
+    }
+#endif
+    var o = v;
+    var base = 0u;
+    if (p.splits > 1u) {
+        // A slice of the scratch output [splits, batch * m, n]; the reduce adds the bias.
+        base = (g_split * p.batch + g_b) * p.m * p.n + r * p.n + c;
+    } else {
+        if (p.has_bias == 1u) {
+            o.x += bias[c];
+            if (c + 1u < p.n) {
+                o.y += bias[c + 1u];
+            }
+            if (c + 2u < p.n) {
+                o.z += bias[c + 2u];
+            }
+            if (c + 3u < p.n) {
+                o.w += bias[c + 3u];
+            }
+        } else if (p.has_bias == 2u) {
+            o += vec4<f32>(bias[r]);
+        }
+        base = p.out_offset + (g_b * p.m + r) * p.out_stride + c;
+    }
+#ifdef OUT_VEC
+    out[base / 4u] = o;
+#else
+    out[base] = o.x;
+    if (c + 1u < p.n) {
+        out[base + 1u] = o.y;
+    }
+    if (c + 2u < p.n) {
+        out[base + 2u] = o.z;
+    }
+    if (c + 3u < p.n) {
+        out[base + 3u] = o.w;
+    }
+#endif
+}
+
+// Grid: (ceil(n / BN), ceil(m / BM), batch * splits).
 @compute @workgroup_size(WG)
 fn matmul(ids: Ids, wg: Wg) {
-    let b = wg.wid.z;
-    let m0 = wg.wid.y * TM;
-    let n0 = wg.wid.x * TN;
-    let tx = ids.lid % 16u;
-    let ty = ids.lid / 16u;
-    var acc: array<f32, RM * 4u>;
-    for (var i = 0u; i < RM * 4u; i += 1u) {
-        acc[i] = 0.0;
+    // The K range from uniform values only (Tint takes a private variable as non-uniform).
+    let split = wg.wid.z % p.splits;
+    g_b = wg.wid.z / p.splits;
+    g_split = split;
+    let m0 = wg.wid.y * BM;
+    let n0 = wg.wid.x * BN;
+    let kb = split * p.k_chunk;
+    gemm_tile(ids.lid, m0, n0, kb, min(p.k, kb + p.k_chunk));
+    gemm_store(m0, n0);
+}
+
+@group(0) @binding(1) var<storage, read> parts: array<f32>;
+@group(0) @binding(2) var<storage, read> rbias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rout: array<f32>;
+
+// Split-K's second pass: out = sum over the slices + bias, one invocation per output.
+@compute @workgroup_size(WG)
+fn splitk_reduce(ids: Ids, wg: Wg) {
+    let i = group_index(wg) * WG + ids.lid;
+    let total = p.batch * p.m * p.n;
+    if (i >= total) {
+        return;
     }
-    let xb = b * p.xs_b + p.x_offset;
-    let wb = b * p.ws_b;
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        for (var e = 0u; e < TK * TM / WG; e += 1u) {
-            let idx = ids.lid + e * WG;
-            let r = idx / TK;
-            let kk = idx % TK;
-            let gk = k0 + kk;
-            let gm = m0 + r;
-            var xv = 0.0;
-            if (gm < p.m && gk < p.k) {
-                xv = x[xb + gm * p.xs_m + gk * p.xs_k];
-            }
-            xs[kk * TP + r] = xv;
-            let gn = n0 + r;
-            var wv = 0.0;
-            if (gn < p.n && gk < p.k) {
-                wv = f32(w[wb + gn * p.ws_n + gk * p.ws_k]);
-            }
-            ws[kk * TP + r] = wv;
-        }
-        workgroupBarrier();
-        // Each K tile is summed apart and then added to the total (blocked summation): one
-        // running sum over all of K lost 2x the accuracy of PyTorch's f32 GEMM at Mamba's
-        // shapes (K = 768..1536), and the error compounds over the layers.
-        var part: array<f32, RM * 4u>;
-        for (var i = 0u; i < RM * 4u; i += 1u) {
-            part[i] = 0.0;
-        }
-        for (var kk = 0u; kk < TK; kk += 1u) {
-            var a: array<f32, RM>;
-            var c: array<f32, 4>;
-            for (var i = 0u; i < RM; i += 1u) {
-                a[i] = xs[kk * TP + ty + TY * i];
-            }
-            for (var j = 0u; j < 4u; j += 1u) {
-                c[j] = ws[kk * TP + tx + 16u * j];
-            }
-            for (var i = 0u; i < RM; i += 1u) {
-                for (var j = 0u; j < 4u; j += 1u) {
-                    part[i * 4u + j] = fma(a[i], c[j], part[i * 4u + j]);
-                }
-            }
-        }
-        for (var i = 0u; i < RM * 4u; i += 1u) {
-            acc[i] += part[i];
-        }
-        workgroupBarrier();
+    var v = 0.0;
+    for (var s = 0u; s < p.splits; s += 1u) {
+        v += parts[s * total + i];
     }
-    for (var i = 0u; i < RM; i += 1u) {
-        let gm = m0 + ty + TY * i;
-        for (var j = 0u; j < 4u; j += 1u) {
-            let gn = n0 + tx + 16u * j;
-            if (gm < p.m && gn < p.n) {
-                var v = acc[i * 4u + j];
-                if (p.has_bias == 1u) {
-                    v += bias[gn];
-                } else if (p.has_bias == 2u) {
-                    v += bias[gm];
-                }
-                out[p.out_offset + (b * p.m + gm) * p.out_stride + gn] = v;
-            }
-        }
+    let row = i / p.n;
+    let col = i % p.n;
+    if (p.has_bias == 1u) {
+        v += rbias[col];
+    } else if (p.has_bias == 2u) {
+        v += rbias[row % p.m];
     }
+    rout[p.out_offset + row * p.out_stride + col] = v;
 }
 
 const GEMV_LANES: u32 = 64u;
@@ -156,7 +374,7 @@ fn gemv(ids: Ids, wg: Wg) {
         let xo = b * p.xs_b + mi * p.xs_m + p.x_offset;
         let wo = b * p.ws_b + n * p.ws_n;
         for (var k = lane; k < p.k; k += GEMV_LANES) {
-            acc = fma(x[xo + k * p.xs_k], f32(w[wo + k * p.ws_k]), acc);
+            acc = fma(ax(xo + k * p.xs_k), bw(wo + k * p.ws_k), acc);
         }
     }
     gsum[ids.lid] = acc;
@@ -174,6 +392,11 @@ fn gemv(ids: Ids, wg: Wg) {
         } else if (p.has_bias == 2u) {
             v += bias[mi];
         }
+#ifdef OUT_VEC
+        let oi = p.out_offset + row * p.out_stride + n;
+        out[oi / 4u][oi % 4u] = v;
+#else
         out[p.out_offset + row * p.out_stride + n] = v;
+#endif
     }
 }

@@ -38,7 +38,17 @@ macro_rules! shaders {
 
 shaders! {
     Elementwise => "elementwise.wgsl", [[]];
-    Matmul => "matmul.wgsl", [[], ["F16"]];
+    Matmul => "matmul.wgsl", [
+        [],
+        ["RM8"],
+        ["A_VEC", "B_VEC", "OUT_VEC", "RM8", "UNCHECKED"],
+        ["A_ROWS", "B_ROWS"],
+        ["A_ROWS", "A_VEC", "B_ROWS", "B_VEC", "OUT_VEC", "UNCHECKED"],
+        ["B_F16", "F16"],
+        ["B_F16", "B_VEC", "F16", "OUT_VEC", "RM8", "UNCHECKED"],
+        ["A_F16", "A_VEC", "B_ROWS", "B_VEC", "F16", "OUT_VEC"],
+        ["A_F16", "B_ROWS", "F16", "RM8"]
+    ];
     Conv => "conv.wgsl", [[]];
     BatchNorm => "batch_norm.wgsl", [[]];
     LayerNorm => "layer_norm.wgsl", [[], ["SUBGROUPS"]];
@@ -298,6 +308,10 @@ const LIBRARY: &[(&str, &str)] = &[
     (
         "lib/math.wgsl",
         include_str!("../../../shaders/lib/math.wgsl"),
+    ),
+    (
+        "lib/gemm.wgsl",
+        include_str!("../../../shaders/lib/gemm.wgsl"),
     ),
 ];
 

@@ -104,10 +104,137 @@ struct Params {
     x_offset: u32,
     out_stride: u32,
     out_offset: u32,
-    _pad: [u32; 2],
+    splits: u32,
+    k_chunk: u32,
 }
 
-/// Records `g` into `out`. Picks GEMV for a single activation row per batch entry.
+/// Workgroups a grid should reach before a larger tile or an unsplit K is worth it: one per
+/// compute unit of the largest GPUs (132 SMs on an H100/H200, 96–128 CUs on big AMD parts).
+pub const GRID_FILL: usize = 132;
+
+/// How [`gemm_into`] runs one product: the kernel variant chosen for its shape class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// One activation row per batch entry (m ≤ 4): the GEMV kernel.
+    pub gemv: bool,
+    /// Output tile rows x columns (128 x 64 or 64 x 64 at 256 invocations).
+    pub tile: (usize, usize),
+    /// x (A) is fetched 4 rows at one k (its m stride is 1), else 4 k of one row.
+    pub a_rows: bool,
+    /// Those 4 values are one aligned 128-bit load.
+    pub a_vec: bool,
+    pub b_rows: bool,
+    pub b_vec: bool,
+    /// Output rows written as vec4s.
+    pub out_vec: bool,
+    /// Every dimension a multiple of the tile (m of its rows, n of 64, k of 16): no bounds checks.
+    pub unchecked: bool,
+    /// Slices of K summed apart into a scratch output, then added by a second pass (1: none).
+    pub splits: usize,
+    pub k_chunk: usize,
+}
+
+impl Plan {
+    /// The variant's short name, as the profiler and the ops matrix print it.
+    pub fn describe(&self) -> String {
+        if self.gemv {
+            return "gemv".into();
+        }
+        let lay = |rows: bool, vec: bool| match (rows, vec) {
+            (false, false) => "k",
+            (false, true) => "k4",
+            (true, false) => "r",
+            (true, true) => "r4",
+        };
+        format!(
+            "{}x{} a={} b={}{}{}{}",
+            self.tile.0,
+            self.tile.1,
+            lay(self.a_rows, self.a_vec),
+            lay(self.b_rows, self.b_vec),
+            if self.out_vec { " out4" } else { "" },
+            if self.unchecked { " unchecked" } else { "" },
+            if self.splits > 1 {
+                format!(" split-k {}x{}", self.splits, self.k_chunk)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// The variant for `g` on a device of `wg` invocations per workgroup (256 or 128).
+pub fn plan(g: &Gemm, wg: usize) -> Plan {
+    plan_with(g, wg, None, None)
+}
+
+/// [`plan`] with the tile rows (the large `wg / 2` or the small `wg / 4`) and the K slices
+/// forced (tests and benchmarks of each variant); the rest follows from the shape.
+pub fn plan_with(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>) -> Plan {
+    let gemv = g.m * g.batch <= 65_535 && g.m <= 4;
+    let m4 = |v: usize| v.is_multiple_of(4);
+    // An operand's batch stride matters only with more than one batch entry.
+    let bs = |s: usize| g.batch == 1 || m4(s);
+    // A (x: rows m) and B (w: rows n): fetch 4 consecutive rows where rows are contiguous
+    // (and k is not), else 4 consecutive k; a 128-bit load where the 4 are contiguous and
+    // aligned.
+    let a_rows = g.x_strides[1] == 1 && g.x_strides[2] != 1 && g.m > 1;
+    let a_vec = m4(g.x_offset)
+        && bs(g.x_strides[0])
+        && if a_rows {
+            m4(g.x_strides[2]) && m4(g.m)
+        } else {
+            g.x_strides[2] == 1 && m4(g.x_strides[1]) && m4(g.k)
+        };
+    let b_rows = g.w_strides[1] == 1 && g.w_strides[2] != 1 && g.n > 1;
+    let b_vec = bs(g.w_strides[0])
+        && if b_rows {
+            m4(g.w_strides[2]) && m4(g.n)
+        } else {
+            g.w_strides[2] == 1 && m4(g.w_strides[1]) && m4(g.k)
+        };
+    let big = (wg / 16) * 8;
+    let grid = |rows: usize| g.m.div_ceil(rows) * g.n.div_ceil(64) * g.batch;
+    let rows = rows.filter(|&r| r == big || r == big / 2).unwrap_or(
+        if g.m >= big && grid(big) >= GRID_FILL {
+            big
+        } else {
+            big / 2
+        },
+    );
+    // Split K where even the small tile leaves most compute units idle and K is deep
+    // enough for slices of at least 256.
+    let (mut splits, mut k_chunk) = (1, g.k);
+    let tiles = grid(rows);
+    let want = slices.unwrap_or(if tiles < GRID_FILL / 2 && g.k >= 512 {
+        GRID_FILL.div_ceil(tiles).min(g.k / 256).min(16)
+    } else {
+        1
+    });
+    if !gemv && want > 1 {
+        k_chunk = g.k.div_ceil(want).div_ceil(16) * 16;
+        splits = g.k.div_ceil(k_chunk);
+        if splits == 1 {
+            k_chunk = g.k;
+        }
+    }
+    let out_vec = m4(g.n) && m4(g.out_offset) && m4(g.out_row_stride);
+    Plan {
+        gemv,
+        tile: (rows, 64),
+        a_rows,
+        a_vec,
+        b_rows,
+        b_vec,
+        out_vec,
+        unchecked: g.m.is_multiple_of(rows) && g.n.is_multiple_of(64) && g.k.is_multiple_of(16),
+        splits,
+        k_chunk,
+    }
+}
+
+/// Records `g` into `out`. Picks GEMV for a single activation row per batch entry, else the
+/// tiled GEMM variant of [`plan`].
 pub fn gemm_into(
     rec: &mut Recorder,
     g: &Gemm,
@@ -116,8 +243,27 @@ pub fn gemm_into(
     bias: Option<&Tensor>,
     out: &Tensor,
 ) -> Result<()> {
-    expect_dtype("matmul", "x", x, DType::F32)?;
+    gemm_planned(rec, g, plan(g, rec.device().wg() as usize), x, w, bias, out)
+}
+
+/// [`gemm_into`] with the variant `pl` (from [`plan`] or [`plan_with`] for this `g`).
+pub fn gemm_planned(
+    rec: &mut Recorder,
+    g: &Gemm,
+    pl: Plan,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+) -> Result<()> {
+    expect_float("matmul", "x", x)?;
     expect_float("matmul", "w", w)?;
+    if x.dtype() == DType::F16 && w.dtype() == DType::F16 {
+        return Err(shape_err(
+            "matmul",
+            "x and w are both f16: one operand (the activation) must be f32".to_string(),
+        ));
+    }
     let contiguous = g.out_row_stride == g.n && g.out_offset == 0;
     let out_end = g.out_offset + (g.batch * g.m).saturating_sub(1) * g.out_row_stride + g.n;
     if out.dtype() != DType::F32
@@ -161,11 +307,33 @@ pub fn gemm_into(
             ));
         }
     }
-    let f16 = w.dtype() == DType::F16;
-    let gemv = g.m * g.batch <= 65_535 && g.m <= 4;
-    let entry = if gemv { "gemv" } else { "matmul" };
-    let key = PipelineKey::new(Shader::Matmul, entry, 3, 1).define_if("F16", f16);
+    let wg = rec.device().wg() as usize;
+    if pl != plan_with(g, wg, Some(pl.tile.0), Some(pl.splits)) {
+        return Err(shape_err(
+            "matmul",
+            format!("plan {pl:?} is not one of plan_with's for {g:?}"),
+        ));
+    }
+    let (a16, b16) = (x.dtype() == DType::F16, w.dtype() == DType::F16);
+    let entry = if pl.gemv { "gemv" } else { "matmul" };
+    let tiled = !pl.gemv;
+    let key = PipelineKey::new(Shader::Matmul, entry, 3, 1)
+        .define_if("F16", a16 || b16)
+        .define_if("A_F16", a16)
+        .define_if("B_F16", b16)
+        .define_if("A_ROWS", tiled && pl.a_rows)
+        .define_if("A_VEC", tiled && pl.a_vec)
+        .define_if("B_ROWS", tiled && pl.b_rows)
+        .define_if("B_VEC", tiled && pl.b_vec)
+        .define_if("OUT_VEC", tiled && pl.out_vec)
+        .define_if("RM8", tiled && pl.tile.0 == (wg / 16) * 8)
+        .define_if("UNCHECKED", tiled && pl.unchecked);
     let u = |v: [usize; 3]| v.map(|x| x as u32);
+    let has_bias = match (bias.is_some(), g.bias_on_rows) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => 2,
+    };
     let p = Params {
         m: g.m as u32,
         n: g.n as u32,
@@ -173,52 +341,98 @@ pub fn gemm_into(
         batch: g.batch as u32,
         xs: u(g.x_strides),
         ws: u(g.w_strides),
-        has_bias: match (bias.is_some(), g.bias_on_rows) {
-            (false, _) => 0,
-            (true, false) => 1,
-            (true, true) => 2,
-        },
+        has_bias,
         x_offset: g.x_offset as u32,
         out_stride: g.out_row_stride as u32,
         out_offset: g.out_offset as u32,
-        _pad: [0; 2],
+        splits: pl.splits as u32,
+        k_chunk: pl.k_chunk as u32,
     };
-    let groups = if gemv {
+    let groups = if pl.gemv {
         // GEMV_ROWS = WG / 64 output rows per workgroup.
-        let mut gr = grid_rows(g.n.div_ceil(rec.device().wg() as usize / 64));
+        let mut gr = grid_rows(g.n.div_ceil(wg / 64));
         gr[2] = (g.batch * g.m) as u32;
         gr
     } else {
-        let (gx, gy) = (g.n.div_ceil(64), g.m.div_ceil(64));
-        if gx > 65_535 || gy > 65_535 || g.batch > 65_535 {
+        let (gx, gy, gz) = (
+            g.n.div_ceil(pl.tile.1),
+            g.m.div_ceil(pl.tile.0),
+            g.batch * pl.splits,
+        );
+        if gx > 65_535 || gy > 65_535 || gz > 65_535 {
             return Err(shape_err(
                 "matmul",
                 format!("{g:?} needs more than 65,535 tiles in a dimension"),
             ));
         }
-        [gx as u32, gy as u32, g.batch as u32]
+        [gx as u32, gy as u32, gz as u32]
     };
-    let wbytes = if g.w_strides[0] == 0 {
-        g.n * g.k
-    } else {
-        g.batch * g.n * g.k
-    } * w.dtype().size();
-    rec.dispatch(&key, &p, &[x, w, bias.unwrap_or(x)], &[out], groups, || {
-        OpInfo {
-            name: if gemv { "gemv" } else { "matmul" },
-            shape: format!(
-                "b={} m={} n={} k={}{}{}",
-                g.batch,
-                g.m,
-                g.n,
-                g.k,
-                if bias.is_some() { " +bias" } else { "" },
-                if f16 { " w=f16" } else { "" }
-            ),
-            bytes: (4 * (g.batch * g.m * (g.k + g.n)) + wbytes) as u64,
-            flops: g.flops(),
+    let bytes_of = |t: &Tensor, batched: bool, rows: usize| {
+        (if batched { g.batch } else { 1 } * rows * g.k * t.dtype().size()) as u64
+    };
+    let moved = bytes_of(x, g.x_strides[0] != 0, g.m)
+        + bytes_of(w, g.w_strides[0] != 0, g.n)
+        + 4 * (g.batch * g.m * g.n) as u64;
+    let shape = format!(
+        "b={} m={} n={} k={}{}{}",
+        g.batch,
+        g.m,
+        g.n,
+        g.k,
+        if bias.is_some() { " +bias" } else { "" },
+        match (a16, b16) {
+            (true, _) => " x=f16",
+            (_, true) => " w=f16",
+            _ => "",
         }
-    })
+    );
+    let name = if pl.gemv { "gemv" } else { "matmul" };
+    if pl.splits == 1 {
+        return rec.dispatch(&key, &p, &[x, w, bias.unwrap_or(x)], &[out], groups, || {
+            OpInfo {
+                name,
+                shape,
+                bytes: moved,
+                flops: g.flops(),
+            }
+        });
+    }
+    // Split-K: the slices into a scratch [splits, batch * m, n], then their sum and the bias.
+    let total = g.batch * g.m * g.n;
+    let parts = rec.alloc(&[pl.splits * total], DType::F32)?;
+    let pk = Params {
+        out_stride: g.n as u32,
+        out_offset: 0,
+        ..p
+    };
+    let scratch = (pl.splits * total * 4) as u64;
+    rec.dispatch(
+        &key,
+        &pk,
+        &[x, w, bias.unwrap_or(x)],
+        &[&parts],
+        groups,
+        || OpInfo {
+            name,
+            shape: format!("{shape} split-k {}", pl.splits),
+            bytes: moved - 4 * total as u64 + scratch,
+            flops: g.flops(),
+        },
+    )?;
+    let rk = PipelineKey::new(Shader::Matmul, "splitk_reduce", 2, 1);
+    rec.dispatch(
+        &rk,
+        &p,
+        &[&parts, bias.unwrap_or(&parts)],
+        &[out],
+        grid_rows(total.div_ceil(wg)),
+        || OpInfo {
+            name: "splitk_reduce",
+            shape: format!("b={} m={} n={} splits={}", g.batch, g.m, g.n, pl.splits),
+            bytes: scratch + 4 * total as u64,
+            flops: (pl.splits * total) as u64,
+        },
+    )
 }
 
 /// A Linear layer: `x [.., in] · w[out, in]ᵀ + bias` → `[.., out]`.
@@ -307,49 +521,87 @@ pub fn reference(g: &Gemm, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f6
     out
 }
 
-fn case(name: &str, g: Gemm, bias: bool, f16: bool) -> Case {
+/// A harness case's forced variant: tile rows (0: the plan's, 1: the small tile, 2: the
+/// large one) and K slices (None: the plan's).
+#[derive(Clone, Copy)]
+struct Force(u8, Option<usize>);
+
+const AUTO: Force = Force(0, None);
+
+/// Which operand is stored as f16 in a case (0: none, 1: w, 2: x).
+fn case(name: &str, g: Gemm, bias: bool, f16: u8, force: Force) -> Case {
     let params = format!(
-        "{name} b={} m={} n={} k={}{}",
+        "{name} b={} m={} n={} k={}{}{}",
         g.batch,
         g.m,
         g.n,
         g.k,
-        if bias { " +bias" } else { "" }
+        if bias { " +bias" } else { "" },
+        match force {
+            Force(0, None) => String::new(),
+            Force(t, s) => format!(
+                " [{}{}]",
+                ["plan's tile", "small tile", "large tile"][t as usize],
+                s.map_or(String::new(), |s| format!(", {s} k-slices"))
+            ),
+        }
     );
     let c = Case::new("matmul", params, 1e-11, move |dev, rng| {
-        let xlen = Gemm::max_offset([g.batch, g.m, g.k], g.x_strides) + 1;
+        let xlen = g.x_offset + Gemm::max_offset([g.batch, g.m, g.k], g.x_strides) + 1;
         let wlen = Gemm::max_offset([g.batch, g.n, g.k], g.w_strides) + 1;
-        let x = rng.vec(xlen, -1.0, 1.0);
+        let round = |v: &mut Vec<f32>| {
+            v.iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32())
+        };
+        let mut x = rng.vec(xlen, -1.0, 1.0);
         let mut w = rng.vec(wlen, -1.0, 1.0);
-        if f16 {
-            w.iter_mut()
-                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
-        }
         let blen = if g.bias_on_rows { g.m } else { g.n };
         let bv = rng.vec(blen, -1.0, 1.0);
-        let xt = dev.tensor_f32(&x, &[xlen])?;
-        let wt = if f16 {
+        let xt = if f16 == 2 {
+            round(&mut x);
+            dev.weight_f16(&x, &[xlen])?
+        } else {
+            dev.tensor_f32(&x, &[xlen])?
+        };
+        let wt = if f16 == 1 {
+            round(&mut w);
             dev.weight_f16(&w, &[wlen])?
         } else {
             dev.weight_f32(&w, &[wlen])?
         };
         let bt = dev.weight_f32(&bv, &[blen])?;
         let out = output(dev, &[g.batch, g.m, g.n], DType::F32)?;
+        let wg = dev.wg() as usize;
+        let rows = match force.0 {
+            0 => None,
+            1 => Some(wg / 4),
+            _ => Some(wg / 2),
+        };
+        let pl = plan_with(&g, wg, rows, force.1);
         let mut rec = dev.recorder("test");
-        gemm_into(&mut rec, &g, &xt, &wt, bias.then_some(&bt), &out)?;
+        gemm_planned(&mut rec, &g, pl, &xt, &wt, bias.then_some(&bt), &out)?;
         rec.submit()?;
         check_f32(dev, &out, &reference(&g, &x, &w, bias.then_some(&bv)))
     });
-    if f16 {
-        c.dtype("f16w").feature(Feature::F16)
-    } else {
-        c
+    match f16 {
+        0 => c,
+        1 => c.dtype("f16w").feature(Feature::F16),
+        _ => c.dtype("f16x").feature(Feature::F16),
     }
 }
 
-/// Harness cases: GEMV and tiled shapes that straddle the 64-wide tiles, batched and strided.
+/// Harness cases: GEMV and tiled shapes that straddle the tiles (odd sizes, 1, multiples of
+/// the tile for the unchecked variant), batched and strided, in every layout the fetches
+/// distinguish, each tiled one with both tiles and with K split.
 pub fn cases() -> Vec<Case> {
     let mut v = Vec::new();
+    let forces = [
+        AUTO,
+        Force(1, Some(1)),
+        Force(2, Some(1)),
+        Force(1, Some(3)),
+        Force(2, Some(2)),
+    ];
     let lin = [
         (1, 1, 1),
         (1, 33, 65),
@@ -357,19 +609,37 @@ pub fn cases() -> Vec<Case> {
         (3, 5, 9),
         (7, 33, 65),
         (64, 64, 16),
+        (128, 64, 32),
         (65, 130, 17),
         (100, 3, 257),
         (129, 67, 200),
+        (5, 9, 600),
+        (256, 128, 48),
     ];
     for &(m, n, k) in &lin {
-        for f16 in [false, true] {
-            v.push(case("linear", Gemm::linear(m, n, k), true, f16));
+        for f16 in [0, 1] {
+            let g = Gemm::linear(m, n, k);
+            if m <= 4 {
+                v.push(case("linear", g, true, f16, AUTO));
+                continue;
+            }
+            for &f in &forces {
+                v.push(case("linear", g, true, f16, f));
+            }
         }
     }
-    v.push(case("linear", Gemm::linear(5, 7, 3), false, false));
-    v.push(case("bmm", Gemm::bmm(4, 3, 5, 9), false, false));
-    v.push(case("bmm", Gemm::bmm(3, 70, 66, 33), false, false));
-    v.push(case("bmm", Gemm::bmm(5, 1, 17, 40), false, false));
+    v.push(case("linear", Gemm::linear(5, 7, 3), false, 0, AUTO));
+    v.push(case("bmm", Gemm::bmm(4, 3, 5, 9), false, 0, AUTO));
+    for g in [
+        Gemm::bmm(3, 70, 66, 33),
+        Gemm::bmm(2, 64, 64, 32),
+        Gemm::bmm(2, 9, 12, 520),
+    ] {
+        for &f in &forces {
+            v.push(case("bmm", g, false, 0, f));
+        }
+    }
+    v.push(case("bmm", Gemm::bmm(5, 1, 17, 40), false, 0, AUTO));
     // Shared weight across a batch of 1-row products (batched GEMV), x transposed ([k, m]).
     v.push(case(
         "gemv-batched",
@@ -386,33 +656,56 @@ pub fn cases() -> Vec<Case> {
             out_offset: 0,
         },
         true,
-        true,
+        1,
+        AUTO,
     ));
-    v.push(case(
-        "x-transposed",
-        Gemm {
-            batch: 1,
-            m: 70,
-            n: 9,
-            k: 21,
-            x_strides: [0, 1, 70],
-            w_strides: [0, 21, 1],
-            bias_on_rows: false,
-            x_offset: 0,
-            out_row_stride: 9,
-            out_offset: 0,
-        },
-        true,
-        false,
-    ));
-    // 1x1 convs over channels, bias per output channel (rows), including the GEMV path.
-    for (r, cout, cin, n) in [(8, 32, 32, 16), (3, 17, 5, 33), (2, 3, 40, 7), (1, 1, 1, 1)] {
-        v.push(case(
-            "channels",
-            Gemm::channels(r, cout, cin, n),
-            true,
-            false,
-        ));
+    // x stored [k, m] (rows contiguous): scalar (m = 70) and 128-bit (m = 72) fetches.
+    for m in [70, 72] {
+        for &f in &forces {
+            v.push(case(
+                "x-transposed",
+                Gemm {
+                    batch: 1,
+                    m,
+                    n: 9,
+                    k: 21,
+                    x_strides: [0, 1, m],
+                    w_strides: [0, 21, 1],
+                    bias_on_rows: false,
+                    x_offset: 0,
+                    out_row_stride: 9,
+                    out_offset: 0,
+                },
+                true,
+                0,
+                f,
+            ));
+        }
+    }
+    // x from an unaligned offset: scalar fetches of a k-contiguous operand.
+    let shifted = Gemm {
+        x_offset: 3,
+        ..Gemm::linear(40, 36, 24)
+    };
+    for &f in &forces {
+        v.push(case("x-offset", shifted, true, 0, f));
+    }
+    // 1x1 convs over channels, bias per output channel (rows), including the GEMV path,
+    // with f32 and f16 weights (the x operand here).
+    for (r, cout, cin, n) in [
+        (8, 32, 32, 16),
+        (3, 17, 5, 33),
+        (2, 3, 40, 7),
+        (1, 1, 1, 1),
+        (2, 128, 64, 64),
+    ] {
+        for f16 in [0, 2] {
+            let g = Gemm::channels(r, cout, cin, n);
+            let fs: &[Force] = if cout <= 4 { &[AUTO] } else { &forces };
+            for &f in fs {
+                v.push(case("channels", g, true, f16, f));
+            }
+        }
     }
     v
 }
