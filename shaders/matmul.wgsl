@@ -355,6 +355,7 @@ fn splitk_reduce(ids: Ids, wg: Wg) {
     rout[p.out_offset + row * p.out_stride + col] = v;
 }
 
+#ifndef OUT_VEC
 const GEMV_LANES: u32 = 64u;
 const GEMV_ROWS: u32 = WG / GEMV_LANES;
 
@@ -392,11 +393,7 @@ fn gemv(ids: Ids, wg: Wg) {
         } else if (p.has_bias == 2u) {
             v += bias[mi];
         }
-#ifdef OUT_VEC
-        let oi = p.out_offset + row * p.out_stride + n;
-        out[oi / 4u][oi % 4u] = v;
-#else
         out[p.out_offset + row * p.out_stride + n] = v;
-#endif
     }
 }
+#endif

@@ -41,8 +41,34 @@ const BK: u32 = 8u;
 const PA4: u32 = BM / 4u + 1u;
 const PB4: u32 = BN / 4u + 1u;
 
+// A row-major fetch stores whole vec4s; a k-major one stores 4 scalars into 4 k-rows, so its
+// tile is an array of f32 (a run-time-indexed component store into a vec4 in workgroup memory
+// becomes a read-modify-write of the whole vector in HLSL, racing with the lanes that store
+// the other three components) read back as 4 consecutive 16-byte-aligned words.
+#ifdef A_ROWS
 var<workgroup> sa: array<vec4<f32>, 2u * BK * PA4>;
+fn a_quad(i: u32) -> vec4<f32> {
+    return sa[i];
+}
+#else
+var<workgroup> sa: array<f32, 8u * BK * PA4>;
+fn a_quad(i: u32) -> vec4<f32> {
+    let j = 4u * i;
+    return vec4<f32>(sa[j], sa[j + 1u], sa[j + 2u], sa[j + 3u]);
+}
+#endif
+#ifdef B_ROWS
 var<workgroup> sb: array<vec4<f32>, 2u * BK * PB4>;
+fn b_quad(i: u32) -> vec4<f32> {
+    return sb[i];
+}
+#else
+var<workgroup> sb: array<f32, 8u * BK * PB4>;
+fn b_quad(i: u32) -> vec4<f32> {
+    let j = 4u * i;
+    return vec4<f32>(sb[j], sb[j + 1u], sb[j + 2u], sb[j + 3u]);
+}
+#endif
 
 var<private> g_lid: u32;
 var<private> acc0: vec4<f32>;
@@ -97,13 +123,12 @@ fn put_a(buf: u32, v: vec4<f32>) {
 #ifdef A_ROWS
         sa[(buf * BK + s.y) * PA4 + s.x / 4u] = v;
 #else
-        // Word (k, row) of the transposed tile: vec4 k * PA4 + row / 4, lane row % 4.
-        let i = (buf * BK + s.y) * PA4 + s.x / 4u;
-        let c = s.x % 4u;
-        sa[i][c] = v.x;
-        sa[i + PA4][c] = v.y;
-        sa[i + 2u * PA4][c] = v.z;
-        sa[i + 3u * PA4][c] = v.w;
+        // Word (k, row) of the transposed tile: k * PA4 * 4 + row.
+        let i = (buf * BK + s.y) * PA4 * 4u + s.x;
+        sa[i] = v.x;
+        sa[i + PA4 * 4u] = v.y;
+        sa[i + 8u * PA4] = v.z;
+        sa[i + 12u * PA4] = v.w;
 #endif
     }
 }
@@ -114,12 +139,11 @@ fn put_b(buf: u32, v: vec4<f32>) {
 #ifdef B_ROWS
         sb[(buf * BK + s.y) * PB4 + s.x / 4u] = v;
 #else
-        let i = (buf * BK + s.y) * PB4 + s.x / 4u;
-        let c = s.x % 4u;
-        sb[i][c] = v.x;
-        sb[i + PB4][c] = v.y;
-        sb[i + 2u * PB4][c] = v.z;
-        sb[i + 3u * PB4][c] = v.w;
+        let i = (buf * BK + s.y) * PB4 * 4u + s.x;
+        sb[i] = v.x;
+        sb[i + PB4 * 4u] = v.y;
+        sb[i + 8u * PB4] = v.z;
+        sb[i + 12u * PB4] = v.w;
 #endif
     }
 }
@@ -129,15 +153,15 @@ fn mac(buf: u32) {
     let tx = g_lid % 16u;
     let ty = g_lid / 16u;
     for (var kk = 0u; kk < BK; kk += 1u) {
-        let bv = sb[(buf * BK + kk) * PB4 + tx];
+        let bv = b_quad((buf * BK + kk) * PB4 + tx);
         let ia = (buf * BK + kk) * PA4 + ty * (RM / 4u);
-        let a0 = sa[ia];
+        let a0 = a_quad(ia);
         part0 = fma(vec4<f32>(a0.x), bv, part0);
         part1 = fma(vec4<f32>(a0.y), bv, part1);
         part2 = fma(vec4<f32>(a0.z), bv, part2);
         part3 = fma(vec4<f32>(a0.w), bv, part3);
 #ifdef RM8
-        let a1 = sa[ia + 1u];
+        let a1 = a_quad(ia + 1u);
         part4 = fma(vec4<f32>(a1.x), bv, part4);
         part5 = fma(vec4<f32>(a1.y), bv, part5);
         part6 = fma(vec4<f32>(a1.z), bv, part6);
