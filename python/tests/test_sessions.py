@@ -129,8 +129,17 @@ def test_devices_and_adapters():
 
 def test_gpu_calls_release_the_gil():
     m = spikescan.load(MAMBA)
-    ids = np.tile(np.arange(1, 65), (2, 1))
-    m(ids)  # warm: pipelines compiled
+    # Grow the batch until one call lasts long enough to watch another thread
+    # run inside it: how long a call takes depends on the machine.
+    rows = 2
+    while True:
+        ids = np.tile(np.arange(1, 65), (rows, 1))
+        m(ids)  # warm: pipelines compiled for this shape
+        s0 = time.perf_counter()
+        m(ids)
+        if time.perf_counter() - s0 > 0.15 or rows >= 256:
+            break
+        rows *= 2
     ticks = []
     stop = threading.Event()
 
