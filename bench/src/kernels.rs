@@ -25,11 +25,48 @@ use spikescan_runtime::{DType, Device, OpTiming, PackedSpikes, Recorder, Tensor}
 use crate::{median, Error, Record};
 
 /// This device's measured limits: a streaming elementwise kernel (bandwidth) and the largest
-/// dense f32 GEMM (compute).
+/// dense f32 GEMM (compute); and its spec-sheet peaks where known ([`spec_peak`] or the
+/// bench's `--peak-*` flags; 0 where unknown), so that a slow GEMM cannot call itself 100%.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Ceilings {
     pub bandwidth_gbs: f64,
     pub gemm_gflops: f64,
+    pub spec_gbs: f64,
+    pub spec_gflops: f64,
+}
+
+/// A GPU's spec-sheet peaks: FP32 FMA throughput (non-tensor-core) and memory bandwidth.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SpecPeak {
+    pub fp32_tflops: f64,
+    pub bandwidth_gbs: f64,
+}
+
+/// Vendors' published peaks (boost clock) of GPUs we expect to meet, matched by a substring of
+/// the adapter name (the first match wins: the more specific names come first).
+const SPEC_SHEET: &[(&str, f64, f64)] = &[
+    ("H200", 67.0, 4800.0),
+    ("H100 PCIe", 51.2, 2000.0),
+    ("H100", 67.0, 3350.0),
+    ("A100", 19.5, 2039.0),
+    ("L40S", 91.6, 864.0),
+    ("L4", 30.3, 300.0),
+    ("T4", 8.1, 320.0),
+    ("RTX 4090", 82.6, 1008.0),
+    ("RTX 3090", 35.6, 936.0),
+    ("MI300X", 81.7, 5300.0),
+    ("RX 7900 XTX", 61.4, 960.0),
+];
+
+/// The spec-sheet peaks of the adapter named `adapter`, if it is in the table.
+pub fn spec_peak(adapter: &str) -> Option<SpecPeak> {
+    SPEC_SHEET
+        .iter()
+        .find(|(n, _, _)| adapter.contains(n))
+        .map(|&(_, t, b)| SpecPeak {
+            fp32_tflops: t,
+            bandwidth_gbs: b,
+        })
 }
 
 /// µs, GB/s, GFLOP/s (when `flops > 0`) and the fraction of the ceilings (when given): the
@@ -59,13 +96,19 @@ pub fn records(
     if flops > 0.0 {
         out.push(rec(format!("{name} GFLOP/s"), gfs, "GFLOP/s"));
     }
+    let frac = |gb: f64, gf: f64| {
+        let f = |v: f64, peak: f64| if peak > 0.0 { v / peak } else { 0.0 };
+        f(gbs, gb).max(f(gfs, gf))
+    };
     if let Some(c) = ceil {
-        let frac = (gbs / c.bandwidth_gbs).max(if c.gemm_gflops > 0.0 {
-            gfs / c.gemm_gflops
-        } else {
-            0.0
-        });
-        out.push(rec(format!("{name} of ceiling"), frac, "fraction"));
+        if c.bandwidth_gbs > 0.0 {
+            let v = frac(c.bandwidth_gbs, c.gemm_gflops);
+            out.push(rec(format!("{name} of ceiling"), v, "fraction"));
+        }
+        if c.spec_gbs > 0.0 {
+            let v = frac(c.spec_gbs, c.spec_gflops);
+            out.push(rec(format!("{name} of spec peak"), v, "fraction"));
+        }
     }
     out
 }
@@ -113,8 +156,19 @@ fn f32s(dev: &Device, rng: &mut Rng, shape: &[usize]) -> spikescan_runtime::Resu
 
 /// The ceilings: a copy (`y = 1·x + 0`) over 2^25 floats (2^22 with `quick`) and the f32 GEMM
 /// at 4096³ (512³ with `quick`), with their records.
-pub fn ceilings(dev: &Device, quick: bool, reps: usize) -> Result<(Ceilings, Vec<Record>), Error> {
+pub fn ceilings(
+    dev: &Device,
+    quick: bool,
+    reps: usize,
+    spec: Option<SpecPeak>,
+) -> Result<(Ceilings, Vec<Record>), Error> {
     let mut rng = Rng::new(7);
+    let spec = spec.or_else(|| spec_peak(&dev.adapter().name));
+    let sheet = Ceilings {
+        spec_gbs: spec.map_or(0.0, |s| s.bandwidth_gbs),
+        spec_gflops: spec.map_or(0.0, |s| s.fp32_tflops * 1e3),
+        ..Ceilings::default()
+    };
     let reps = reps.max(3);
     let n = if quick { 1 << 22 } else { 1 << 25 };
     let xs = [f32s(dev, &mut rng, &[n])?, f32s(dev, &mut rng, &[n])?];
@@ -133,7 +187,7 @@ pub fn ceilings(dev: &Device, quick: bool, reps: usize) -> Result<(Ceilings, Vec
         us,
         8.0 * n as f64,
         0.0,
-        None,
+        Some(sheet),
     );
     let bw = 8.0 * n as f64 / (us * 1e3);
     let s = if quick { 512 } else { 4096 };
@@ -150,11 +204,12 @@ pub fn ceilings(dev: &Device, quick: bool, reps: usize) -> Result<(Ceilings, Vec
         us,
         12.0 * (s * s) as f64,
         g.flops() as f64,
-        None,
+        Some(sheet),
     ));
     let ceil = Ceilings {
         bandwidth_gbs: bw,
         gemm_gflops: g.flops() as f64 / (us * 1e3),
+        ..sheet
     };
     if dev.caps().f16 {
         // The same GEMM with f16 weights (f32 activations and accumulation).
@@ -230,10 +285,11 @@ pub fn kernels(
     quick: bool,
     reps: usize,
     filter: Option<&str>,
+    spec: Option<SpecPeak>,
 ) -> Result<(Ceilings, Vec<Record>), Error> {
     let mut rng = Rng::new(42);
     let reps = reps.max(3);
-    let (ceil, mut out) = ceilings(dev, quick, reps)?;
+    let (ceil, mut out) = ceilings(dev, quick, reps, spec)?;
     let filter = filter.map(str::to_lowercase);
     let want = |name: &str, params: &str| {
         filter
@@ -641,4 +697,46 @@ pub fn kernels(
     }
     out.extend(skipped);
     Ok((ceil, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_sheet_matches_the_most_specific_name() {
+        let p = |n: &str| spec_peak(n).map(|s| (s.fp32_tflops, s.bandwidth_gbs));
+        assert_eq!(p("NVIDIA H200"), Some((67.0, 4800.0)));
+        assert_eq!(p("NVIDIA H100 PCIe"), Some((51.2, 2000.0)));
+        assert_eq!(p("NVIDIA H100 80GB HBM3"), Some((67.0, 3350.0)));
+        assert_eq!(p("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
+    }
+
+    #[test]
+    fn records_report_the_spec_fraction_beside_the_measured_one() {
+        let c = Ceilings {
+            bandwidth_gbs: 100.0,
+            gemm_gflops: 1000.0,
+            spec_gbs: 200.0,
+            spec_gflops: 4000.0,
+        };
+        // 1 ms for 1 GFLOP and 10 MB: 1000 GFLOP/s, 10 GB/s.
+        let r = records("kernel", "k", "p", 1000.0, 1e7, 1e9, Some(c));
+        let get = |s: &str| {
+            r.iter()
+                .find(|r| r.name == format!("k {s}"))
+                .map(|r| r.value)
+        };
+        assert_eq!(get("of ceiling"), Some(1.0));
+        assert_eq!(get("of spec peak"), Some(0.25));
+        let sheet_only = Ceilings {
+            spec_gbs: 200.0,
+            ..Ceilings::default()
+        };
+        let r = records("kernel", "k", "p", 1000.0, 1e7, 0.0, Some(sheet_only));
+        assert!(r.iter().all(|r| !r.name.ends_with("of ceiling")));
+        assert!(r
+            .iter()
+            .any(|r| r.name == "k of spec peak" && r.value == 0.05));
+    }
 }

@@ -48,6 +48,14 @@ struct BenchArgs {
     /// Smaller kernel shapes (for a CPU-emulated device).
     #[arg(long)]
     quick: bool,
+    /// This GPU's spec-sheet FP32 peak in TFLOP/s (with --peak-gbs): every record's fraction
+    /// of it is reported beside the fraction of the measured ceilings (default: the bench's
+    /// table of known GPUs, by adapter name).
+    #[arg(long, requires = "peak_gbs")]
+    peak_tflops: Option<f64>,
+    /// This GPU's spec-sheet memory bandwidth in GB/s (with --peak-tflops).
+    #[arg(long, requires = "peak_tflops")]
+    peak_gbs: Option<f64>,
     /// Only the kernels whose name or shape contains this (case-insensitive); the ceilings
     /// always run.
     #[arg(long)]
@@ -580,17 +588,25 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let steps =
         a.kernels as u64 + (mamba.len() + a.lmuformer.len() + a.vision.len() * a.t.len()) as u64;
     let pb = ui::bar(steps, "");
+    let spec = a
+        .peak_tflops
+        .zip(a.peak_gbs)
+        .map(|(t, b)| spikescan_bench::SpecPeak {
+            fp32_tflops: t,
+            bandwidth_gbs: b,
+        });
     let mut ceil = None;
     if a.kernels {
         pb.set_message("kernels");
-        let (c, r) = spikescan_bench::kernels(&dev, a.quick, a.reps, a.filter.as_deref())
+        let (c, r) = spikescan_bench::kernels(&dev, a.quick, a.reps, a.filter.as_deref(), spec)
             .map_err(err("kernels"))?;
         records.extend(r);
         ceil = Some(c);
         pb.inc(1);
     } else if a.layers {
         pb.set_message("ceilings");
-        let (c, r) = spikescan_bench::ceilings(&dev, a.quick, a.reps).map_err(err("ceilings"))?;
+        let (c, r) =
+            spikescan_bench::ceilings(&dev, a.quick, a.reps, spec).map_err(err("ceilings"))?;
         records.extend(r);
         ceil = Some(c);
     }
