@@ -12,6 +12,9 @@
 //   slice of a scratch output; `splitk_reduce` adds the slices and the bias.
 // `gemv`: one output row per 64 invocations, for a single activation row (decode, heads).
 // F16 with A_F16 / B_F16: that operand (the weight) is stored as f16; products accumulate in f32.
+// B_BITS (with B_ROWS): w is packed binary spikes, `[batch, K, ceil(n / 32)]` words (ws_b and
+// ws_k in words), expanded to 0/1 while the tile is fetched: a spike linear / 1x1 spike conv
+// on the same tiles as the dense GEMM.
 #ifdef F16
 enable f16;
 #endif
@@ -75,6 +78,10 @@ fn ax(i: u32) -> f32 {
 #endif
 #endif
 
+#ifdef B_BITS
+// Packed binary spikes [batch, K, words] (bit j of word i is position 32 i + j along n).
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+#else
 #ifdef B_F16
 #ifdef B_VEC
 @group(0) @binding(2) var<storage, read> w: array<vec4<f16>>;
@@ -104,6 +111,7 @@ fn bw(i: u32) -> f32 {
 fn bw(i: u32) -> f32 {
     return w[i];
 }
+#endif
 #endif
 #endif
 
@@ -204,6 +212,17 @@ fn fetch_b(n0: u32, k0: u32, lim: u32) -> vec4<f32> {
     if (s.z == 0u) {
         return v;
     }
+#ifdef B_BITS
+    // Positions gn .. gn + 3 (gn a multiple of 4) at k = gk: one nibble of one word, expanded
+    // to 0/1 (exact). Bits past n only reach output columns that are never stored.
+#ifndef UNCHECKED
+    if (gn >= p.n || gk >= lim) {
+        return v;
+    }
+#endif
+    let nib = w[base + gk * p.ws_k + gn / 32u] >> (gn % 32u);
+    return vec4<f32>(vec4<u32>(nib, nib >> 1u, nib >> 2u, nib >> 3u) & vec4<u32>(1u));
+#else
 #ifdef B_ROWS
     let i = base + gn * p.ws_n + gk * p.ws_k;
 #ifdef B_VEC
@@ -266,6 +285,7 @@ fn fetch_b(n0: u32, k0: u32, lim: u32) -> vec4<f32> {
     return v;
 #else
     return vec4<f32>(bw(i), bw(i + p.ws_k), bw(i + 2u * p.ws_k), bw(i + 3u * p.ws_k));
+#endif
 #endif
 #endif
 #endif
@@ -356,6 +376,7 @@ fn splitk_reduce(ids: Ids, wg: Wg) {
 }
 
 #ifndef OUT_VEC
+#ifndef B_BITS
 const GEMV_LANES: u32 = 64u;
 const GEMV_ROWS: u32 = WG / GEMV_LANES;
 
@@ -396,4 +417,5 @@ fn gemv(ids: Ids, wg: Wg) {
         out[p.out_offset + row * p.out_stride + n] = v;
     }
 }
+#endif
 #endif

@@ -1,7 +1,6 @@
-// Spike-input products: packed binary spikes [R, K, W] (W words of 32 positions along the
-// last axis, N positions in all) times f32 weights [Cout, K] (a 1x1 conv / Linear over the
-// channel axis), plus bias: out[r, co, n] = sum_k w[co, k] * s[r, k, n] + bias[co].
-// A spike costs one add; activation traffic is 1 bit per element instead of 32.
+// Packing between 0/1 maps and packed binary spikes (32 positions per u32 word along the
+// last axis). The products of packed spikes and weights run on the tiled GEMM (matmul.wgsl's
+// B_BITS variant, the spikes expanded to 0/1 as its tiles are fetched).
 
 #include "lib/common.wgsl"
 
@@ -17,46 +16,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> spikes: array<u32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-
-// One invocation per (r, co, word): 32 outputs along n.
-@compute @workgroup_size(WG)
-fn spike_linear(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * WG + ids.lid;
-    if (i >= p.r * p.cout * p.words) {
-        return;
-    }
-    let wd = i % p.words;
-    let co = (i / p.words) % p.cout;
-    let r = i / (p.words * p.cout);
-    var acc: array<f32, 32>;
-    for (var j = 0u; j < 32u; j += 1u) {
-        acc[j] = 0.0;
-    }
-    for (var k = 0u; k < p.k; k += 1u) {
-        let wv = w[co * p.k + k];
-        let word = spikes[(r * p.k + k) * p.words + wd];
-        if (word == 0u) {
-            continue;
-        }
-        for (var j = 0u; j < 32u; j += 1u) {
-            acc[j] += select(0.0, wv, ((word >> j) & 1u) != 0u);
-        }
-    }
-    var b = 0.0;
-    if (p.has_bias != 0u) {
-        b = bias[co];
-    }
-    let n0 = wd * 32u;
-    let lanes = min(32u, p.n - n0);
-    for (var j = 0u; j < lanes; j += 1u) {
-        out[(r * p.cout + co) * p.n + n0 + j] = acc[j] + b;
-    }
-}
-
 @group(0) @binding(1) var<storage, read> dense: array<f32>;
 @group(0) @binding(2) var<storage, read_write> packed: array<u32>;
 

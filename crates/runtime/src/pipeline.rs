@@ -47,9 +47,20 @@ shaders! {
         ["B_F16", "F16"],
         ["B_F16", "B_VEC", "F16", "OUT_VEC", "RM8", "UNCHECKED"],
         ["A_F16", "A_VEC", "B_ROWS", "B_VEC", "F16", "OUT_VEC"],
-        ["A_F16", "B_ROWS", "F16", "RM8"]
+        ["A_F16", "B_ROWS", "F16", "RM8"],
+        ["B_BITS", "B_ROWS"],
+        ["A_VEC", "B_BITS", "B_ROWS", "OUT_VEC", "RM8", "UNCHECKED"],
+        ["A_F16", "A_VEC", "B_BITS", "B_ROWS", "F16", "OUT_VEC"]
     ];
-    Conv => "conv.wgsl", [[]];
+    Conv => "conv.wgsl", [
+        [],
+        ["B_ROWS", "GEMM"],
+        ["B_ROWS", "GEMM", "SPIKES"],
+        ["A_VEC", "B_ROWS", "GEMM", "OUT_VEC", "RM8"],
+        ["A_VEC", "B_ROWS", "GEMM", "OUT_VEC", "RM8", "SPIKES"],
+        ["A_F16", "A_VEC", "B_ROWS", "F16", "GEMM", "SPIKES"],
+        ["A_F16", "B_ROWS", "F16", "GEMM", "OUT_VEC"]
+    ];
     BatchNorm => "batch_norm.wgsl", [[]];
     LayerNorm => "layer_norm.wgsl", [[], ["SUBGROUPS"]];
     RmsNorm => "rms_norm.wgsl", [[], ["SUBGROUPS"]];

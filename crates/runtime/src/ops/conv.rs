@@ -4,9 +4,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_dtype, expect_out, grid_elems};
+use super::{expect_dtype, expect_float, expect_out, grid_elems};
 use crate::error::{shape_err, Result};
-use crate::harness::{check_f32, output, Case};
+use crate::harness::{check_f32, output, Case, Feature};
 use crate::pipeline::{PipelineKey, Shader};
 use crate::profile::OpInfo;
 use crate::record::Recorder;
@@ -78,7 +78,202 @@ pub(crate) struct Params {
     groups: u32,
     has_bias: u32,
     has_pad_values: u32,
-    _pad: [u32; 2],
+    splits: u32,
+    k_chunk: u32,
+}
+
+/// How a convolution runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPlan {
+    /// One invocation per output (depthwise and other groups of few output channels).
+    Direct,
+    /// The implicit GEMM on tiles of `rows` x 64 (output channels x positions), K (the taps)
+    /// in `splits` slices of `k_chunk`; 128-bit weight loads (`a_vec`: taps a multiple of 4)
+    /// and vec4 output rows (`out_vec`: positions a multiple of 4).
+    Gemm {
+        rows: usize,
+        splits: usize,
+        k_chunk: usize,
+        a_vec: bool,
+        out_vec: bool,
+    },
+}
+
+impl ConvPlan {
+    /// The variant's short name, as the profiler prints it.
+    pub fn describe(&self) -> String {
+        match *self {
+            ConvPlan::Direct => "direct".into(),
+            ConvPlan::Gemm {
+                rows,
+                splits,
+                k_chunk,
+                a_vec,
+                out_vec,
+            } => format!(
+                "gemm {rows}x64{}{}{}",
+                if a_vec { " w4" } else { "" },
+                if out_vec { " out4" } else { "" },
+                if splits > 1 {
+                    format!(" split-k {splits}x{k_chunk}")
+                } else {
+                    String::new()
+                }
+            ),
+        }
+    }
+}
+
+/// Output channels per group from which a convolution runs as an implicit GEMM: with fewer,
+/// most rows of a 64-row tile would idle (a depthwise conv has one).
+pub const GEMM_MIN_ROWS: usize = 8;
+
+/// The plan for a convolution with output shape `os`, weights `ws` and `groups` on a device
+/// of `wg` invocations per workgroup.
+pub fn plan(os: [usize; 4], ws: [usize; 4], groups: usize, wg: usize) -> ConvPlan {
+    plan_with(os, ws, groups, wg, None, None, None)
+}
+
+/// [`plan`] with the kernel (`gemm`), the GEMM's tile rows and its K slices forced (tests and
+/// benchmarks of each variant).
+pub fn plan_with(
+    os: [usize; 4],
+    ws: [usize; 4],
+    groups: usize,
+    wg: usize,
+    gemm: Option<bool>,
+    rows: Option<usize>,
+    slices: Option<usize>,
+) -> ConvPlan {
+    let cout_g = ws[0] / groups.max(1);
+    if !gemm.unwrap_or(cout_g >= GEMM_MIN_ROWS) {
+        return ConvPlan::Direct;
+    }
+    let (npos, taps) = (os[2] * os[3], ws[1] * ws[2] * ws[3]);
+    let (rows, splits, k_chunk) =
+        super::matmul::tiling(cout_g, npos, taps, os[0] * groups, wg, rows, slices);
+    ConvPlan::Gemm {
+        rows,
+        splits,
+        k_chunk,
+        a_vec: taps.is_multiple_of(4),
+        out_vec: npos.is_multiple_of(4),
+    }
+}
+
+/// Records a checked convolution: `input` is f32, or packed spikes' words (`spikes`).
+#[allow(clippy::too_many_arguments)]
+fn record(
+    rec: &mut Recorder,
+    name: &'static str,
+    input: &Tensor,
+    spikes: bool,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    pad_values: Option<&Tensor>,
+    mut p: Params,
+    pl: ConvPlan,
+    out: &Tensor,
+    shape: String,
+) -> Result<()> {
+    let ws = w.shape();
+    let taps = ws[1] * ws[2] * ws[3];
+    let n = out.numel();
+    let info = |bytes: u64| OpInfo {
+        name,
+        shape: format!("{shape} {}", pl.describe()),
+        bytes,
+        flops: 2 * (n * taps) as u64,
+    };
+    let moved = input.bytes() + w.bytes() + out.bytes();
+    let ConvPlan::Gemm {
+        rows,
+        splits,
+        k_chunk,
+        a_vec,
+        out_vec,
+    } = pl
+    else {
+        if w.dtype() != DType::F32 {
+            return Err(shape_err(
+                name,
+                format!(
+                    "{} weights need the implicit-GEMM kernel (at least {GEMM_MIN_ROWS} output channels per group); this one runs direct and takes f32",
+                    w.dtype().name()
+                ),
+            ));
+        }
+        let (key, ins) = if spikes {
+            let key = PipelineKey::new(Shader::Conv, "spike_conv2d", 3, 1);
+            (key, vec![input, w, bias.unwrap_or(w)])
+        } else {
+            let key = PipelineKey::new(Shader::Conv, "conv2d", 4, 1);
+            (
+                key,
+                vec![input, w, bias.unwrap_or(w), pad_values.unwrap_or(w)],
+            )
+        };
+        return rec.dispatch(&key, &p, &ins, &[out], grid_elems(rec, n), || info(moved));
+    };
+    let wg = rec.device().wg() as usize;
+    let (npos, cout_g) = (p.oh as usize * p.ow as usize, ws[0] / p.groups as usize);
+    let batch = p.n as usize;
+    let want = plan_with(
+        out.shape().try_into().expect("rank 4"),
+        ws.try_into().expect("rank 4"),
+        p.groups as usize,
+        wg,
+        Some(true),
+        Some(rows),
+        Some(splits),
+    );
+    if want != pl {
+        return Err(shape_err(
+            name,
+            format!("plan {pl:?} is not one of plan_with's for this convolution ({want:?})"),
+        ));
+    }
+    let (gx, gy, gz) = (
+        npos.div_ceil(64),
+        cout_g.div_ceil(rows),
+        batch * p.groups as usize * splits,
+    );
+    if gx > 65_535 || gy > 65_535 || gz > 65_535 {
+        return Err(shape_err(
+            name,
+            format!("{shape} needs more than 65,535 tiles in a dimension"),
+        ));
+    }
+    let key = PipelineKey::new(Shader::Conv, "conv_gemm", 4, 1)
+        .define_if("GEMM", true)
+        .define_if("F16", w.dtype() == DType::F16)
+        .define_if("A_F16", w.dtype() == DType::F16)
+        .define_if("B_ROWS", true)
+        .define_if("SPIKES", spikes)
+        .define_if("A_VEC", a_vec)
+        .define_if("OUT_VEC", out_vec)
+        .define_if("RM8", rows == (wg / 16) * 8);
+    p.splits = splits as u32;
+    p.k_chunk = k_chunk as u32;
+    let ins = [input, w, bias.unwrap_or(w), pad_values.unwrap_or(w)];
+    let groups = [gx as u32, gy as u32, gz as u32];
+    if splits == 1 {
+        return rec.dispatch(&key, &p, &ins, &[out], groups, || info(moved));
+    }
+    let parts = rec.alloc(&[splits * n], DType::F32)?;
+    let scratch = 4 * (splits * n) as u64;
+    rec.dispatch(&key, &p, &ins, &[&parts], groups, || {
+        info(moved - out.bytes() + scratch)
+    })?;
+    super::matmul::splitk_reduce(
+        rec,
+        &parts,
+        bias.map(|b| (b, true)),
+        out,
+        [batch, ws[0], npos],
+        splits,
+        [npos, 0],
+    )
 }
 
 /// Checks a convolution of an input of shape `xs` and returns its output shape and the
@@ -90,7 +285,7 @@ pub(crate) fn checked_params(
     bias: Option<&Tensor>,
     c: &Conv2d,
 ) -> Result<([usize; 4], Params)> {
-    expect_dtype(op, "w", w, DType::F32)?;
+    expect_float(op, "w", w)?;
     let ws = w.shape();
     let os = conv2d_shape(xs, ws, c)?;
     if let Some(b) = bias {
@@ -122,7 +317,8 @@ pub(crate) fn checked_params(
         groups: u(c.groups),
         has_bias: bias.is_some() as u32,
         has_pad_values: 0,
-        _pad: [0; 2],
+        splits: 1,
+        k_chunk: 0,
     };
     Ok((os, p))
 }
@@ -162,7 +358,7 @@ pub fn conv2d_into(
     c: &Conv2d,
     out: &Tensor,
 ) -> Result<()> {
-    conv2d_impl(rec, x, w, bias, None, c, out)
+    conv2d_planned(rec, x, w, bias, None, c, None, out)
 }
 
 /// conv2d whose padding takes `pad_values[ci]` for input channel `ci` instead of zeros: the
@@ -176,16 +372,19 @@ pub fn conv2d_pad_values_into(
     c: &Conv2d,
     out: &Tensor,
 ) -> Result<()> {
-    conv2d_impl(rec, x, w, bias, Some(pad_values), c, out)
+    conv2d_planned(rec, x, w, bias, Some(pad_values), c, None, out)
 }
 
-fn conv2d_impl(
+/// [`conv2d_into`] (or its padding-values form) as plan `pl` (None: [`plan`]'s).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_planned(
     rec: &mut Recorder,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     pad_values: Option<&Tensor>,
     c: &Conv2d,
+    pl: Option<ConvPlan>,
     out: &Tensor,
 ) -> Result<()> {
     expect_dtype("conv2d", "x", x, DType::F32)?;
@@ -206,32 +405,29 @@ fn conv2d_impl(
         p.has_pad_values = 1;
     }
     let (xs, ws) = (x.shape(), w.shape());
-    let key = PipelineKey::new(Shader::Conv, "conv2d", 4, 1);
-    let n = out.numel();
-    rec.dispatch(
-        &key,
-        &p,
-        &[x, w, bias.unwrap_or(w), pad_values.unwrap_or(w)],
-        &[out],
-        grid_elems(rec, n),
-        || OpInfo {
-            name: "conv2d",
-            shape: format!(
-                "x={:?} w={:?} s={:?} p={:?} g={}{}",
-                xs,
-                ws,
-                c.stride,
-                c.padding,
-                c.groups,
-                if pad_values.is_some() {
-                    " pad=values"
-                } else {
-                    ""
-                }
-            ),
-            bytes: 4 * (x.numel() + w.numel() + n) as u64,
-            flops: 2 * (n * ws[1] * ws[2] * ws[3]) as u64,
-        },
+    let shape = format!(
+        "x={:?} w={:?} s={:?} p={:?} g={}{}",
+        xs,
+        ws,
+        c.stride,
+        c.padding,
+        c.groups,
+        if pad_values.is_some() {
+            " pad=values"
+        } else {
+            ""
+        }
+    );
+    let pl = pl.unwrap_or_else(|| {
+        plan(
+            os,
+            ws.try_into().expect("rank 4"),
+            c.groups,
+            rec.device().wg() as usize,
+        )
+    });
+    record(
+        rec, "conv2d", x, false, w, bias, pad_values, p, pl, out, shape,
     )
 }
 
@@ -314,6 +510,21 @@ pub fn spike_conv2d_into(
     c: &Conv2d,
     out: &Tensor,
 ) -> Result<()> {
+    spike_conv2d_planned(rec, s, hw, w, bias, c, None, out)
+}
+
+/// [`spike_conv2d_into`] as plan `pl` (None: [`plan`]'s).
+#[allow(clippy::too_many_arguments)]
+pub fn spike_conv2d_planned(
+    rec: &mut Recorder,
+    s: &PackedSpikes,
+    hw: [usize; 2],
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Conv2d,
+    pl: Option<ConvPlan>,
+    out: &Tensor,
+) -> Result<()> {
     let sh = s.shape();
     if sh.len() != 3 || sh[2] != hw[0] * hw[1] {
         return Err(shape_err(
@@ -329,24 +540,33 @@ pub fn spike_conv2d_into(
             format!("output must be f32{os:?}, got {out:?}"),
         ));
     }
-    let key = PipelineKey::new(Shader::Conv, "spike_conv2d", 3, 1);
-    rec.dispatch(
-        &key,
-        &p,
-        &[s.words(), w, bias.unwrap_or(w)],
-        &[out],
-        grid_elems(rec, out.numel()),
-        || OpInfo {
-            name: "spike_conv2d",
-            shape: format!(
-                "x={xs:?} w={:?} s={:?} p={:?}",
-                w.shape(),
-                c.stride,
-                c.padding
-            ),
-            bytes: s.words().bytes() + w.bytes() + out.bytes(),
-            flops: 2 * (out.numel() * w.shape()[1..].iter().product::<usize>()) as u64,
-        },
+    let shape = format!(
+        "x={xs:?} w={:?} s={:?} p={:?} g={}",
+        w.shape(),
+        c.stride,
+        c.padding,
+        c.groups
+    );
+    let pl = pl.unwrap_or_else(|| {
+        plan(
+            os,
+            w.shape().try_into().expect("rank 4"),
+            c.groups,
+            rec.device().wg() as usize,
+        )
+    });
+    record(
+        rec,
+        "spike_conv2d",
+        s.words(),
+        true,
+        w,
+        bias,
+        None,
+        p,
+        pl,
+        out,
+        shape,
     )
 }
 
@@ -432,7 +652,8 @@ pub fn reference_pad_values(
     out
 }
 
-/// Harness cases: 1x1, 3x3, 7x7 depthwise, strided, dilated, grouped, conv1d shapes.
+/// Harness cases: 1x1, 3x3, 7x7 depthwise, strided, dilated, grouped, conv1d shapes, f32 and
+/// spike inputs, each in every variant (direct; implicit GEMM on either tile, K split).
 pub fn cases() -> Vec<Case> {
     type Spec = (&'static str, [usize; 4], [usize; 4], Conv2d, bool);
     let list: Vec<Spec> = vec![
@@ -510,10 +731,11 @@ pub fn cases() -> Vec<Case> {
     ];
     let mut v: Vec<Case> = list
         .into_iter()
-        .map(|(name, xs, ws, c, bias)| {
+        .flat_map(|spec| FORCES.iter().map(move |&f| (spec, f)))
+        .map(|((name, xs, ws, c, bias), force)| {
             Case::new(
                 "conv2d",
-                format!("{name} x={xs:?} w={ws:?}"),
+                format!("{name} x={xs:?} w={ws:?}{}", force_name(force)),
                 1e-11,
                 move |dev, rng| {
                     let x = rng.vec(xs.iter().product(), -1.0, 1.0);
@@ -524,9 +746,11 @@ pub fn cases() -> Vec<Case> {
                         dev.weight_f32(&w, &ws)?,
                         dev.weight_f32(&b, &[ws[0]])?,
                     );
-                    let out = output(dev, &conv2d_shape(&xs, &ws, &c)?, DType::F32)?;
+                    let os = conv2d_shape(&xs, &ws, &c)?;
+                    let out = output(dev, &os, DType::F32)?;
+                    let pl = forced(force, os, ws, &c, dev.wg() as usize);
                     let mut rec = dev.recorder("test");
-                    conv2d_into(&mut rec, &xt, &wt, bias.then_some(&bt), &c, &out)?;
+                    conv2d_planned(&mut rec, &xt, &wt, bias.then_some(&bt), None, &c, pl, &out)?;
                     rec.submit()?;
                     check_f32(
                         dev,
@@ -546,30 +770,34 @@ pub fn cases() -> Vec<Case> {
         ),
         ([1, 3, 4, 4], [4, 3, 3, 3], Conv2d::new(2, 1)),
     ] {
-        v.push(Case::new(
-            "conv2d",
-            format!("pad=values x={xs:?} w={ws:?}"),
-            1e-11,
-            move |dev, rng| {
-                let x = rng.vec(xs.iter().product(), -1.0, 1.0);
-                let w = rng.vec(ws.iter().product(), -1.0, 1.0);
-                let pv = rng.vec(xs[1], -2.0, 2.0);
-                let (xt, wt, pt) = (
-                    dev.tensor_f32(&x, &xs)?,
-                    dev.weight_f32(&w, &ws)?,
-                    dev.weight_f32(&pv, &[xs[1]])?,
-                );
-                let out = output(dev, &conv2d_shape(&xs, &ws, &c)?, DType::F32)?;
-                let mut rec = dev.recorder("test");
-                conv2d_pad_values_into(&mut rec, &xt, &wt, None, &pt, &c, &out)?;
-                rec.submit()?;
-                check_f32(
-                    dev,
-                    &out,
-                    &reference_pad_values(&x, xs, &w, ws, None, Some(&pv), &c),
-                )
-            },
-        ));
+        for force in FORCES {
+            v.push(Case::new(
+                "conv2d",
+                format!("pad=values x={xs:?} w={ws:?}{}", force_name(force)),
+                1e-11,
+                move |dev, rng| {
+                    let x = rng.vec(xs.iter().product(), -1.0, 1.0);
+                    let w = rng.vec(ws.iter().product(), -1.0, 1.0);
+                    let pv = rng.vec(xs[1], -2.0, 2.0);
+                    let (xt, wt, pt) = (
+                        dev.tensor_f32(&x, &xs)?,
+                        dev.weight_f32(&w, &ws)?,
+                        dev.weight_f32(&pv, &[xs[1]])?,
+                    );
+                    let os = conv2d_shape(&xs, &ws, &c)?;
+                    let out = output(dev, &os, DType::F32)?;
+                    let pl = forced(force, os, ws, &c, dev.wg() as usize);
+                    let mut rec = dev.recorder("test");
+                    conv2d_planned(&mut rec, &xt, &wt, None, Some(&pt), &c, pl, &out)?;
+                    rec.submit()?;
+                    check_f32(
+                        dev,
+                        &out,
+                        &reference_pad_values(&x, xs, &w, ws, None, Some(&pv), &c),
+                    )
+                },
+            ));
+        }
     }
     type ConvSpec = ([usize; 4], [usize; 4], Conv2d, bool);
     let convs: Vec<ConvSpec> = vec![
@@ -583,47 +811,143 @@ pub fn cases() -> Vec<Case> {
             Conv2d::new(1, 0).groups(6),
             false,
         ),
+        ([2, 16, 14, 14], [24, 16, 3, 3], Conv2d::new(2, 1), true),
+        ([1, 64, 7, 7], [64, 64, 3, 3], Conv2d::new(1, 1), true),
+        (
+            [1, 4, 9, 9],
+            [12, 2, 3, 3],
+            Conv2d::new(1, 1).groups(2),
+            true,
+        ),
     ];
     for (xs, ws, c, bias) in convs {
-        v.push(
-            Case::new(
-                "spike_conv2d",
-                format!(
-                    "x={xs:?} w={ws:?} s={:?} p={:?} g={}",
-                    c.stride, c.padding, c.groups
-                ),
-                1e-11,
-                move |dev, rng| {
-                    let x: Vec<f32> = (0..xs.iter().product())
-                        .map(|_| if rng.unit() < 0.25 { 1.0 } else { 0.0 })
-                        .collect();
-                    let w = rng.vec(ws.iter().product(), -1.0, 1.0);
-                    let b = rng.vec(ws[0], -1.0, 1.0);
-                    let st = PackedSpikes::from_host(dev, &x, &[xs[0], xs[1], xs[2] * xs[3]])?;
-                    let (wt, bt) = (dev.weight_f32(&w, &ws)?, dev.weight_f32(&b, &[ws[0]])?);
-                    let out = output(dev, &conv2d_shape(&xs, &ws, &c)?, DType::F32)?;
-                    let mut rec = dev.recorder("test");
-                    spike_conv2d_into(
-                        &mut rec,
-                        &st,
-                        [xs[2], xs[3]],
-                        &wt,
-                        bias.then_some(&bt),
-                        &c,
-                        &out,
-                    )?;
-                    rec.submit()?;
-                    check_f32(
-                        dev,
-                        &out,
-                        &reference(&x, xs, &w, ws, bias.then_some(&b), &c),
-                    )
-                },
-            )
-            .dtype("bits×f32"),
-        );
+        for force in FORCES {
+            v.push(
+                Case::new(
+                    "spike_conv2d",
+                    format!(
+                        "x={xs:?} w={ws:?} s={:?} p={:?} g={}{}",
+                        c.stride,
+                        c.padding,
+                        c.groups,
+                        force_name(force)
+                    ),
+                    1e-11,
+                    move |dev, rng| {
+                        let x: Vec<f32> = (0..xs.iter().product())
+                            .map(|_| if rng.unit() < 0.25 { 1.0 } else { 0.0 })
+                            .collect();
+                        let w = rng.vec(ws.iter().product(), -1.0, 1.0);
+                        let b = rng.vec(ws[0], -1.0, 1.0);
+                        let st = PackedSpikes::from_host(dev, &x, &[xs[0], xs[1], xs[2] * xs[3]])?;
+                        let (wt, bt) = (dev.weight_f32(&w, &ws)?, dev.weight_f32(&b, &[ws[0]])?);
+                        let os = conv2d_shape(&xs, &ws, &c)?;
+                        let out = output(dev, &os, DType::F32)?;
+                        let pl = forced(force, os, ws, &c, dev.wg() as usize);
+                        let mut rec = dev.recorder("test");
+                        spike_conv2d_planned(
+                            &mut rec,
+                            &st,
+                            [xs[2], xs[3]],
+                            &wt,
+                            bias.then_some(&bt),
+                            &c,
+                            pl,
+                            &out,
+                        )?;
+                        rec.submit()?;
+                        check_f32(
+                            dev,
+                            &out,
+                            &reference(&x, xs, &w, ws, bias.then_some(&b), &c),
+                        )
+                    },
+                )
+                .dtype("bits×f32"),
+            );
+        }
+    }
+    // f16 weights (the implicit GEMM only), f32 and spike inputs, with and without 128-bit
+    // weight loads (36 and 27 taps).
+    for (xs, ws, c) in [
+        ([2usize, 4, 9, 7], [8usize, 4, 3, 3], Conv2d::new(1, 1)),
+        ([1, 3, 13, 11], [9, 3, 3, 3], Conv2d::new(2, 1)),
+    ] {
+        for spikes in [false, true] {
+            v.push(
+                Case::new(
+                    if spikes { "spike_conv2d" } else { "conv2d" },
+                    format!(
+                        "x={xs:?} w={ws:?} s={:?} p={:?} [gemm]",
+                        c.stride, c.padding
+                    ),
+                    1e-11,
+                    move |dev, rng| {
+                        let x: Vec<f32> = if spikes {
+                            (0..xs.iter().product())
+                                .map(|_| if rng.unit() < 0.3 { 1.0 } else { 0.0 })
+                                .collect()
+                        } else {
+                            rng.vec(xs.iter().product(), -1.0, 1.0)
+                        };
+                        let w: Vec<f32> = rng
+                            .vec(ws.iter().product(), -1.0, 1.0)
+                            .into_iter()
+                            .map(|v| half::f16::from_f32(v).to_f32())
+                            .collect();
+                        let b = rng.vec(ws[0], -1.0, 1.0);
+                        let (wt, bt) = (dev.weight_f16(&w, &ws)?, dev.weight_f32(&b, &[ws[0]])?);
+                        let os = conv2d_shape(&xs, &ws, &c)?;
+                        let out = output(dev, &os, DType::F32)?;
+                        let pl = forced(2, os, ws, &c, dev.wg() as usize);
+                        let mut rec = dev.recorder("test");
+                        if spikes {
+                            let st =
+                                PackedSpikes::from_host(dev, &x, &[xs[0], xs[1], xs[2] * xs[3]])?;
+                            spike_conv2d_planned(
+                                &mut rec,
+                                &st,
+                                [xs[2], xs[3]],
+                                &wt,
+                                Some(&bt),
+                                &c,
+                                pl,
+                                &out,
+                            )?;
+                        } else {
+                            let xt = dev.tensor_f32(&x, &xs)?;
+                            conv2d_planned(&mut rec, &xt, &wt, Some(&bt), None, &c, pl, &out)?;
+                        }
+                        rec.submit()?;
+                        check_f32(dev, &out, &reference(&x, xs, &w, ws, Some(&b), &c))
+                    },
+                )
+                .dtype(if spikes { "bits×f16w" } else { "f16w" })
+                .feature(Feature::F16),
+            );
+        }
     }
     v
+}
+
+/// A harness case's variant: 0 the plan's, 1 direct, 2 GEMM small tile, 3 GEMM large tile,
+/// 4 GEMM small tile with K in 3 slices.
+const FORCES: [u8; 5] = [0, 1, 2, 3, 4];
+
+fn force_name(f: u8) -> &'static str {
+    [
+        "",
+        " [direct]",
+        " [gemm small]",
+        " [gemm large]",
+        " [gemm small, 3 k-slices]",
+    ][f as usize]
+}
+
+fn forced(f: u8, os: [usize; 4], ws: [usize; 4], c: &Conv2d, wg: usize) -> Option<ConvPlan> {
+    let rows = [None, None, Some(wg / 4), Some(wg / 2), Some(wg / 4)][f as usize];
+    let slices = [None, None, Some(1), Some(1), Some(3)][f as usize];
+    (f != 0).then(|| plan_with(os, ws, c.groups, wg, Some(f >= 2), rows, slices))
 }
 
 #[cfg(test)]

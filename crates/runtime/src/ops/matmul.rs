@@ -10,6 +10,7 @@ use crate::harness::{check_f32, output, Case, Feature};
 use crate::pipeline::{PipelineKey, Shader};
 use crate::profile::OpInfo;
 use crate::record::Recorder;
+use crate::spikes::{words_for, PackedSpikes};
 use crate::tensor::{DType, Tensor};
 
 /// `out[b, m, n] = sum_k x[b, m, k] * w[b, n, k] (+ bias[n])`, with element strides for each
@@ -66,6 +67,15 @@ impl Gemm {
             x_offset: 0,
             out_row_stride: n,
             out_offset: 0,
+        }
+    }
+    /// [`Gemm::channels`] over packed spikes `[r, cin, n]` (the w operand of
+    /// [`spike_gemm_planned`]): its strides count words.
+    pub fn spike_channels(r: usize, cout: usize, cin: usize, n: usize) -> Self {
+        let words = words_for(n);
+        Self {
+            w_strides: [cin * words, 1, words],
+            ..Self::channels(r, cout, cin, n)
         }
     }
     /// `a [batch, m, k] @ b [batch, k, n]` (torch.bmm layout).
@@ -171,7 +181,56 @@ pub fn plan(g: &Gemm, wg: usize) -> Plan {
 /// [`plan`] with the tile rows (the large `wg / 2` or the small `wg / 4`) and the K slices
 /// forced (tests and benchmarks of each variant); the rest follows from the shape.
 pub fn plan_with(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>) -> Plan {
-    let gemv = g.m * g.batch <= 65_535 && g.m <= 4;
+    plan_inner(g, wg, rows, slices, false)
+}
+
+/// [`plan_with`] for a product whose w operand is packed spikes ([`spike_gemm_planned`]):
+/// always the tiled kernel, the spikes fetched 4 positions (one nibble) at a k.
+pub fn plan_spikes(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>) -> Plan {
+    plan_inner(g, wg, rows, slices, true)
+}
+
+/// Tile rows and K slices of an `m x n` product over `k`, `batch` times, on tiles of 64
+/// columns and `wg / 2` (large) or `wg / 4` (small) rows: the large tile where its grid still
+/// reaches [`GRID_FILL`]; K split into slices of at least 256 (multiples of 16) where even the
+/// small tile's grid leaves most compute units idle. `rows` / `slices` force either (a forced
+/// tile that is neither size is ignored). Returns (rows, splits, k_chunk).
+pub(crate) fn tiling(
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+    wg: usize,
+    rows: Option<usize>,
+    slices: Option<usize>,
+) -> (usize, usize, usize) {
+    let big = (wg / 16) * 8;
+    let grid = |rows: usize| m.div_ceil(rows) * n.div_ceil(64) * batch;
+    let rows = rows.filter(|&r| r == big || r == big / 2).unwrap_or(
+        if m >= big && grid(big) >= GRID_FILL {
+            big
+        } else {
+            big / 2
+        },
+    );
+    let tiles = grid(rows);
+    let want = slices.unwrap_or(if tiles < GRID_FILL / 2 && k >= 512 {
+        GRID_FILL.div_ceil(tiles).min(k / 256).min(16)
+    } else {
+        1
+    });
+    if want > 1 {
+        let k_chunk = k.div_ceil(want).div_ceil(16) * 16;
+        let splits = k.div_ceil(k_chunk);
+        if splits > 1 {
+            return (rows, splits, k_chunk);
+        }
+    }
+    (rows, 1, k)
+}
+
+fn plan_inner(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>, bits: bool) -> Plan {
+    let gemv = !bits && g.m * g.batch <= 65_535 && g.m <= 4;
     let m4 = |v: usize| v.is_multiple_of(4);
     // An operand's batch stride matters only with more than one batch entry.
     let bs = |s: usize| g.batch == 1 || m4(s);
@@ -186,38 +245,19 @@ pub fn plan_with(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>
         } else {
             g.x_strides[2] == 1 && m4(g.x_strides[1]) && m4(g.k)
         };
-    let b_rows = g.w_strides[1] == 1 && g.w_strides[2] != 1 && g.n > 1;
-    let b_vec = bs(g.w_strides[0])
+    let b_rows = bits || (g.w_strides[1] == 1 && g.w_strides[2] != 1 && g.n > 1);
+    let b_vec = !bits
+        && bs(g.w_strides[0])
         && if b_rows {
             m4(g.w_strides[2]) && m4(g.n)
         } else {
             g.w_strides[2] == 1 && m4(g.w_strides[1]) && m4(g.k)
         };
-    let big = (wg / 16) * 8;
-    let grid = |rows: usize| g.m.div_ceil(rows) * g.n.div_ceil(64) * g.batch;
-    let rows = rows.filter(|&r| r == big || r == big / 2).unwrap_or(
-        if g.m >= big && grid(big) >= GRID_FILL {
-            big
-        } else {
-            big / 2
-        },
-    );
-    // Split K where even the small tile leaves most compute units idle and K is deep
-    // enough for slices of at least 256.
-    let (mut splits, mut k_chunk) = (1, g.k);
-    let tiles = grid(rows);
-    let want = slices.unwrap_or(if tiles < GRID_FILL / 2 && g.k >= 512 {
-        GRID_FILL.div_ceil(tiles).min(g.k / 256).min(16)
+    let (rows, splits, k_chunk) = if gemv {
+        ((wg / 16) * 4, 1, g.k)
     } else {
-        1
-    });
-    if !gemv && want > 1 {
-        k_chunk = g.k.div_ceil(want).div_ceil(16) * 16;
-        splits = g.k.div_ceil(k_chunk);
-        if splits == 1 {
-            k_chunk = g.k;
-        }
-    }
+        tiling(g.m, g.n, g.k, g.batch, wg, rows, slices)
+    };
     let out_vec = m4(g.n) && m4(g.out_offset) && m4(g.out_row_stride);
     Plan {
         gemv,
@@ -256,8 +296,57 @@ pub fn gemm_planned(
     bias: Option<&Tensor>,
     out: &Tensor,
 ) -> Result<()> {
-    expect_float("matmul", "x", x)?;
     expect_float("matmul", "w", w)?;
+    if Gemm::max_offset([g.batch, g.n, g.k], g.w_strides) >= w.numel() {
+        return Err(shape_err(
+            "matmul",
+            format!("w {:?} is too small for {g:?}", w.shape()),
+        ));
+    }
+    record(rec, g, pl, x, w, false, bias, out)
+}
+
+/// [`gemm_planned`] with packed spikes as the w operand (`s [batch, k, n]`, spike (b, n, k) at
+/// bit n of row b·k + k), expanded to 0/1 as the tiles are fetched: `out[b, m, n] =
+/// sum_k x[b, m, k] s[b, k, n] (+ bias)`. `g.w_strides` are (batch, 1, k) in words, as
+/// [`Gemm::spike_channels`] sets them; `pl` comes from [`plan_spikes`].
+pub fn spike_gemm_planned(
+    rec: &mut Recorder,
+    g: &Gemm,
+    pl: Plan,
+    x: &Tensor,
+    s: &PackedSpikes,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+) -> Result<()> {
+    let (sh, words) = (s.shape(), s.words());
+    if sh.len() < 2
+        || sh[sh.len() - 1] != g.n
+        || s.rows() != g.batch * g.k
+        || g.w_strides != [g.k * words_for(g.n), 1, words_for(g.n)]
+    {
+        return Err(shape_err(
+            "matmul",
+            format!("spikes {sh:?} do not hold the [batch, k, n] operand of {g:?}"),
+        ));
+    }
+    record(rec, g, pl, x, words, true, bias, out)
+}
+
+/// Checks what both operand kinds share and records the product (`bits`: w holds packed
+/// spikes' words).
+#[allow(clippy::too_many_arguments)]
+fn record(
+    rec: &mut Recorder,
+    g: &Gemm,
+    pl: Plan,
+    x: &Tensor,
+    w: &Tensor,
+    bits: bool,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+) -> Result<()> {
+    expect_float("matmul", "x", x)?;
     if x.dtype() == DType::F16 && w.dtype() == DType::F16 {
         return Err(shape_err(
             "matmul",
@@ -291,12 +380,6 @@ pub fn gemm_planned(
             format!("x {:?} is too small for {g:?}", x.shape()),
         ));
     }
-    if Gemm::max_offset([g.batch, g.n, g.k], g.w_strides) >= w.numel() {
-        return Err(shape_err(
-            "matmul",
-            format!("w {:?} is too small for {g:?}", w.shape()),
-        ));
-    }
     if let Some(b) = bias {
         expect_dtype("matmul", "bias", b, DType::F32)?;
         let want = if g.bias_on_rows { g.m } else { g.n };
@@ -308,7 +391,7 @@ pub fn gemm_planned(
         }
     }
     let wg = rec.device().wg() as usize;
-    if pl != plan_with(g, wg, Some(pl.tile.0), Some(pl.splits)) {
+    if pl != plan_inner(g, wg, Some(pl.tile.0), Some(pl.splits), bits) {
         return Err(shape_err(
             "matmul",
             format!("plan {pl:?} is not one of plan_with's for {g:?}"),
@@ -325,6 +408,7 @@ pub fn gemm_planned(
         .define_if("A_VEC", tiled && pl.a_vec)
         .define_if("B_ROWS", tiled && pl.b_rows)
         .define_if("B_VEC", tiled && pl.b_vec)
+        .define_if("B_BITS", bits)
         .define_if("OUT_VEC", tiled && pl.out_vec)
         .define_if("RM8", tiled && pl.tile.0 == (wg / 16) * 8)
         .define_if("UNCHECKED", tiled && pl.unchecked);
@@ -371,7 +455,11 @@ pub fn gemm_planned(
         (if batched { g.batch } else { 1 } * rows * g.k * t.dtype().size()) as u64
     };
     let moved = bytes_of(x, g.x_strides[0] != 0, g.m)
-        + bytes_of(w, g.w_strides[0] != 0, g.n)
+        + if bits {
+            w.bytes()
+        } else {
+            bytes_of(w, g.w_strides[0] != 0, g.n)
+        }
         + 4 * (g.batch * g.m * g.n) as u64;
     let shape = format!(
         "b={} m={} n={} k={}{}{}",
@@ -380,13 +468,19 @@ pub fn gemm_planned(
         g.n,
         g.k,
         if bias.is_some() { " +bias" } else { "" },
-        match (a16, b16) {
-            (true, _) => " x=f16",
-            (_, true) => " w=f16",
+        match (a16, b16, bits) {
+            (_, _, true) if a16 => " x=f16 w=spikes",
+            (_, _, true) => " w=spikes",
+            (true, _, _) => " x=f16",
+            (_, true, _) => " w=f16",
             _ => "",
         }
     );
-    let name = if pl.gemv { "gemv" } else { "matmul" };
+    let name = match (pl.gemv, bits) {
+        (true, _) => "gemv",
+        (_, true) => "spike_linear",
+        _ => "matmul",
+    };
     if pl.splits == 1 {
         return rec.dispatch(&key, &p, &[x, w, bias.unwrap_or(x)], &[out], groups, || {
             OpInfo {
@@ -419,18 +513,58 @@ pub fn gemm_planned(
             flops: g.flops(),
         },
     )?;
+    splitk_reduce(
+        rec,
+        &parts,
+        bias.map(|b| (b, g.bias_on_rows)),
+        out,
+        [g.batch, g.m, g.n],
+        pl.splits,
+        [g.out_row_stride, g.out_offset],
+    )
+}
+
+/// Split-K's second pass: `out[r, c] = sum_s parts[s, r, c] + bias` over `parts [splits,
+/// batch * m, n]`, the bias indexed by the column, or by the row within its batch entry when
+/// its flag is set; output row r at `out_at[1] + r * out_at[0]`.
+pub(crate) fn splitk_reduce(
+    rec: &mut Recorder,
+    parts: &Tensor,
+    bias: Option<(&Tensor, bool)>,
+    out: &Tensor,
+    [batch, m, n]: [usize; 3],
+    splits: usize,
+    out_at: [usize; 2],
+) -> Result<()> {
+    let total = batch * m * n;
+    let has_bias = match bias {
+        None => 0,
+        Some((_, false)) => 1,
+        Some((_, true)) => 2,
+    };
+    let p = Params {
+        m: m as u32,
+        n: n as u32,
+        batch: batch as u32,
+        has_bias,
+        out_stride: out_at[0] as u32,
+        out_offset: out_at[1] as u32,
+        splits: splits as u32,
+        ..Params::zeroed()
+    };
     let rk = PipelineKey::new(Shader::Matmul, "splitk_reduce", 2, 1);
+    let wg = rec.device().wg() as usize;
     rec.dispatch(
         &rk,
         &p,
-        &[&parts, bias.unwrap_or(&parts)],
+        &[parts, bias.map_or(parts, |b| b.0)],
         &[out],
         grid_rows(total.div_ceil(wg)),
         || OpInfo {
             name: "splitk_reduce",
-            shape: format!("b={} m={} n={} splits={}", g.batch, g.m, g.n, pl.splits),
-            bytes: scratch + 4 * total as u64,
-            flops: (pl.splits * total) as u64,
+            shape: format!("b={batch} m={m} n={n} splits={splits}"),
+            bytes: 4 * ((splits + 1) * total) as u64,
+            flops: (splits * total) as u64,
         },
     )
 }

@@ -1,11 +1,13 @@
-//! Spike-input products (`shaders/spike_matmul.wgsl`): packed binary spikes times f32 weights
-//! over the channel axis (a 1x1 conv or a Linear on `[.., K, N]` maps), f32 accumulation
-//! (the 3x3 and larger spike convolutions live with the other convolutions, `ops::conv`);
-//! and packing / unpacking between 0/1 maps and packed spikes.
+//! Spike-input products: packed binary spikes times f32 (or f16) weights over the channel axis
+//! (a 1x1 conv or a Linear on `[.., K, N]` maps), on the tiled GEMM of `shaders/matmul.wgsl`
+//! with the spikes expanded to 0/1 as its tiles are fetched (exact; f32 accumulation). The 3x3
+//! and larger spike convolutions live with the other convolutions (`ops::conv`). Packing and
+//! unpacking between 0/1 maps and packed spikes run in `shaders/spike_matmul.wgsl`.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_dtype, grid_elems};
+use super::matmul::{plan_spikes, spike_gemm_planned, Gemm};
+use super::{expect_dtype, expect_float, grid_elems};
 use crate::error::{shape_err, Result};
 use crate::harness::{check_f32, check_u32, output, Case};
 use crate::pipeline::{PipelineKey, Shader};
@@ -35,7 +37,7 @@ pub fn spike_linear_into(
     bias: Option<&Tensor>,
     out: &Tensor,
 ) -> Result<()> {
-    expect_dtype("spike_linear", "w", w, DType::F32)?;
+    expect_float("spike_linear", "w", w)?;
     let sh = s.shape();
     if sh.len() < 2 || w.rank() != 2 || w.dim(1) != sh[sh.len() - 2] {
         return Err(shape_err(
@@ -65,30 +67,9 @@ pub fn spike_linear_into(
             ));
         }
     }
-    let words = words_for(n);
-    let p = Params {
-        r: r as u32,
-        k: k as u32,
-        cout: cout as u32,
-        n: n as u32,
-        words: words as u32,
-        has_bias: bias.is_some() as u32,
-        _pad: [0; 2],
-    };
-    let key = PipelineKey::new(Shader::SpikeMatmul, "spike_linear", 3, 1);
-    rec.dispatch(
-        &key,
-        &p,
-        &[s.words(), w, bias.unwrap_or(w)],
-        &[out],
-        grid_elems(rec, r * cout * words),
-        || OpInfo {
-            name: "spike_linear",
-            shape: format!("s={sh:?} w={:?}", w.shape()),
-            bytes: s.words().bytes() + w.bytes() + out.bytes(),
-            flops: 2 * (r * cout * k * n) as u64,
-        },
-    )
+    let g = Gemm::spike_channels(r, cout, k, n);
+    let pl = plan_spikes(&g, rec.device().wg() as usize, None, None);
+    spike_gemm_planned(rec, &g, pl, w, s, bias, out)
 }
 
 /// [`spike_linear_into`] into a new tensor.
@@ -224,48 +205,81 @@ pub fn reference(
     out
 }
 
+/// Harness cases: shapes off every tile (odd sizes, 1, n across word boundaries), multiples of
+/// the tile (the unchecked variant), aligned rows (vec4 stores) and deep K, firing rates from 5%
+/// to 90%, each tiled variant forced in turn (plan's; small and large tile; K in slices).
 pub fn cases() -> Vec<Case> {
     let mut v = Vec::new();
+    // (tile: 0 plan's, 1 small, 2 large; K slices)
+    let forces: [(u8, Option<usize>); 4] = [(0, None), (1, Some(1)), (2, Some(1)), (1, Some(3))];
     for (r, k, n, cout, rate) in [
         (1usize, 1usize, 1usize, 1usize, 0.5f32),
         (1, 5, 33, 7, 0.3),
         (4, 24, 196, 40, 0.15),
         (2, 64, 64, 3, 0.05),
         (3, 9, 100, 17, 0.9),
+        (2, 32, 64, 128, 0.2),
+        (1, 600, 31, 70, 0.1),
+        (2, 48, 128, 130, 0.25),
     ] {
         for bias in [false, true] {
-            v.push(
-                Case::new(
-                    "spike_linear",
-                    format!(
-                        "r={r} k={k} n={n} cout={cout} rate={rate}{}",
-                        if bias { " +bias" } else { "" }
-                    ),
-                    1e-11,
-                    move |dev, rng| {
-                        let s: Vec<f32> = (0..r * k * n)
-                            .map(|_| if rng.unit() < rate as f64 { 1.0 } else { 0.0 })
-                            .collect();
-                        let w = rng.vec(cout * k, -1.0, 1.0);
-                        let b = rng.vec(cout, -1.0, 1.0);
-                        let st = PackedSpikes::from_host(dev, &s, &[r, k, n])?;
-                        let (wt, bt) = (
-                            dev.weight_f32(&w, &[cout, k])?,
-                            dev.weight_f32(&b, &[cout])?,
-                        );
-                        let out = output(dev, &[r, cout, n], DType::F32)?;
-                        let mut rec = dev.recorder("test");
-                        spike_linear_into(&mut rec, &st, &wt, bias.then_some(&bt), &out)?;
-                        rec.submit()?;
-                        check_f32(
-                            dev,
-                            &out,
-                            &reference(&s, r, k, n, &w, cout, bias.then_some(&b)),
-                        )
-                    },
-                )
-                .dtype("bits×f32"),
-            );
+            for (tile, slices) in forces {
+                if !bias && tile != 0 {
+                    continue;
+                }
+                v.push(
+                    Case::new(
+                        "spike_linear",
+                        format!(
+                            "r={r} k={k} n={n} cout={cout} rate={rate}{}{}",
+                            if bias { " +bias" } else { "" },
+                            match (tile, slices) {
+                                (0, _) => String::new(),
+                                (t, s) => format!(
+                                    " [{} tile, {} k-slices]",
+                                    ["", "small", "large"][t as usize],
+                                    s.unwrap_or(1)
+                                ),
+                            }
+                        ),
+                        1e-11,
+                        move |dev, rng| {
+                            let s: Vec<f32> = (0..r * k * n)
+                                .map(|_| if rng.unit() < rate as f64 { 1.0 } else { 0.0 })
+                                .collect();
+                            let w = rng.vec(cout * k, -1.0, 1.0);
+                            let b = rng.vec(cout, -1.0, 1.0);
+                            let st = PackedSpikes::from_host(dev, &s, &[r, k, n])?;
+                            let (wt, bt) = (
+                                dev.weight_f32(&w, &[cout, k])?,
+                                dev.weight_f32(&b, &[cout])?,
+                            );
+                            let out = output(dev, &[r, cout, n], DType::F32)?;
+                            let wg = dev.wg() as usize;
+                            let g = Gemm::spike_channels(r, cout, k, n);
+                            let rows = [None, Some(wg / 4), Some(wg / 2)][tile as usize];
+                            let pl = plan_spikes(&g, wg, rows, slices);
+                            let mut rec = dev.recorder("test");
+                            spike_gemm_planned(
+                                &mut rec,
+                                &g,
+                                pl,
+                                &wt,
+                                &st,
+                                bias.then_some(&bt),
+                                &out,
+                            )?;
+                            rec.submit()?;
+                            check_f32(
+                                dev,
+                                &out,
+                                &reference(&s, r, k, n, &w, cout, bias.then_some(&b)),
+                            )
+                        },
+                    )
+                    .dtype("bits×f32"),
+                );
+            }
         }
     }
     for (rows, n) in [(1usize, 1usize), (3, 31), (2, 32), (5, 33), (4, 200)] {
