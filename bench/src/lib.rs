@@ -11,7 +11,9 @@ pub use kernels::{ceilings, kernels, layer_records, spec_peak, Ceilings, SpecPea
 use serde_json::json;
 use spikescan_models::lmuformer::{random_checkpoint, LmuformerConfig};
 use spikescan_models::MambaState;
-use spikescan_models::{preset, random_weights, Lmuformer, Mamba, MambaConfig, ModelDir, Sampling};
+use spikescan_models::{
+    preset, random_weights, Lmuformer, Mamba, MambaConfig, ModelDir, Sampling, WeightDtype,
+};
 use spikescan_runtime::{Device, Recorder, Tensor};
 
 /// One measurement.
@@ -79,20 +81,30 @@ pub fn mamba(
     decode_steps: usize,
     reps: usize,
     layers: Option<Ceilings>,
+    weights: WeightDtype,
 ) -> Result<Vec<Record>, Error> {
     let cfg_json = preset(name).ok_or_else(|| format!("unknown preset {name}"))?;
     let cfg = MambaConfig::from_json(&cfg_json, std::path::Path::new(name))?;
     let t0 = Instant::now();
+    let dtype = weights;
     let weights = random_weights(&cfg.weight_shapes(false), 1);
+    let md = ModelDir::in_memory(name, cfg_json, &weights)?.with_weights(dtype);
+    drop(weights);
+    let (name, wlabel) = &weight_label(dev, &md, name)?;
     // Every weight is read once per decode step (the tied head reads the whole embedding; an
-    // untied embedding only its B rows, which this counts as the whole matrix: a bound).
+    // untied embedding only its B rows, which this counts as the whole matrix: a bound); in_proj,
+    // x_proj and out_proj are the matrices kept in f16 with f16 weights.
+    let half = md.matrix_dtype(dev)? == spikescan_runtime::DType::F16;
     let weight_bytes: u64 = cfg
         .weight_shapes(false)
         .iter()
-        .map(|(_, s)| s.iter().product::<usize>() as u64 * 4)
+        .map(|(k, s)| {
+            let proj = ["in_proj", "x_proj", "out_proj"]
+                .iter()
+                .any(|p| k.ends_with(&format!("{p}.weight")));
+            s.iter().product::<usize>() as u64 * if half && proj { 2 } else { 4 }
+        })
         .sum();
-    let md = ModelDir::in_memory(name, cfg_json, &weights)?;
-    drop(weights);
     let m = Mamba::load(dev, &md)?;
     drop(md);
     let load_s = t0.elapsed().as_secs_f64();
@@ -125,6 +137,7 @@ pub fn mamba(
         if bi == 0 {
             out.extend(start_records(
                 name,
+                wlabel,
                 load_s,
                 "cold prefill",
                 cold_s,
@@ -329,12 +342,15 @@ pub fn lmuformer(
     frames: usize,
     reps: usize,
     layers: Option<Ceilings>,
+    weights: WeightDtype,
 ) -> Result<Vec<Record>, Error> {
     let cfg_json = preset(name).ok_or_else(|| format!("unknown preset {name}"))?;
     let spiking = cfg_json["architecture"] == "spiking_lmuformer";
     let cfg = LmuformerConfig::from_json(&cfg_json, std::path::Path::new(name), spiking)?;
     let t0 = Instant::now();
-    let md = ModelDir::in_memory(name, cfg_json, &random_checkpoint(&cfg, 1))?;
+    let md =
+        ModelDir::in_memory(name, cfg_json, &random_checkpoint(&cfg, 1))?.with_weights(weights);
+    let (name, wlabel) = &weight_label(dev, &md, name)?;
     let m = Lmuformer::load(dev, &md, spiking)?;
     let load_s = t0.elapsed().as_secs_f64();
     let (n, c) = (cfg.seq_len, cfg.in_channels);
@@ -350,7 +366,14 @@ pub fn lmuformer(
         Ok(t1.elapsed().as_secs_f64())
     };
     let cold = run(1)?;
-    let mut out = start_records(name, load_s, "cold start", cold, format!("B=1 N={n}"));
+    let mut out = start_records(
+        name,
+        wlabel,
+        load_s,
+        "cold start",
+        cold,
+        format!("B=1 N={n}"),
+    );
     for &b in batches {
         let t = median((0..reps.max(1)).map(|_| run(b)).collect::<Result<_, _>>()?);
         out.push(Record {
@@ -396,6 +419,7 @@ pub fn vision(
     batches: &[usize],
     reps: usize,
     layers: Option<Ceilings>,
+    weights: WeightDtype,
 ) -> Result<Vec<Record>, Error> {
     use spikescan_models::{MetaSpikeformerConfig, Model, SpikformerConfig};
     let mut cfg = preset(name).ok_or_else(|| format!("unknown preset {name}"))?;
@@ -407,7 +431,8 @@ pub fn vision(
         _ => return Err(format!("{name} is not an image classifier preset").into()),
     };
     let t0 = Instant::now();
-    let md = ModelDir::in_memory(name, cfg, &random_weights(&shapes, 1))?;
+    let md = ModelDir::in_memory(name, cfg, &random_weights(&shapes, 1))?.with_weights(weights);
+    let (name, wlabel) = &weight_label(dev, &md, name)?;
     let m = Model::from_dir(dev, &md)?;
     let load_s = t0.elapsed().as_secs_f64();
     let spec = m.image_spec().ok_or("not an image model")?;
@@ -433,6 +458,7 @@ pub fn vision(
     })?;
     let mut out = start_records(
         name,
+        wlabel,
         load_s,
         "cold start",
         cold,
@@ -462,9 +488,22 @@ pub fn vision(
     Ok(out)
 }
 
+/// A benchmarked model's name in its records (`<preset> f16w` with f16 matrices, so runs of
+/// both dtypes compare) and its load record's parameters.
+fn weight_label(dev: &Device, md: &ModelDir, name: &str) -> Result<(String, String), Error> {
+    Ok(match md.matrix_dtype(dev)? {
+        spikescan_runtime::DType::F16 => (
+            format!("{name} f16w"),
+            "random weights, f16 matrices".into(),
+        ),
+        _ => (name.to_string(), "random weights, f32".into()),
+    })
+}
+
 /// The load time and the cold start (first run, pipelines compiled) of a model.
 fn start_records(
     name: &str,
+    weights: &str,
     load_s: f64,
     cold_label: &str,
     cold_s: f64,
@@ -474,7 +513,7 @@ fn start_records(
         Record {
             suite: "model",
             name: format!("{name} load"),
-            params: "random weights, f32".into(),
+            params: weights.into(),
             value: load_s,
             unit: "s",
         },

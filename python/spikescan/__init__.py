@@ -77,17 +77,25 @@ def convert(checkpoint, out_dir, preset=None, config=None, set=None, dtype="keep
 
 
 def _check_dtype(dtype):
-    if dtype is None or dtype in ("f32", "float32"):
-        return
+    """The weight dtype as the Rust loader names it: "auto", "f32" or "f16"."""
+    if dtype is None or dtype == "auto":
+        return "auto"
+    if dtype in ("f32", "float32"):
+        return "f32"
+    if dtype in ("f16", "float16"):
+        return "f16"
     try:
         import numpy as np
 
         if np.dtype(dtype) == np.float32:
-            return
+            return "f32"
+        if np.dtype(dtype) == np.float16:
+            return "f16"
     except TypeError:
         pass
-    raise InputError(f"dtype={dtype!r}: spikescan runs weights as f32 on the GPU (f16 and bf16 "
-                     "checkpoints are converted when loaded); give dtype=None or 'f32'")
+    raise InputError(f"dtype={dtype!r}: the weights run on the GPU as f32 or f16; give dtype=None "
+                     "(f16 for an f16 or bf16 checkpoint where the adapter has shader-f16, "
+                     "else f32), 'f32' or 'f16'")
 
 
 def load(path, device=None, dtype=None, preset=None, config=None, set=None, out_dir=None,
@@ -99,9 +107,11 @@ def load(path, device=None, dtype=None, preset=None, config=None, set=None, out_
     HF_HUB_OFFLINE are honoured); or an official checkpoint (.pth, .pt, .pth.tar,
     .bin) with `preset=` or `config=` (a config.json; `set=` overrides fields), converted into `out_dir` (a temporary
     directory when None). `device` is a `spikescan.Device` (the default adapter when None);
-    `dtype` is None or "f32": weights run as f32 on the GPU (f16 and bf16 checkpoints are
-    converted when loaded)."""
-    _check_dtype(dtype)
+    `dtype` says how the matrices (GEMM and convolution weights) are kept on the GPU: None
+    (f16 for an f16 or bf16 checkpoint where the adapter has shader-f16, else f32: outputs
+    match PyTorch's), "f32" or "f16" (numpy dtypes too); products accumulate in f32 either
+    way, and every other weight stays f32."""
+    dtype = _check_dtype(dtype)
     p = os.fspath(path)
     if p.endswith(_CHECKPOINT_SUFFIXES) and not os.path.isdir(p):
         if not os.path.exists(p):
@@ -113,11 +123,11 @@ def load(path, device=None, dtype=None, preset=None, config=None, set=None, out_
                     allow_unsafe_pickle=allow_unsafe_pickle)
         if out_dir is not None:
             convert(p, out_dir, **opts)
-            return _load(out_dir, device)
+            return _load(out_dir, device, dtype)
         with tempfile.TemporaryDirectory(prefix="spikescan-") as tmp:
             convert(p, tmp, **opts)
-            return _load(tmp, device)
+            return _load(tmp, device, dtype)
     if preset is not None or config is not None or set is not None:
         raise ConfigError(f"{p}: preset=, config= and set= apply to a .pth checkpoint; a "
                           "model directory has its config.json")
-    return _load(p, device)
+    return _load(p, device, dtype)

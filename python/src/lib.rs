@@ -345,14 +345,20 @@ struct Model {
 
 /// Loads a model directory (the CLI's contract): `spikescan.load` wraps this.
 #[pyfunction]
-#[pyo3(signature = (path, device=None))]
-fn _load(py: Python<'_>, path: PathBuf, device: Option<PyRef<'_, Device>>) -> PyResult<Model> {
+#[pyo3(signature = (path, device=None, dtype="auto"))]
+fn _load(
+    py: Python<'_>,
+    path: PathBuf,
+    device: Option<PyRef<'_, Device>>,
+    dtype: &str,
+) -> PyResult<Model> {
+    let weights: spikescan::models::WeightDtype = dtype.parse().map_err(input_err)?;
     let dev = match device {
         Some(d) => d.dev.clone(),
         None => default_device(py)?,
     };
     let inner = gpu(py, move || {
-        let md = ModelDir::open(&path).map_err(py_err)?;
+        let md = ModelDir::open(&path).map_err(py_err)?.with_weights(weights);
         let model = RModel::from_dir(&dev, &md).map_err(py_err)?;
         let nonfinite = md.checkpoint.nonfinite_tensors();
         let weights = md.checkpoint.path().display().to_string();

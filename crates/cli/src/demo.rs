@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use spikescan::models::eval::{accuracy, token_loss, Heldout};
-use spikescan::models::{vision, Model, ModelDir, Sampling};
+use spikescan::models::{vision, Model, Sampling};
 use spikescan::Device;
 
 /// The model card's reported result: the `**a/b` (accuracy) or `**x nats` (loss) it states.
@@ -45,7 +45,7 @@ pub fn demo(models: &Path) -> anyhow::Result<()> {
     for dir in &dirs {
         let name = dir.file_name().unwrap_or_default().to_string_lossy();
         let pb = crate::ui::spinner(format!("loading {name}"));
-        let md = ModelDir::open(dir)?;
+        let md = crate::ui::open_model(dir.as_ref())?;
         let model = Model::from_dir(&dev, &md)?;
         crate::ui::done(pb);
         crate::ui::check_weights(&md)?;

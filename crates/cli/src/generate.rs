@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use spikescan::models::{Model, ModelDir, Sampling};
+use spikescan::models::{Model, Sampling};
 use spikescan::Device;
 
 pub struct GenerateArgs {
@@ -20,7 +20,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     crate::ui::check_output(args.output.as_deref())?;
     let dev = Device::new()?;
     let pb = crate::ui::spinner(format!("loading {}", args.model.display()));
-    let md = ModelDir::open(&args.model)?;
+    let md = crate::ui::open_model(&args.model)?;
     let loaded = Model::from_dir(&dev, &md)?;
     crate::ui::done(pb);
     crate::ui::check_weights(&md)?;

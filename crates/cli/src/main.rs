@@ -36,6 +36,11 @@ struct Cli {
     /// names the tensor).
     #[arg(long, global = true)]
     strict: bool,
+    /// How models keep their matrix weights (GEMM and convolution operands) on the GPU: auto
+    /// (f16 for an f16 or bf16 checkpoint where the adapter has shader-f16, else f32, whose
+    /// outputs match PyTorch's), f32, or f16 (products accumulate in f32 either way).
+    #[arg(long, global = true, default_value = "auto")]
+    dtype: spikescan::models::WeightDtype,
     #[command(subcommand)]
     command: Command,
 }
@@ -622,6 +627,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 a.decode_steps,
                 a.reps.max(1),
                 layers,
+                ui::weights(),
             )
             .map_err(err(p))?,
         );
@@ -630,8 +636,16 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     for p in &a.lmuformer {
         pb.set_message(p.clone());
         records.extend(
-            spikescan_bench::lmuformer(&dev, p, &a.clip_batch, a.frames, a.reps, layers)
-                .map_err(err(p))?,
+            spikescan_bench::lmuformer(
+                &dev,
+                p,
+                &a.clip_batch,
+                a.frames,
+                a.reps,
+                layers,
+                ui::weights(),
+            )
+            .map_err(err(p))?,
         );
         pb.inc(1);
     }
@@ -639,7 +653,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         for &t in &a.t {
             pb.set_message(format!("{p} (T={t})"));
             records.extend(
-                spikescan_bench::vision(&dev, p, t, &a.image_batch, a.reps, layers)
+                spikescan_bench::vision(&dev, p, t, &a.image_batch, a.reps, layers, ui::weights())
                     .map_err(err(p))?,
             );
             pb.inc(1);
@@ -665,6 +679,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     ui::set(cli.quiet, cli.json);
     ui::set_strict(cli.strict);
+    ui::set_weights(cli.dtype);
     let result = match cli.command {
         Command::Info {
             all,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use spikescan::models::input::{missing, open_input};
 use spikescan::models::taps::Taps;
-use spikescan::models::{Model, ModelDir};
+use spikescan::models::Model;
 use spikescan::Device;
 
 pub struct RunArgs {
@@ -118,7 +118,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::ui::check_output(args.output.as_deref())?;
     let dev = Device::new()?;
     let pb = crate::ui::spinner(format!("loading {}", args.model.display()));
-    let md = ModelDir::open(&args.model)?;
+    let md = crate::ui::open_model(&args.model)?;
     let model = Model::from_dir(&dev, &md)?;
     crate::ui::done(pb);
     crate::ui::check_weights(&md)?;

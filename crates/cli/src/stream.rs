@@ -17,7 +17,7 @@ pub struct StreamArgs {
 pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     let dev = Device::new()?;
     let pb = crate::ui::spinner(format!("loading {}", args.model.display()));
-    let md = spikescan::models::ModelDir::open(&args.model)?;
+    let md = crate::ui::open_model(&args.model)?;
     let model = Model::from_dir(&dev, &md)?;
     crate::ui::done(pb);
     crate::ui::check_weights(&md)?;

@@ -70,6 +70,24 @@ pub fn done(pb: ProgressBar) {
 }
 
 static STRICT: AtomicBool = AtomicBool::new(false);
+static WEIGHTS: std::sync::Mutex<spikescan::models::WeightDtype> =
+    std::sync::Mutex::new(spikescan::models::WeightDtype::Auto);
+
+/// `--dtype`: how models keep their matrices.
+pub fn set_weights(w: spikescan::models::WeightDtype) {
+    *WEIGHTS.lock().unwrap_or_else(|e| e.into_inner()) = w;
+}
+
+pub fn weights() -> spikescan::models::WeightDtype {
+    *WEIGHTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens a model directory or Hub id, its matrices kept as `--dtype` says.
+pub fn open_model(
+    spec: &std::path::Path,
+) -> Result<spikescan::models::ModelDir, spikescan::models::ModelError> {
+    Ok(spikescan::models::ModelDir::open(spec)?.with_weights(weights()))
+}
 
 /// `--strict`: NaN/Inf in weights or inputs are errors instead of warnings.
 pub fn set_strict(on: bool) {

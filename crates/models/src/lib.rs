@@ -449,6 +449,68 @@ pub struct ModelDir {
     pub path: PathBuf,
     pub config: Value,
     pub checkpoint: Checkpoint,
+    /// How the model's matrices are kept on the GPU ([`ModelDir::with_weights`]).
+    pub weights: WeightDtype,
+}
+
+/// How a model keeps its matrix weights — the operands of its GEMMs and implicit-GEMM
+/// convolutions — on the GPU. Products always accumulate in f32, and everything else stays
+/// f32: biases, norms and BatchNorms, LIF and scan parameters, depthwise and other thin-group
+/// convolutions (direct kernels), vocabulary tables (embedding and LM head).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightDtype {
+    /// f16 for a checkpoint stored in f16 or bf16, where the adapter has shader-f16; else f32
+    /// (so an f32 checkpoint's outputs match PyTorch's).
+    #[default]
+    Auto,
+    F32,
+    /// f16 whatever the checkpoint holds (an error on an adapter without shader-f16).
+    F16,
+}
+
+impl std::str::FromStr for WeightDtype {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            _ => Err(format!("unknown weight dtype '{s}' (auto, f32 or f16)")),
+        }
+    }
+}
+
+/// Uploads a model's weights: matrices in the dtype [`ModelDir::matrix_dtype`] chose,
+/// everything else in f32.
+#[derive(Clone, Copy)]
+pub(crate) struct Uploader<'a> {
+    pub dev: &'a Device,
+    pub f16: bool,
+}
+
+impl Uploader<'_> {
+    /// A GEMM operand.
+    pub fn matrix(&self, v: &[f32], shape: &[usize]) -> Result<spikescan_runtime::Tensor> {
+        Ok(if self.f16 {
+            self.dev.weight_f16(v, shape)?
+        } else {
+            self.dev.weight_f32(v, shape)?
+        })
+    }
+    /// A convolution's weight `[Cout, Cin / groups, ..]`: a matrix where the convolution runs
+    /// as an implicit GEMM, else f32 (the direct kernel's).
+    pub fn conv(
+        &self,
+        v: &[f32],
+        shape: &[usize],
+        groups: usize,
+    ) -> Result<spikescan_runtime::Tensor> {
+        if shape[0] / groups.max(1) >= spikescan_runtime::ops::conv::GEMM_MIN_ROWS {
+            self.matrix(v, shape)
+        } else {
+            Ok(self.dev.weight_f32(v, shape)?)
+        }
+    }
 }
 
 impl ModelDir {
@@ -463,6 +525,7 @@ impl ModelDir {
             path: PathBuf::from(name),
             config,
             checkpoint: Checkpoint::from_f32(name, tensors)?,
+            weights: WeightDtype::Auto,
         })
     }
 
@@ -533,6 +596,47 @@ impl ModelDir {
             path,
             config,
             checkpoint,
+            weights: WeightDtype::Auto,
+        })
+    }
+
+    /// This directory, its matrices kept as `w`.
+    pub fn with_weights(mut self, w: WeightDtype) -> Self {
+        self.weights = w;
+        self
+    }
+
+    /// Whether the checkpoint stores its floating-point tensors in 16 bits (f16 or bf16).
+    pub fn is_half(&self) -> bool {
+        let ck = &self.checkpoint;
+        let mut floats = ck
+            .keys()
+            .filter_map(|k| ck.dtype(k))
+            .filter(|d| d.starts_with('F') || d.starts_with("BF"))
+            .peekable();
+        floats.peek().is_some() && floats.all(|d| d == "F16" || d == "BF16")
+    }
+
+    /// The dtype the model's matrices take on `dev` (see [`WeightDtype`]).
+    pub fn matrix_dtype(&self, dev: &Device) -> Result<spikescan_runtime::DType> {
+        use spikescan_runtime::DType;
+        let f16 = dev.caps().f16;
+        match self.weights {
+            WeightDtype::F32 => Ok(DType::F32),
+            WeightDtype::F16 if f16 => Ok(DType::F16),
+            WeightDtype::F16 => Err(ModelError::Input(format!(
+                "f16 weights need an adapter with shader-f16, and {} has none (use f32)",
+                dev.adapter().name
+            ))),
+            WeightDtype::Auto if f16 && self.is_half() => Ok(DType::F16),
+            WeightDtype::Auto => Ok(DType::F32),
+        }
+    }
+
+    pub(crate) fn uploader<'a>(&self, dev: &'a Device) -> Result<Uploader<'a>> {
+        Ok(Uploader {
+            dev,
+            f16: self.matrix_dtype(dev)? == spikescan_runtime::DType::F16,
         })
     }
 

@@ -40,7 +40,7 @@ use spikescan_runtime::ops::tokens::{
 use spikescan_runtime::{DType, Device, Recorder, Tensor};
 
 use crate::taps::{Tap, Taps};
-use crate::{bn_params, cfg_usize, ModelDir, ModelError, Result};
+use crate::{bn_params, cfg_usize, ModelDir, ModelError, Result, Uploader};
 
 /// Frames of right context the embedding's five k = 3 convolutions need.
 pub const LOOKAHEAD: usize = 5;
@@ -244,7 +244,7 @@ struct Conv3 {
 }
 
 impl Conv3 {
-    fn load(dev: &Device, ck: &Checkpoint, key: &str, cout: usize, cin: usize) -> Result<Self> {
+    fn load(up: Uploader, ck: &Checkpoint, key: &str, cout: usize, cin: usize) -> Result<Self> {
         let w = ck.f32(key, &[cout, cin, 3])?;
         let mut t = vec![0.0f32; w.len()];
         for o in 0..cout {
@@ -255,7 +255,7 @@ impl Conv3 {
             }
         }
         Ok(Self {
-            w: dev.weight_f32(&t, &[cout, 3 * cin])?,
+            w: up.matrix(&t, &[cout, 3 * cin])?,
             cin,
         })
     }
@@ -307,21 +307,23 @@ pub struct Lmuformer {
     head: Dense,
 }
 
-fn dense(dev: &Device, ck: &Checkpoint, prefix: &str, out: usize, inp: usize) -> Result<Dense> {
+fn dense(up: Uploader, ck: &Checkpoint, prefix: &str, out: usize, inp: usize) -> Result<Dense> {
     let shape: Vec<usize> = if ck.shape(&format!("{prefix}.weight")) == Some(&[out, inp, 1]) {
         vec![out, inp, 1]
     } else {
         vec![out, inp]
     };
     Ok(Dense {
-        w: dev.weight_f32(&ck.f32(&format!("{prefix}.weight"), &shape)?, &[out, inp])?,
-        b: dev.weight_f32(&ck.f32(&format!("{prefix}.bias"), &[out])?, &[out])?,
+        w: up.matrix(&ck.f32(&format!("{prefix}.weight"), &shape)?, &[out, inp])?,
+        b: up
+            .dev
+            .weight_f32(&ck.f32(&format!("{prefix}.bias"), &[out])?, &[out])?,
     })
 }
 
 /// A 1x1 conv (`[out, inp, 1]` + bias) with the BatchNorm `bn` after it folded in.
 fn dense_bn(
-    dev: &Device,
+    up: Uploader,
     ck: &Checkpoint,
     prefix: &str,
     bn: &str,
@@ -332,8 +334,8 @@ fn dense_bn(
     let b = ck.f32(&format!("{prefix}.bias"), &[out])?;
     let b = bn_params(ck, bn, out)?.fold_into(&mut w, Some(&b))?;
     Ok(Dense {
-        w: dev.weight_f32(&w, &[out, inp])?,
-        b: dev.weight_f32(&b, &[out])?,
+        w: up.matrix(&w, &[out, inp])?,
+        b: up.dev.weight_f32(&b, &[out])?,
     })
 }
 
@@ -365,6 +367,7 @@ impl Lmuformer {
     pub fn load(dev: &Device, md: &ModelDir, spiking: bool) -> Result<Self> {
         let config = LmuformerConfig::from_json(&md.config, &md.path.join("config.json"), spiking)?;
         let ck = &md.checkpoint;
+        let up = md.uploader(dev)?;
         let (c, hid, m) = (config.embed_dims, config.mlp_hidden, config.memory());
         let cin = |i: usize| if i == 0 { config.in_channels } else { c };
         let embed = if spiking {
@@ -373,7 +376,7 @@ impl Lmuformer {
             for i in 0..4 {
                 let sfx = if i == 0 { String::new() } else { i.to_string() };
                 convs.push(Conv3::load(
-                    dev,
+                    up,
                     ck,
                     &format!("patch_embed.proj_conv{sfx}.weight"),
                     c,
@@ -387,7 +390,7 @@ impl Lmuformer {
             for i in 0..4 {
                 layers.push((
                     Conv3::load(
-                        dev,
+                        up,
                         ck,
                         &format!("patch_embed.conv_layers.{i}.0.weight"),
                         c,
@@ -398,7 +401,7 @@ impl Lmuformer {
             }
             Embed::Plain(layers)
         };
-        let rpe = Conv3::load(dev, ck, "patch_embed.rpe_conv.weight", c, c)?;
+        let rpe = Conv3::load(up, ck, "patch_embed.rpe_conv.weight", c, c)?;
         let mut blocks = Vec::new();
         for i in 0..config.depths {
             let a = format!("block.{i}.attn");
@@ -419,8 +422,8 @@ impl Lmuformer {
                     &h,
                     m,
                 )?,
-                w_u: dense(dev, ck, &format!("{l}.W_u"), 1, c)?,
-                w_h: dense(dev, ck, &format!("{l}.W_h"), c, m + c)?,
+                w_u: dense(up, ck, &format!("{l}.W_u"), 1, c)?,
+                w_h: dense(up, ck, &format!("{l}.W_h"), c, m + c)?,
                 bn_u: opt_bn(format!("{l}.bn_u"), 1)?,
                 bn_m: opt_bn(format!("{l}.bn_m"), m)?,
                 bn_h: opt_bn(format!("{l}.bn_h"), c)?,
@@ -428,15 +431,15 @@ impl Lmuformer {
             let f = format!("block.{i}.mlp");
             let (fc1, fc2, fc1_bn, fc2_bn) = if spiking {
                 (
-                    dense(dev, ck, &format!("{f}.fc1_conv"), hid, c)?,
-                    dense(dev, ck, &format!("{f}.fc2_conv"), c, hid)?,
+                    dense(up, ck, &format!("{f}.fc1_conv"), hid, c)?,
+                    dense(up, ck, &format!("{f}.fc2_conv"), c, hid)?,
                     Some(load_bn(dev, ck, &format!("{f}.fc1_bn"), c)?),
                     Some(load_bn(dev, ck, &format!("{f}.fc2_bn"), hid)?),
                 )
             } else {
                 (
                     dense_bn(
-                        dev,
+                        up,
                         ck,
                         &format!("{f}.fc1_conv"),
                         &format!("{f}.fc1_bn"),
@@ -444,7 +447,7 @@ impl Lmuformer {
                         c,
                     )?,
                     dense_bn(
-                        dev,
+                        up,
                         ck,
                         &format!("{f}.fc2_conv"),
                         &format!("{f}.fc2_bn"),
@@ -459,7 +462,7 @@ impl Lmuformer {
                 prev_bn: opt_bn(format!("{a}.prev_bn"), c)?,
                 cell,
                 proj: dense_bn(
-                    dev,
+                    up,
                     ck,
                     &format!("{a}.proj_conv"),
                     &format!("{a}.proj_bn"),
@@ -477,7 +480,7 @@ impl Lmuformer {
         } else {
             None
         };
-        let head = dense(dev, ck, "head", config.num_classes, c)?;
+        let head = dense(up, ck, "head", config.num_classes, c)?;
         Ok(Self {
             config,
             embed,

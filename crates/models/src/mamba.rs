@@ -390,6 +390,10 @@ impl Mamba {
         let w = |key: &str, shape: &[usize]| -> Result<Tensor> {
             Ok(dev.weight_f32(&ck.f32(key, shape)?, shape)?)
         };
+        // in_proj, x_proj and out_proj: f16 where the weights are (dt_proj stays f32: the
+        // decode state update reads it).
+        let up = md.uploader(dev)?;
+        let mat = |key: &str, shape: &[usize]| up.matrix(&ck.f32(key, shape)?, shape);
         // A vocabulary-sized matrix may exceed one storage binding (128 MiB on many adapters:
         // mamba-130m's is 147 MiB and mamba-1.4b's 412 MB in f32): it is kept in f32, split
         // into row blocks that each fit.
@@ -412,12 +416,12 @@ impl Mamba {
             };
             layers.push(Layer {
                 norm: w(&format!("{p}.norm.weight"), &[dm])?,
-                in_proj: w(&format!("{m}.in_proj.weight"), &[2 * d, dm])?,
+                in_proj: mat(&format!("{m}.in_proj.weight"), &[2 * d, dm])?,
                 in_bias: opt(format!("{m}.in_proj.bias"), 2 * d)?,
                 conv_w: dev
                     .weight_f32(&ck.f32(&format!("{m}.conv1d.weight"), &[d, 1, k])?, &[d, k])?,
                 conv_b: bias_or_zero(dev, ck, &format!("{m}.conv1d.bias"), d)?,
-                x_proj: w(&format!("{m}.x_proj.weight"), &[r + 2 * n, d])?,
+                x_proj: mat(&format!("{m}.x_proj.weight"), &[r + 2 * n, d])?,
                 dt_proj: w(&format!("{m}.dt_proj.weight"), &[d, r])?,
                 scan: dev.weight_f32(
                     &pack_scan_weights(
@@ -427,7 +431,7 @@ impl Mamba {
                     )?,
                     &[d, n + 2],
                 )?,
-                out_proj: w(&format!("{m}.out_proj.weight"), &[dm, d])?,
+                out_proj: mat(&format!("{m}.out_proj.weight"), &[dm, d])?,
                 out_bias: opt(format!("{m}.out_proj.bias"), dm)?,
             });
         }

@@ -26,7 +26,7 @@ use spikescan_runtime::ops::ssa::{ssa, Ssa};
 use spikescan_runtime::{DType, Device, PackedSpikes, Recorder, Tensor};
 
 use crate::taps::{Tap, Taps};
-use crate::{bn_params, cfg_usize, ModelDir, ModelError, Result};
+use crate::{bn_params, cfg_usize, ModelDir, ModelError, Result, Uploader};
 
 /// config.json of a Meta-SpikeFormer.
 #[derive(Clone, Debug, PartialEq)]
@@ -318,7 +318,7 @@ struct Folded {
 }
 
 fn fold(
-    dev: &Device,
+    up: Uploader,
     mut w: Vec<f32>,
     shape: &[usize],
     bias: Option<Vec<f32>>,
@@ -330,8 +330,8 @@ fn fold(
     }
     let b = b.expect("at least one BatchNorm folds in");
     Ok(Folded {
-        w: dev.weight_f32(&w, shape)?,
-        b: dev.weight_f32(&b, &[shape[0]])?,
+        w: up.conv(&w, shape, 1)?,
+        b: up.dev.weight_f32(&b, &[shape[0]])?,
     })
 }
 
@@ -416,8 +416,11 @@ impl MetaSpikeformer {
         let e = config.embed_dim;
         let r = config.mlp_ratio;
         let w = |key: &str, shape: &[usize]| -> Result<Vec<f32>> { Ok(ck.f32(key, shape)?) };
+        let up = md.uploader(dev)?;
         let gpu =
             |v: Vec<f32>, shape: &[usize]| -> Result<Tensor> { Ok(dev.weight_f32(&v, shape)?) };
+        // A GEMM operand (a linear's or a dense convolution's weight).
+        let mat = |v: Vec<f32>, shape: &[usize]| up.conv(&v, shape, 1);
         let bn = |p: &str, c: usize| -> Result<BatchNorm> {
             Ok(BatchNorm::new(dev, &bn_params(ck, p, c)?)?)
         };
@@ -433,7 +436,7 @@ impl MetaSpikeformer {
         for (i, (p, cin, cout, k, s, pad)) in down_specs.into_iter().enumerate() {
             let shape = [cout, cin, k, k];
             let conv = fold(
-                dev,
+                up,
                 w(&format!("{p}.encode_conv.weight"), &shape)?,
                 &shape,
                 Some(w(&format!("{p}.encode_conv.bias"), &[cout])?),
@@ -456,7 +459,7 @@ impl MetaSpikeformer {
         for (p, c) in cb_specs {
             let m = 2 * c;
             let sep = SepConv {
-                pw1: gpu(
+                pw1: mat(
                     w(&format!("{p}.Conv.pwconv1.weight"), &[m, c, 1, 1])?,
                     &[m, c],
                 )?,
@@ -466,7 +469,7 @@ impl MetaSpikeformer {
                     &[m, 1, 7, 7],
                 )?,
                 pw2: fold(
-                    dev,
+                    up,
                     w(&format!("{p}.Conv.pwconv2.weight"), &[c, m, 1, 1])?,
                     &[c, m],
                     None,
@@ -476,13 +479,13 @@ impl MetaSpikeformer {
             let h = r * c;
             conv_blocks.push(ConvBlock {
                 sep,
-                conv1: gpu(
+                conv1: mat(
                     w(&format!("{p}.conv1.weight"), &[h, c, 3, 3])?,
                     &[h, c, 3, 3],
                 )?,
                 bn1: bn(&format!("{p}.bn1"), h)?,
                 conv2: fold(
-                    dev,
+                    up,
                     w(&format!("{p}.conv2.weight"), &[c, h, 3, 3])?,
                     &[c, h, 3, 3],
                     None,
@@ -493,7 +496,7 @@ impl MetaSpikeformer {
 
         let repconv = |p: &str, c: usize, outer: Option<BatchNormParams>| -> Result<RepConv> {
             let c1 = fold(
-                dev,
+                up,
                 w(&format!("{p}.body.0.weight"), &[c, c, 1, 1])?,
                 &[c, c],
                 None,
@@ -506,7 +509,7 @@ impl MetaSpikeformer {
             let mut bns = vec![bn_params(ck, &format!("{p}.body.2.2"), c)?];
             bns.extend(outer);
             let c2 = fold(
-                dev,
+                up,
                 w(&format!("{p}.body.2.1.weight"), &[c, c, 1, 1])?,
                 &[c, c],
                 None,
@@ -535,11 +538,11 @@ impl MetaSpikeformer {
                         c,
                         Some(bn_params(ck, &format!("{a}.proj_conv.1"), c)?),
                     )?,
-                    fc1_w: gpu(w(&format!("{m}.fc1_conv.weight"), &[h, c, 1])?, &[h, c])?,
+                    fc1_w: mat(w(&format!("{m}.fc1_conv.weight"), &[h, c, 1])?, &[h, c])?,
                     fc1_b: gpu(w(&format!("{m}.fc1_conv.bias"), &[h])?, &[h])?,
                     fc1_bn: bn(&format!("{m}.fc1_bn"), h)?,
                     fc2: fold(
-                        dev,
+                        up,
                         w(&format!("{m}.fc2_conv.weight"), &[c, h, 1])?,
                         &[c, h],
                         Some(w(&format!("{m}.fc2_conv.bias"), &[c])?),
@@ -550,12 +553,12 @@ impl MetaSpikeformer {
         }
         let k = config.num_classes;
         let head = (
-            gpu(w("head.weight", &[k, e[3]])?, &[k, e[3]])?,
+            mat(w("head.weight", &[k, e[3]])?, &[k, e[3]])?,
             gpu(w("head.bias", &[k])?, &[k])?,
         );
         let head_kd = if config.kd {
             Some((
-                gpu(w("head_kd.weight", &[k, e[3]])?, &[k, e[3]])?,
+                mat(w("head_kd.weight", &[k, e[3]])?, &[k, e[3]])?,
                 gpu(w("head_kd.bias", &[k])?, &[k])?,
             ))
         } else {

@@ -301,6 +301,7 @@ impl Spikformer {
     pub fn load(dev: &Device, md: &ModelDir) -> Result<Self> {
         let config = SpikformerConfig::from_json(&md.config, &md.path.join("config.json"))?;
         let ck = &md.checkpoint;
+        let up = md.uploader(dev)?;
         let c = config.embed_dims;
         let chans = [config.in_channels, c / 8, c / 4, c / 2, c];
         let mut sps = Vec::new();
@@ -308,17 +309,19 @@ impl Spikformer {
             let sfx = if i == 0 { String::new() } else { i.to_string() };
             let shape = [chans[i + 1], chans[i], 3, 3];
             sps.push(ConvBn {
-                w: dev.weight_f32(
+                w: up.conv(
                     &ck.f32(&format!("patch_embed.proj_conv{sfx}.weight"), &shape)?,
                     &shape,
+                    1,
                 )?,
                 bn: load_bn(dev, ck, &format!("patch_embed.proj_bn{sfx}"), chans[i + 1])?,
             });
         }
         let rpe = ConvBn {
-            w: dev.weight_f32(
+            w: up.conv(
                 &ck.f32("patch_embed.rpe_conv.weight", &[c, c, 3, 3])?,
                 &[c, c, 3, 3],
+                1,
             )?,
             bn: load_bn(dev, ck, "patch_embed.rpe_bn", c)?,
         };
@@ -339,7 +342,7 @@ impl Spikformer {
                 s.extend(std::iter::repeat_n(1, conv_dims));
                 (format!("{prefix}_conv.weight"), s)
             };
-            let w = dev.weight_f32(&ck.f32(&wkey, &shape)?, &[out, inp])?;
+            let w = up.matrix(&ck.f32(&wkey, &shape)?, &[out, inp])?;
             let b = if bias || cifar {
                 let key = wkey.replace(".weight", ".bias");
                 Some(dev.weight_f32(&ck.f32(&key, &[out])?, &[out])?)
@@ -367,7 +370,7 @@ impl Spikformer {
             });
         }
         let k = config.num_classes;
-        let head_w = dev.weight_f32(&ck.f32("head.weight", &[k, c])?, &[k, c])?;
+        let head_w = up.matrix(&ck.f32("head.weight", &[k, c])?, &[k, c])?;
         let head_b = dev.weight_f32(&ck.f32("head.bias", &[k])?, &[k])?;
         Ok(Self {
             config,
