@@ -4,8 +4,8 @@
 // with H = 1. The input is f32, or packed binary spikes [N, Cin, H * W] (32 positions per u32
 // word) with `SPIKES` / in `spike_conv2d`.
 //
-// `GEMM`: the convolution as an implicit GEMM on the tiles of lib/gemm.wgsl, per (image,
-// group): rows = the group's output channels, columns = output positions oy * OW + ox,
+// `GEMM`: the convolution as an implicit GEMM on the tiles of lib/gemm.wgsl, per group:
+// rows = the group's output channels, columns = (image, oy, ox) over the whole batch,
 // k = (ci, ky, kx) in the weight's own order, so A is the weight tensor itself (k contiguous;
 // `A_VEC`: 128-bit loads) and B is gathered from the input as the tile is fetched (4
 // consecutive positions at one tap: adjacent invocations read adjacent pixels; spikes are
@@ -87,8 +87,7 @@ fn w1(i: u32) -> f32 {
 
 #include "lib/gemm.wgsl"
 
-// This workgroup's image, group and K slice.
-var<private> g_img: u32;
+// This workgroup's group and K slice.
 var<private> g_grp: u32;
 var<private> g_split: u32;
 
@@ -133,14 +132,36 @@ fn fetch_a(m0: u32, k0: u32, lim: u32) -> vec4<f32> {
 #endif
 }
 
-// The input under tap (ky, kx) of output position `pos` in input plane `plane` (image and
-// channel), or the border value outside the image.
-fn tap(plane: u32, pos: u32, ky: u32, kx: u32, border: f32) -> f32 {
-    let iy = i32((pos / p.ow) * p.sh + ky * p.dh) - i32(p.ph);
-    let ix = i32((pos % p.ow) * p.sw + kx * p.dw) - i32(p.pw);
+// Output column `col` as (image, oy, ox): the batch is folded into the columns (the
+// weights, A, are the same for every image), so small images still fill whole tiles.
+fn column(col: u32) -> vec3<u32> {
+    let pos = col % (p.oh * p.ow);
+    return vec3<u32>(col / (p.oh * p.ow), pos / p.ow, pos % p.ow);
+}
+
+// The column after `c`.
+fn next_column(c: vec3<u32>) -> vec3<u32> {
+    var n = vec3<u32>(c.x, c.y, c.z + 1u);
+    if (n.z == p.ow) {
+        n.z = 0u;
+        n.y += 1u;
+        if (n.y == p.oh) {
+            n.y = 0u;
+            n.x += 1u;
+        }
+    }
+    return n;
+}
+
+// The input under tap (ky, kx) of output column `c` in input channel `ci`, or the border
+// value outside the image.
+fn tap(ci: u32, c: vec3<u32>, ky: u32, kx: u32, border: f32) -> f32 {
+    let iy = i32(c.y * p.sh + ky * p.dh) - i32(p.ph);
+    let ix = i32(c.z * p.sw + kx * p.dw) - i32(p.pw);
     if (iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
         return border;
     }
+    let plane = c.x * p.cin + ci;
     let at = u32(iy) * p.w + u32(ix);
 #ifdef SPIKES
     let words = (p.h * p.w + 31u) / 32u;
@@ -150,76 +171,82 @@ fn tap(plane: u32, pos: u32, ky: u32, kx: u32, border: f32) -> f32 {
 #endif
 }
 
-// The im2col operand: positions gn .. gn + 3 at tap gk (zeros past the last position).
+// The im2col operand: columns gn .. gn + 3 at tap gk (zeros past the last column). The
+// column is decoded once and stepped for the other three.
 fn fetch_b(n0: u32, k0: u32, lim: u32) -> vec4<f32> {
     let s = b_slot();
     let gn = n0 + s.x;
     let gk = k0 + s.y;
-    let npos = p.oh * p.ow;
+    let cols = p.n * p.oh * p.ow;
     var v = vec4<f32>(0.0);
-    if (s.z == 0u || gk >= lim || gn >= npos) {
+    if (s.z == 0u || gk >= lim || gn >= cols) {
         return v;
     }
     let kx = gk % p.kw;
     let ky = (gk / p.kw) % p.kh;
     let ci = g_grp * (p.cin / p.groups) + gk / (p.kw * p.kh);
-    let plane = g_img * p.cin + ci;
     var border = 0.0;
 #ifndef SPIKES
     if (p.has_pad_values != 0u) {
         border = pad_values[ci];
     }
 #endif
-    v.x = tap(plane, gn, ky, kx, border);
-    if (gn + 1u < npos) {
-        v.y = tap(plane, gn + 1u, ky, kx, border);
+    var c = column(gn);
+    v.x = tap(ci, c, ky, kx, border);
+    if (gn + 1u < cols) {
+        c = next_column(c);
+        v.y = tap(ci, c, ky, kx, border);
     }
-    if (gn + 2u < npos) {
-        v.z = tap(plane, gn + 2u, ky, kx, border);
+    if (gn + 2u < cols) {
+        c = next_column(c);
+        v.z = tap(ci, c, ky, kx, border);
     }
-    if (gn + 3u < npos) {
-        v.w = tap(plane, gn + 3u, ky, kx, border);
+    if (gn + 3u < cols) {
+        c = next_column(c);
+        v.w = tap(ci, c, ky, kx, border);
     }
     return v;
 }
 
-fn store_row(r: u32, c: u32, v: vec4<f32>) {
+// Where output channel `co` of column `col` goes: [N, Cout, OH * OW], or with split-K this
+// workgroup's slice of the scratch [splits, N, Cout, OH * OW] (the reduce adds the bias).
+fn out_index(co: u32, col: u32) -> u32 {
     let npos = p.oh * p.ow;
-    if (r >= cout_g() || c >= npos) {
+    return ((g_split * p.n + col / npos) * p.cout + co) * npos + col % npos;
+}
+
+fn store_row(r: u32, c: u32, v: vec4<f32>) {
+    let cols = p.n * p.oh * p.ow;
+    if (r >= cout_g() || c >= cols) {
         return;
     }
     let co = g_grp * cout_g() + r;
     var o = v;
-    var base = (g_img * p.cout + co) * npos + c;
-    if (p.splits > 1u) {
-        // A slice of the scratch [splits, N, Cout, OH * OW]; the reduce adds the bias.
-        base += g_split * p.n * p.cout * npos;
-    } else if (p.has_bias != 0u) {
+    if (p.splits == 1u && p.has_bias != 0u) {
         o += vec4<f32>(bias[co]);
     }
 #ifdef OUT_VEC
-    out[base / 4u] = o;
+    // OH * OW is a multiple of 4: the 4 columns are in one image.
+    out[out_index(co, c) / 4u] = o;
 #else
-    out[base] = o.x;
-    if (c + 1u < npos) {
-        out[base + 1u] = o.y;
+    out[out_index(co, c)] = o.x;
+    if (c + 1u < cols) {
+        out[out_index(co, c + 1u)] = o.y;
     }
-    if (c + 2u < npos) {
-        out[base + 2u] = o.z;
+    if (c + 2u < cols) {
+        out[out_index(co, c + 2u)] = o.z;
     }
-    if (c + 3u < npos) {
-        out[base + 3u] = o.w;
+    if (c + 3u < cols) {
+        out[out_index(co, c + 3u)] = o.w;
     }
 #endif
 }
 
-// Grid: (ceil(OH * OW / BN), ceil(Cout / groups / BM), N * groups * splits).
+// Grid: (ceil(N * OH * OW / BN), ceil(Cout / groups / BM), groups * splits).
 @compute @workgroup_size(WG)
 fn conv_gemm(ids: Ids, wg: Wg) {
     let split = wg.wid.z % p.splits;
-    let image_group = wg.wid.z / p.splits;
-    g_img = image_group / p.groups;
-    g_grp = image_group % p.groups;
+    g_grp = wg.wid.z / p.splits;
     g_split = split;
     let m0 = wg.wid.y * BM;
     let n0 = wg.wid.x * BN;

@@ -87,7 +87,8 @@ pub(crate) struct Params {
 pub enum ConvPlan {
     /// One invocation per output (depthwise and other groups of few output channels).
     Direct,
-    /// The implicit GEMM on tiles of `rows` x 64 (output channels x positions), K (the taps)
+    /// The implicit GEMM on tiles of `rows` x 64 (output channels x output positions of the
+    /// whole batch, folded into the columns: the weights are every image's), K (the taps)
     /// in `splits` slices of `k_chunk`; 128-bit weight loads (`a_vec`: taps a multiple of 4)
     /// and vec4 output rows (`out_vec`: positions a multiple of 4).
     Gemm {
@@ -150,8 +151,9 @@ pub fn plan_with(
         return ConvPlan::Direct;
     }
     let (npos, taps) = (os[2] * os[3], ws[1] * ws[2] * ws[3]);
+    // Columns: every image's output positions (the batch folded in: A is shared).
     let (rows, splits, k_chunk) =
-        super::matmul::tiling(cout_g, npos, taps, os[0] * groups, wg, rows, slices);
+        super::matmul::tiling(cout_g, os[0] * npos, taps, groups, wg, rows, slices);
     ConvPlan::Gemm {
         rows,
         splits,
@@ -234,9 +236,9 @@ fn record(
         ));
     }
     let (gx, gy, gz) = (
-        npos.div_ceil(64),
+        (batch * npos).div_ceil(64),
         cout_g.div_ceil(rows),
-        batch * p.groups as usize * splits,
+        p.groups as usize * splits,
     );
     if gx > 65_535 || gy > 65_535 || gz > 65_535 {
         return Err(shape_err(
@@ -702,6 +704,20 @@ pub fn cases() -> Vec<Case> {
             true,
         ),
         (
+            "deep 14x14, auto split-K",
+            [2, 64, 14, 14],
+            [136, 64, 3, 3],
+            Conv2d::new(1, 1),
+            true,
+        ),
+        (
+            "odd positions over 3 images",
+            [3, 8, 5, 7],
+            [16, 8, 3, 3],
+            Conv2d::new(1, 1),
+            true,
+        ),
+        (
             "dilation 2",
             [1, 2, 11, 9],
             [3, 2, 3, 3],
@@ -819,6 +835,8 @@ pub fn cases() -> Vec<Case> {
             Conv2d::new(1, 1).groups(2),
             true,
         ),
+        ([1, 64, 14, 14], [136, 64, 3, 3], Conv2d::new(1, 1), true),
+        ([3, 8, 5, 7], [16, 8, 3, 3], Conv2d::new(1, 1), false),
     ];
     for (xs, ws, c, bias) in convs {
         for force in FORCES {

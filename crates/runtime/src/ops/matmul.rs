@@ -192,8 +192,9 @@ pub fn plan_spikes(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usiz
 
 /// Tile rows and K slices of an `m x n` product over `k`, `batch` times, on tiles of 64
 /// columns and `wg / 2` (large) or `wg / 4` (small) rows: the large tile where its grid still
-/// reaches [`GRID_FILL`]; K split into slices of at least 256 (multiples of 16) where even the
-/// small tile's grid leaves most compute units idle. `rows` / `slices` force either (a forced
+/// reaches [`GRID_FILL`]; K split into slices of at least 256 (multiples of 16) where the
+/// grid is under two workgroups per compute unit (one 256-invocation workgroup per SM is 8 of
+/// its 64 warps: too few to hide memory latency). `rows` / `slices` force either (a forced
 /// tile that is neither size is ignored). Returns (rows, splits, k_chunk).
 pub(crate) fn tiling(
     m: usize,
@@ -214,8 +215,8 @@ pub(crate) fn tiling(
         },
     );
     let tiles = grid(rows);
-    let want = slices.unwrap_or(if tiles < GRID_FILL / 2 && k >= 512 {
-        GRID_FILL.div_ceil(tiles).min(k / 256).min(16)
+    let want = slices.unwrap_or(if tiles < 2 * GRID_FILL && k >= 512 {
+        (2 * GRID_FILL).div_ceil(tiles).min(k / 256).min(16)
     } else {
         1
     });
