@@ -65,37 +65,57 @@ fn lif(ids: Ids, wg: Wg) {
 @group(0) @binding(3) var<storage, read> bbeta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> bits: array<u32>;
 
-// One invocation per output word: 32 membranes carried over T.
+// The words of this workgroup's spikes at one time step, built by atomicOr from its lanes.
+var<workgroup> wbits: array<atomic<u32>, WG / 32u>;
+
+// One invocation per neuron (32 consecutive invocations = one output word, so loads of x are
+// coalesced), its membrane in a register over T; each step's spikes are OR-ed into the
+// word in workgroup memory, which the word's first lane writes. Every invocation reaches the
+// barriers (none returns early: they must stay in uniform control flow).
 @compute @workgroup_size(WG)
 fn lif_bits(ids: Ids, wg: Wg) {
     let rows = p.b * p.c;
-    let i = group_index(wg) * WG + ids.lid;
-    if (i >= rows * p.words) {
-        return;
+    let slot = group_index(wg) * WG + ids.lid;
+    let lane = ids.lid % 32u;
+    let wi = slot / 32u;
+    let live_word = wi < rows * p.words;
+    let row = wi / p.words;
+    let w = wi % p.words;
+    let si = w * 32u + lane;
+    let live = live_word && si < p.s;
+    var a = 1.0;
+    var b = 0.0;
+    if (live && p.has_bn != 0u) {
+        a = balpha[row % p.c];
+        b = bbeta[row % p.c];
     }
-    let row = i / p.words;
-    let w = i % p.words;
-    let c = row % p.c;
-    let s0 = w * 32u;
-    let lanes = min(32u, p.s - s0);
-    var v: array<f32, 32>;
-    for (var j = 0u; j < 32u; j += 1u) {
-        v[j] = 0.0;
+    if (ids.lid < WG / 32u) {
+        atomicStore(&wbits[ids.lid], 0u);
     }
+    workgroupBarrier();
+    var v = 0.0;
     for (var t = 0u; t < p.t; t += 1u) {
-        var word = 0u;
-        let base = t * p.x_t_stride + row * p.s + s0;
-        for (var j = 0u; j < lanes; j += 1u) {
-            var xv = bx[base + j];
+        if (live) {
+            var xv = bx[t * p.x_t_stride + row * p.s + si];
             if (p.has_bn != 0u) {
-                xv = xv * balpha[c] + bbeta[c];
+                xv = xv * a + b;
             }
-            let h = v[j] + (xv - v[j]) / p.tau;
+            let h = v + (xv - v) / p.tau;
             let spike = h >= p.v_th;
-            v[j] = select(h, p.v_reset, spike);
-            word |= select(0u, 1u << j, spike);
+            v = select(h, p.v_reset, spike);
+            if (spike) {
+                atomicOr(&wbits[ids.lid / 32u], 1u << lane);
+            }
         }
-        bits[(t * rows + row) * p.words + w] = word;
+        workgroupBarrier();
+        // The word is read and cleared for the next step by its first lane.
+        if (lane == 0u) {
+            let word = atomicExchange(&wbits[ids.lid / 32u], 0u);
+            if (live_word) {
+                bits[(t * rows + row) * p.words + w] = word;
+            }
+        }
+        workgroupBarrier();
     }
 }
 

@@ -55,49 +55,56 @@ fn ssa_kv(ids: Ids, wg: Wg) {
 @group(0) @binding(2) var<storage, read> kv_in: array<u32>;
 @group(0) @binding(3) var<storage, read_write> attn_bits: array<u32>;
 
-// One invocation per (b, h, j2, word): 32 token membranes carried over T.
+// This workgroup's attention spikes at one time step, OR-ed together from its lanes.
+var<workgroup> abits: array<atomic<u32>, WG / 32u>;
+
+// One invocation per (b, h, j2, token): 32 consecutive invocations are the 32 tokens of one
+// output word, each with its membrane in a register over T and its sum over j1 a scalar (the
+// q word and kv entry it reads are the same for all 32: broadcasts). Each step's spikes are
+// OR-ed into the word in workgroup memory and written by its first lane. No invocation
+// returns early: the barriers stay in uniform control flow.
 @compute @workgroup_size(WG)
 fn ssa_attn(ids: Ids, wg: Wg) {
-    let i = group_index(wg) * WG + ids.lid;
-    if (i >= p.b * p.heads * p.d * p.words) {
-        return;
-    }
+    let slot = group_index(wg) * WG + ids.lid;
+    let lane = ids.lid % 32u;
+    let i = slot / 32u;
+    let live_word = i < p.b * p.heads * p.d * p.words;
     let w = i % p.words;
     let j2 = (i / p.words) % p.d;
     let bh = i / (p.words * p.d);
     let h = bh % p.heads;
     let b = bh / p.heads;
     let c = p.heads * p.d;
-    let lanes = min(32u, p.n - w * 32u);
-    var v: array<f32, 32>;
-    for (var j = 0u; j < 32u; j += 1u) {
-        v[j] = 0.0;
+    let live = live_word && w * 32u + lane < p.n;
+    if (ids.lid < WG / 32u) {
+        atomicStore(&abits[ids.lid], 0u);
     }
+    workgroupBarrier();
+    var v = 0.0;
     for (var t = 0u; t < p.t; t += 1u) {
-        var acc: array<u32, 32>;
-        for (var j = 0u; j < 32u; j += 1u) {
-            acc[j] = 0u;
-        }
         let tb = t * p.b + b;
-        let kv_base = ((tb * p.heads + h) * p.d) * p.d;
-        for (var j1 = 0u; j1 < p.d; j1 += 1u) {
-            let word = q_bits[(tb * c + h * p.d + j1) * p.words + w];
-            if (word == 0u) {
-                continue;
+        if (live) {
+            let kv_base = ((tb * p.heads + h) * p.d) * p.d;
+            var acc = 0u;
+            for (var j1 = 0u; j1 < p.d; j1 += 1u) {
+                let bit = (q_bits[(tb * c + h * p.d + j1) * p.words + w] >> lane) & 1u;
+                acc += bit * kv_in[kv_base + j1 * p.d + j2];
             }
-            let kvv = kv_in[kv_base + j1 * p.d + j2];
-            for (var j = 0u; j < 32u; j += 1u) {
-                acc[j] += select(0u, kvv, ((word >> j) & 1u) != 0u);
-            }
-        }
-        var out_word = 0u;
-        for (var j = 0u; j < lanes; j += 1u) {
-            let x = f32(acc[j]) * p.scale;
-            let hm = v[j] + (x - v[j]) / p.tau;
+            let x = f32(acc) * p.scale;
+            let hm = v + (x - v) / p.tau;
             let spike = hm >= p.v_th;
-            v[j] = select(hm, p.v_reset, spike);
-            out_word |= select(0u, 1u << j, spike);
+            v = select(hm, p.v_reset, spike);
+            if (spike) {
+                atomicOr(&abits[ids.lid / 32u], 1u << lane);
+            }
         }
-        attn_bits[(tb * c + h * p.d + j2) * p.words + w] = out_word;
+        workgroupBarrier();
+        if (lane == 0u) {
+            let word = atomicExchange(&abits[ids.lid / 32u], 0u);
+            if (live_word) {
+                attn_bits[(tb * c + h * p.d + j2) * p.words + w] = word;
+            }
+        }
+        workgroupBarrier();
     }
 }

@@ -262,7 +262,8 @@ pub fn lif_bits_into(
         &p,
         &[x, a, b],
         &[out.words()],
-        grid_elems(rec, l.b * l.c * words_for(l.s)),
+        // One invocation per neuron of every word (32 per word).
+        grid_elems(rec, l.b * l.c * words_for(l.s) * 32),
         || OpInfo {
             name: "lif_bits",
             shape: format!("{:?}{}", x.shape(), if bn.is_some() { " +bn" } else { "" }),

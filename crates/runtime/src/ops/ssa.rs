@@ -120,7 +120,8 @@ pub fn ssa_into(
         &p,
         &[q.words(), &kv],
         &[out.words()],
-        grid_elems(rec, b * heads * d * words),
+        // One invocation per token of every output word (32 per word).
+        grid_elems(rec, b * heads * d * words * 32),
         info("ssa_attn", (2 * t * b * heads * d * d * n) as u64),
     )
 }
