@@ -65,8 +65,7 @@ fn lif(ids: Ids, wg: Wg) {
 @group(0) @binding(3) var<storage, read> bbeta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> bits: array<u32>;
 
-// The words of this workgroup's spikes at one time step, built by atomicOr from its lanes.
-var<workgroup> wbits: array<atomic<u32>, WG / 32u>;
+#include "lib/spike_words.wgsl"
 
 // One invocation per neuron (32 consecutive invocations = one output word, so loads of x are
 // coalesced), its membrane in a register over T; each step's spikes are OR-ed into the
@@ -89,10 +88,7 @@ fn lif_bits(ids: Ids, wg: Wg) {
         a = balpha[row % p.c];
         b = bbeta[row % p.c];
     }
-    if (ids.lid < WG / 32u) {
-        atomicStore(&wbits[ids.lid], 0u);
-    }
-    workgroupBarrier();
+    words_clear(ids.lid);
     var v = 0.0;
     for (var t = 0u; t < p.t; t += 1u) {
         if (live) {
@@ -104,18 +100,13 @@ fn lif_bits(ids: Ids, wg: Wg) {
             let spike = h >= p.v_th;
             v = select(h, p.v_reset, spike);
             if (spike) {
-                atomicOr(&wbits[ids.lid / 32u], 1u << lane);
+                word_or(ids.lid);
             }
         }
-        workgroupBarrier();
-        // The word is read and cleared for the next step by its first lane.
-        if (lane == 0u) {
-            let word = atomicExchange(&wbits[ids.lid / 32u], 0u);
-            if (live_word) {
-                bits[(t * rows + row) * p.words + w] = word;
-            }
+        let word = words_end_step(ids.lid);
+        if (lane == 0u && live_word) {
+            bits[(t * rows + row) * p.words + w] = word;
         }
-        workgroupBarrier();
     }
 }
 

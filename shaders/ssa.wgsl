@@ -55,8 +55,7 @@ fn ssa_kv(ids: Ids, wg: Wg) {
 @group(0) @binding(2) var<storage, read> kv_in: array<u32>;
 @group(0) @binding(3) var<storage, read_write> attn_bits: array<u32>;
 
-// This workgroup's attention spikes at one time step, OR-ed together from its lanes.
-var<workgroup> abits: array<atomic<u32>, WG / 32u>;
+#include "lib/spike_words.wgsl"
 
 // One invocation per (b, h, j2, token): 32 consecutive invocations are the 32 tokens of one
 // output word, each with its membrane in a register over T and its sum over j1 a scalar (the
@@ -76,10 +75,7 @@ fn ssa_attn(ids: Ids, wg: Wg) {
     let b = bh / p.heads;
     let c = p.heads * p.d;
     let live = live_word && w * 32u + lane < p.n;
-    if (ids.lid < WG / 32u) {
-        atomicStore(&abits[ids.lid], 0u);
-    }
-    workgroupBarrier();
+    words_clear(ids.lid);
     var v = 0.0;
     for (var t = 0u; t < p.t; t += 1u) {
         let tb = t * p.b + b;
@@ -95,16 +91,12 @@ fn ssa_attn(ids: Ids, wg: Wg) {
             let spike = hm >= p.v_th;
             v = select(hm, p.v_reset, spike);
             if (spike) {
-                atomicOr(&abits[ids.lid / 32u], 1u << lane);
+                word_or(ids.lid);
             }
         }
-        workgroupBarrier();
-        if (lane == 0u) {
-            let word = atomicExchange(&abits[ids.lid / 32u], 0u);
-            if (live_word) {
-                attn_bits[(tb * c + h * p.d + j2) * p.words + w] = word;
-            }
+        let word = words_end_step(ids.lid);
+        if (lane == 0u && live_word) {
+            attn_bits[(tb * c + h * p.d + j2) * p.words + w] = word;
         }
-        workgroupBarrier();
     }
 }

@@ -30,6 +30,13 @@ fn card(name: &str) -> String {
     text[start..end].to_string()
 }
 
+/// The (correct, total) of a classifier's card: "332/360 = 92.22%".
+fn card_accuracy(name: &str) -> (usize, usize) {
+    let stated = card(name);
+    let (c, t) = stated.split_once(" = ").unwrap().0.split_once('/').unwrap();
+    (c.parse().unwrap(), t.parse().unwrap())
+}
+
 #[test]
 fn bundled_classifiers_match_their_model_cards() {
     let dev = device();
@@ -37,10 +44,7 @@ fn bundled_classifiers_match_their_model_cards() {
         let model = Model::from_dir(&dev, &ModelDir::open(dir(name)).unwrap()).unwrap();
         let set = Heldout::open(&dir(name)).unwrap();
         let (correct, total) = accuracy(&dev, &model, &set, 120).unwrap();
-        // "332/360 = 92.22%"
-        let stated = card(name);
-        let (c, t) = stated.split_once(" = ").unwrap().0.split_once('/').unwrap();
-        let (c, t): (usize, usize) = (c.parse().unwrap(), t.parse().unwrap());
+        let (c, t) = card_accuracy(name);
         eprintln!("{name}: engine {correct}/{total}, model card {c}/{t}");
         assert_eq!(total, t, "{name}: held-out size");
         assert!(
@@ -189,9 +193,7 @@ fn f16_weights_track_f32() {
         let ((l32, t32), (l16, t16)) = (run(&f32m), run(&f16m));
         let r = rel_l2(&l16, &l32);
         let (correct, total) = accuracy(&dev, &f16m, &set, 120).unwrap();
-        let stated = card(name);
-        let (c, _) = stated.split_once(" = ").unwrap().0.split_once('/').unwrap();
-        let c: usize = c.parse().unwrap();
+        let (c, _) = card_accuracy(name);
         let (mut flips, mut spikes, mut worst) = (0usize, 0usize, (0.0f64, String::new()));
         for ((layer, a), (_, b)) in t32.iter().zip(&t16) {
             let f = a

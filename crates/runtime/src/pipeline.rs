@@ -324,6 +324,10 @@ const LIBRARY: &[(&str, &str)] = &[
         "lib/gemm.wgsl",
         include_str!("../../../shaders/lib/gemm.wgsl"),
     ),
+    (
+        "lib/spike_words.wgsl",
+        include_str!("../../../shaders/lib/spike_words.wgsl"),
+    ),
 ];
 
 /// Expands `#include "lib/x.wgsl"`, `#ifdef NAME`, `#ifndef NAME`, `#else` and `#endif`.
