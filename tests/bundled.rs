@@ -30,6 +30,16 @@ fn card(name: &str) -> String {
     text[start..end].to_string()
 }
 
+/// The held-out loss (nats per token) a language model's card states: "3.4501 nats/token".
+fn card_loss(name: &str) -> f64 {
+    card(name)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// The (correct, total) of a classifier's card: "332/360 = 92.22%".
 fn card_accuracy(name: &str) -> (usize, usize) {
     let stated = card(name);
@@ -65,12 +75,7 @@ fn bundled_language_model_matches_its_model_card() {
     };
     let set = Heldout::open(&dir(name)).unwrap();
     let loss = token_loss(&dev, &m, &set, 16).unwrap();
-    let stated: f64 = card(name)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let stated = card_loss(name);
     eprintln!("{name}: engine {loss:.4} nats/token, model card {stated:.4}");
     assert!((loss - stated).abs() < 2e-3, "{name}: {loss} vs {stated}");
     assert!(loss < 4.0, "{name}: the model is trained");
@@ -166,12 +171,7 @@ fn f16_weights_track_f32() {
             let la = a.logits(&dev, &prompt, 2).unwrap();
             let r = rel_l2(&b.logits(&dev, &prompt, 2).unwrap(), &la);
             let loss = token_loss(&dev, b, &set, 16).unwrap();
-            let stated: f64 = card(name)
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let stated = card_loss(name);
             eprintln!("{name}: f16 logits {r:.2e} rel L2 from f32; loss {loss:.4} (card {stated})");
             if !(r > 0.0 && r < 1e-2) || (loss - stated).abs() >= 1e-2 {
                 bad.push(format!("{name}: logits {r:.2e}, loss {loss} vs {stated}"));
