@@ -10,7 +10,10 @@
 //   n of 64, k of 16), so no bounds are checked.
 //   Split-K (p.splits > 1): workgroup z = batch * splits + split sums k_chunk of K into its own
 //   slice of a scratch output; `splitk_reduce` adds the slices and the bias.
-// `gemv`: one output row per 64 invocations, for a single activation row (decode, heads).
+// `gemv`: one output row per 64 invocations, for a single activation row (decode, heads),
+//   any strides.
+// `skinny`: 1 to 32 activation rows against k-contiguous weights (decode at batch <= 32,
+//   short prompts, LM heads): every weight is read once for all rows (see below).
 // F16 with A_F16 / B_F16: that operand (the weight) is stored as f16; products accumulate in f32.
 // B_BITS (with B_ROWS): w is packed binary spikes, `[batch, K, ceil(n / 32)]` words (ws_b and
 // ws_k in words), expanded to 0/1 while the tile is fetched: a spike linear / 1x1 spike conv
@@ -417,5 +420,201 @@ fn gemv(ids: Ids, wg: Wg) {
         out[p.out_offset + row * p.out_stride + n] = v;
     }
 }
+
+#ifndef A_ROWS
+#ifndef B_ROWS
+// The skinny product: SKL lanes along k per weight row (n), WG / SKL weight rows per
+// workgroup. A lane loads 4 consecutive k of its weight row (SKL lanes read SKL * 16
+// contiguous bytes of the row: whole cache lines) and the same 4 k of each activation row
+// (x is small and stays in cache), accumulating one vec4 per quad of rows in registers:
+// SKQ quads (4 * SKQ rows, one pass over the weights for all of them). The quads are named
+// variables updated by uniform branches (rows past m are skipped), never an array indexed at
+// run time. The partial sums meet in workgroup memory, two quads at a time: each lane stores
+// 8 values (weight rows padded by one word), then one invocation per (weight row,
+// activation row) adds its row's SKL values, adjacent invocations storing adjacent output
+// columns. Banks: a 32-wide subgroup's reads fall on 32 distinct words (SKL = 8: rows 9
+// words apart; SKL = 32: the activation rows' planes SK_PAD = 8 mod 32 words apart, which
+// WG + WG / 8 + WG / 32 is at WG = 256).
+// SKL: 8 (4 weight rows share each x load, m > 8) or 32 (longer k runs per row, m <= 8).
+// SKQ: 1, 2, 4 or 8 quads of activation rows.
+override SKL: u32 = 8u;
+override SKQ: u32 = 1u;
+const SK_PAD: u32 = WG + WG / 8u + WG / 32u;
+var<workgroup> skred: array<f32, 8u * SK_PAD>;
+
+// 4 values of x from element i (k index kk of a row, k-contiguous), zero from lim on.
+fn sk_x(i: u32, kk: u32, lim: u32) -> vec4<f32> {
+#ifdef A_VEC
+    return ax4(i / 4u);
+#else
+    var v = vec4<f32>(0.0);
+    if (kk < lim) {
+        v.x = ax(i);
+    }
+    if (kk + 1u < lim) {
+        v.y = ax(i + 1u);
+    }
+    if (kk + 2u < lim) {
+        v.z = ax(i + 2u);
+    }
+    if (kk + 3u < lim) {
+        v.w = ax(i + 3u);
+    }
+    return v;
+#endif
+}
+fn sk_w(i: u32, kk: u32, lim: u32) -> vec4<f32> {
+#ifdef B_VEC
+    return bw4(i / 4u);
+#else
+    var v = vec4<f32>(0.0);
+    if (kk < lim) {
+        v.x = bw(i);
+    }
+    if (kk + 1u < lim) {
+        v.y = bw(i + 1u);
+    }
+    if (kk + 2u < lim) {
+        v.z = bw(i + 2u);
+    }
+    if (kk + 3u < lim) {
+        v.w = bw(i + 3u);
+    }
+    return v;
+#endif
+}
+
+// acc + x . w, the 4 products summed before they meet the accumulator (blocked summation:
+// chained as 4 fused multiply-adds into acc instead, the mamba-130m-precision fixture's
+// logits were twice as far from float64, 2.6e-4 against 1.3e-4, past PyTorch float32's 2.1e-4).
+fn sk_dot(acc: f32, x: vec4<f32>, w: vec4<f32>) -> f32 {
+    return acc + dot(x, w);
+}
+
+// acc plus rows 4q .. 4q + 3 (those under m) of x at k = kk, each dotted with w4.
+fn sk_quad(acc: vec4<f32>, q: u32, xb: u32, kk: u32, lim: u32, w4: vec4<f32>) -> vec4<f32> {
+    let r = 4u * q;
+    let i = xb + r * p.xs_m + kk;
+    var d = acc;
+    d.x = sk_dot(d.x, sk_x(i, kk, lim), w4);
+    if (r + 1u < p.m) {
+        d.y = sk_dot(d.y, sk_x(i + p.xs_m, kk, lim), w4);
+    }
+    if (r + 2u < p.m) {
+        d.z = sk_dot(d.z, sk_x(i + 2u * p.xs_m, kk, lim), w4);
+    }
+    if (r + 3u < p.m) {
+        d.w = sk_dot(d.w, sk_x(i + 3u * p.xs_m, kk, lim), w4);
+    }
+    return d;
+}
+
+// Quads 2 * pair and 2 * pair + 1 (a and b): summed over each weight row's SKL lanes and
+// stored. Called in uniform control flow.
+fn sk_reduce(lid: u32, pair: u32, n0: u32, a: vec4<f32>, b: vec4<f32>) {
+    let slot = lid + lid / SKL;
+    skred[slot] = a.x;
+    skred[SK_PAD + slot] = a.y;
+    skred[2u * SK_PAD + slot] = a.z;
+    skred[3u * SK_PAD + slot] = a.w;
+    skred[4u * SK_PAD + slot] = b.x;
+    skred[5u * SK_PAD + slot] = b.y;
+    skred[6u * SK_PAD + slot] = b.z;
+    skred[7u * SK_PAD + slot] = b.w;
+    workgroupBarrier();
+    let rows_n = WG / SKL;
+    if (lid < 8u * rows_n) {
+        let wr = lid % rows_n;
+        let c = lid / rows_n;
+        let r = 8u * pair + c;
+        let col = n0 + wr;
+        if (r < p.m && col < p.n) {
+            let at = c * SK_PAD + wr * (SKL + 1u);
+            var v = 0.0;
+            for (var l = 0u; l < SKL; l += 1u) {
+                v += skred[at + l];
+            }
+            if (p.splits > 1u) {
+                parts_out(r, col, v);
+            } else {
+                if (p.has_bias == 1u) {
+                    v += bias[col];
+                } else if (p.has_bias == 2u) {
+                    v += bias[r];
+                }
+                out[p.out_offset + (g_b * p.m + r) * p.out_stride + col] = v;
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+// A split's partial sum into its slice of the scratch output [splits, batch * m, n].
+fn parts_out(r: u32, col: u32, v: f32) {
+    out[(g_split * p.batch + g_b) * p.m * p.n + r * p.n + col] = v;
+}
+
+// Grid: (x, y) fold ceil(n / (WG / SKL)) groups of weight rows; z = batch * splits.
+@compute @workgroup_size(WG)
+fn skinny(ids: Ids, wg: Wg) {
+    let split = wg.wid.z % p.splits;
+    g_b = wg.wid.z / p.splits;
+    g_split = split;
+    let n0 = group_index(wg) * (WG / SKL);
+    let wr = ids.lid / SKL;
+    let lane = ids.lid % SKL;
+    let n = n0 + wr;
+    let kb = split * p.k_chunk;
+    let ke = min(p.k, kb + p.k_chunk);
+    let xb = g_b * p.xs_b + p.x_offset;
+    var q0 = vec4<f32>(0.0);
+    var q1 = vec4<f32>(0.0);
+    var q2 = vec4<f32>(0.0);
+    var q3 = vec4<f32>(0.0);
+    var q4 = vec4<f32>(0.0);
+    var q5 = vec4<f32>(0.0);
+    var q6 = vec4<f32>(0.0);
+    var q7 = vec4<f32>(0.0);
+    if (n < p.n) {
+        let wb = g_b * p.ws_b + n * p.ws_n;
+        for (var kk = kb + 4u * lane; kk < ke; kk += 4u * SKL) {
+            let w4 = sk_w(wb + kk, kk, ke);
+            q0 = sk_quad(q0, 0u, xb, kk, ke, w4);
+            if (SKQ > 1u && p.m > 4u) {
+                q1 = sk_quad(q1, 1u, xb, kk, ke, w4);
+            }
+            if (SKQ > 2u && p.m > 8u) {
+                q2 = sk_quad(q2, 2u, xb, kk, ke, w4);
+                if (p.m > 12u) {
+                    q3 = sk_quad(q3, 3u, xb, kk, ke, w4);
+                }
+            }
+            if (SKQ > 4u && p.m > 16u) {
+                q4 = sk_quad(q4, 4u, xb, kk, ke, w4);
+                if (p.m > 20u) {
+                    q5 = sk_quad(q5, 5u, xb, kk, ke, w4);
+                }
+                if (p.m > 24u) {
+                    q6 = sk_quad(q6, 6u, xb, kk, ke, w4);
+                }
+                if (p.m > 28u) {
+                    q7 = sk_quad(q7, 7u, xb, kk, ke, w4);
+                }
+            }
+        }
+    }
+    sk_reduce(ids.lid, 0u, n0, q0, q1);
+    if (SKQ > 2u && p.m > 8u) {
+        sk_reduce(ids.lid, 1u, n0, q2, q3);
+    }
+    if (SKQ > 4u && p.m > 16u) {
+        sk_reduce(ids.lid, 2u, n0, q4, q5);
+        if (p.m > 24u) {
+            sk_reduce(ids.lid, 3u, n0, q6, q7);
+        }
+    }
+}
+#endif
+#endif
 #endif
 #endif

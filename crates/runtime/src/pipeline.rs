@@ -50,7 +50,11 @@ shaders! {
         ["A_F16", "B_ROWS", "F16", "RM8"],
         ["B_BITS", "B_ROWS"],
         ["A_VEC", "B_BITS", "B_ROWS", "OUT_VEC", "RM8", "UNCHECKED"],
-        ["A_F16", "A_VEC", "B_BITS", "B_ROWS", "F16", "OUT_VEC"]
+        ["A_F16", "A_VEC", "B_BITS", "B_ROWS", "F16", "OUT_VEC"],
+        ["A_VEC", "B_VEC"],
+        ["A_VEC", "B_F16", "B_VEC", "F16"],
+        ["A_F16", "A_VEC", "B_VEC", "F16"],
+        ["A_F16", "F16"]
     ];
     Conv => "conv.wgsl", [
         [],
@@ -121,6 +125,12 @@ impl Shader {
             (Shader::SelectiveScan, "selective_scan_wide" | "selective_state_update") => {
                 one("NS", &[4, 8, 16, 32, 64])
             }
+            // ops::matmul's skinny plans: (lanes along k, row quads) for m <= 4, <= 8, <= 16
+            // and <= 32.
+            (Shader::Matmul, "skinny") => [(32, 1), (32, 2), (8, 4), (8, 8)]
+                .iter()
+                .map(|&(l, q)| vec![("SKL", l), ("SKQ", q)])
+                .collect(),
             _ => Vec::new(),
         }
     }

@@ -125,8 +125,12 @@ pub const GRID_FILL: usize = 132;
 /// How [`gemm_into`] runs one product: the kernel variant chosen for its shape class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// One activation row per batch entry (m ≤ 4): the GEMV kernel.
+    /// One activation row per batch entry (m ≤ 4) of strided operands: the GEMV kernel.
     pub gemv: bool,
+    /// 1 to 32 activation rows, both operands k-contiguous: the skinny kernel, with (lanes
+    /// along k per weight row, quads of activation rows held per lane). Every weight is read
+    /// once for all rows. `a_vec` / `b_vec` (set together) select its 128-bit loads.
+    pub skinny: Option<(usize, usize)>,
     /// Output tile rows x columns (128 x 64 or 64 x 64 at 256 invocations).
     pub tile: (usize, usize),
     /// x (A) is fetched 4 rows at one k (its m stride is 1), else 4 k of one row.
@@ -149,6 +153,18 @@ impl Plan {
     pub fn describe(&self) -> String {
         if self.gemv {
             return "gemv".into();
+        }
+        if let Some((lanes, quads)) = self.skinny {
+            return format!(
+                "skinny {lanes} lanes x {} rows{}{}",
+                4 * quads,
+                if self.a_vec { " vec4" } else { "" },
+                if self.splits > 1 {
+                    format!(" split-k {}x{}", self.splits, self.k_chunk)
+                } else {
+                    String::new()
+                }
+            );
         }
         let lay = |rows: bool, vec: bool| match (rows, vec) {
             (false, false) => "k",
@@ -179,9 +195,68 @@ pub fn plan(g: &Gemm, wg: usize) -> Plan {
 }
 
 /// [`plan`] with the tile rows (the large `wg / 2` or the small `wg / 4`) and the K slices
-/// forced (tests and benchmarks of each variant); the rest follows from the shape.
+/// forced (tests and benchmarks of each variant); the rest follows from the shape. Forced
+/// tile rows also force the tiled kernel where the skinny one would serve.
 pub fn plan_with(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>) -> Plan {
+    if rows.is_none() {
+        if let Some(pl) = skinny_plan(g, wg, slices) {
+            return pl;
+        }
+    }
     plan_inner(g, wg, rows, slices, false)
+}
+
+/// Most activation rows the skinny kernel takes (8 quads of 4 in registers per lane).
+pub const SKINNY_ROWS: usize = 32;
+
+/// The skinny kernel's plan for `g`, where it serves: 1 to [`SKINNY_ROWS`] rows, x and w
+/// contiguous along k. 32 lanes per weight row up to 8 rows (512 contiguous bytes of one
+/// row per subgroup load, 8 weight rows per workgroup), 8 lanes above (32 weight rows per
+/// workgroup: a 32-wide subgroup's 4 weight rows share each x load, which matters once x
+/// has more rows than w has bytes per load). Each lane holds 4 * quads accumulators either
+/// way. K is split only where the grid leaves most compute units idle (under a quarter of
+/// [`GRID_FILL`]) and K is long (≥ 2048): a split costs a second dispatch (the reduce), and
+/// decode is bounded by dispatches at these sizes; `slices` forces the count.
+fn skinny_plan(g: &Gemm, wg: usize, slices: Option<usize>) -> Option<Plan> {
+    if g.m == 0 || g.m > SKINNY_ROWS || g.x_strides[2] != 1 || g.w_strides[2] != 1 {
+        return None;
+    }
+    let m4 = |v: usize| v.is_multiple_of(4);
+    let bs = |s: usize| g.batch == 1 || m4(s);
+    let vec = m4(g.k)
+        && m4(g.x_offset)
+        && m4(g.x_strides[1])
+        && bs(g.x_strides[0])
+        && m4(g.w_strides[1])
+        && bs(g.w_strides[0]);
+    let lanes = if g.m <= 8 { 32 } else { 8 };
+    let quads = g.m.div_ceil(4).next_power_of_two();
+    let grid = g.n.div_ceil(wg / lanes) * g.batch;
+    let want = slices.unwrap_or(if grid < GRID_FILL / 4 && g.k >= 2048 {
+        GRID_FILL.div_ceil(grid).min(g.k / 512).min(16)
+    } else {
+        1
+    });
+    let (mut splits, mut k_chunk) = (1, g.k);
+    if want > 1 {
+        let c = g.k.div_ceil(want).div_ceil(16) * 16;
+        if g.k.div_ceil(c) > 1 {
+            (splits, k_chunk) = (g.k.div_ceil(c), c);
+        }
+    }
+    Some(Plan {
+        gemv: false,
+        skinny: Some((lanes, quads)),
+        tile: (0, 0),
+        a_rows: false,
+        a_vec: vec,
+        b_rows: false,
+        b_vec: vec,
+        out_vec: false,
+        unchecked: false,
+        splits,
+        k_chunk,
+    })
 }
 
 /// [`plan_with`] for a product whose w operand is packed spikes ([`spike_gemm_planned`]):
@@ -262,6 +337,7 @@ fn plan_inner(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>, b
     let out_vec = m4(g.n) && m4(g.out_offset) && m4(g.out_row_stride);
     Plan {
         gemv,
+        skinny: None,
         tile: (rows, 64),
         a_rows,
         a_vec,
@@ -392,27 +468,42 @@ fn record(
         }
     }
     let wg = rec.device().wg() as usize;
-    if pl != plan_inner(g, wg, Some(pl.tile.0), Some(pl.splits), bits) {
+    let valid = if pl.skinny.is_some() {
+        !bits && skinny_plan(g, wg, Some(pl.splits)) == Some(pl)
+    } else {
+        pl == plan_inner(g, wg, Some(pl.tile.0), Some(pl.splits), bits)
+    };
+    if !valid {
         return Err(shape_err(
             "matmul",
             format!("plan {pl:?} is not one of plan_with's for {g:?}"),
         ));
     }
     let (a16, b16) = (x.dtype() == DType::F16, w.dtype() == DType::F16);
-    let entry = if pl.gemv { "gemv" } else { "matmul" };
-    let tiled = !pl.gemv;
-    let key = PipelineKey::new(Shader::Matmul, entry, 3, 1)
+    let entry = match (pl.gemv, pl.skinny) {
+        (true, _) => "gemv",
+        (_, Some(_)) => "skinny",
+        _ => "matmul",
+    };
+    let tiled = entry == "matmul";
+    let sk_vec = pl.skinny.is_some() && pl.a_vec;
+    let mut key = PipelineKey::new(Shader::Matmul, entry, 3, 1)
         .define_if("F16", a16 || b16)
         .define_if("A_F16", a16)
         .define_if("B_F16", b16)
         .define_if("A_ROWS", tiled && pl.a_rows)
-        .define_if("A_VEC", tiled && pl.a_vec)
+        .define_if("A_VEC", (tiled && pl.a_vec) || sk_vec)
         .define_if("B_ROWS", tiled && pl.b_rows)
-        .define_if("B_VEC", tiled && pl.b_vec)
+        .define_if("B_VEC", (tiled && pl.b_vec) || sk_vec)
         .define_if("B_BITS", bits)
         .define_if("OUT_VEC", tiled && pl.out_vec)
         .define_if("RM8", tiled && pl.tile.0 == (wg / 16) * 8)
         .define_if("UNCHECKED", tiled && pl.unchecked);
+    if let Some((lanes, quads)) = pl.skinny {
+        key = key
+            .constant("SKL", lanes as u32)
+            .constant("SKQ", quads as u32);
+    }
     let u = |v: [usize; 3]| v.map(|x| x as u32);
     let has_bias = match (bias.is_some(), g.bias_on_rows) {
         (false, _) => 0,
@@ -438,6 +529,10 @@ fn record(
         let mut gr = grid_rows(g.n.div_ceil(wg / 64));
         gr[2] = (g.batch * g.m) as u32;
         gr
+    } else if let Some((lanes, _)) = pl.skinny {
+        let mut gr = grid_rows(g.n.div_ceil(wg / lanes));
+        gr[2] = (g.batch * pl.splits) as u32;
+        gr
     } else {
         let (gx, gy, gz) = (
             g.n.div_ceil(pl.tile.1),
@@ -455,11 +550,19 @@ fn record(
     let bytes_of = |t: &Tensor, batched: bool, rows: usize| {
         (if batched { g.batch } else { 1 } * rows * g.k * t.dtype().size()) as u64
     };
+    // The GEMV reads the whole weight again for every activation row (of a shared weight,
+    // every row of the batch); the skinny and tiled kernels count each operand once (the
+    // tiles' re-reads of an operand are cache traffic at the shapes they serve).
+    let w_reads = match (pl.gemv, g.w_strides[0] != 0) {
+        (false, _) => 1,
+        (true, true) => g.m,
+        (true, false) => g.batch * g.m,
+    } as u64;
     let moved = bytes_of(x, g.x_strides[0] != 0, g.m)
         + if bits {
             w.bytes()
         } else {
-            bytes_of(w, g.w_strides[0] != 0, g.n)
+            w_reads * bytes_of(w, g.w_strides[0] != 0, g.n)
         }
         + 4 * (g.batch * g.m * g.n) as u64;
     let shape = format!(
@@ -477,8 +580,9 @@ fn record(
             _ => "",
         }
     );
-    let name = match (pl.gemv, bits) {
-        (true, _) => "gemv",
+    let name = match (entry, bits) {
+        ("gemv", _) => "gemv",
+        ("skinny", _) => "skinny",
         (_, true) => "spike_linear",
         _ => "matmul",
     };
@@ -755,7 +859,10 @@ pub fn cases() -> Vec<Case> {
         for f16 in [0, 1] {
             let g = Gemm::linear(m, n, k);
             if m <= 4 {
+                // The skinny kernel (the plan's), then the GEMV (a forced tile keeps the
+                // GEMV for m <= 4).
                 v.push(case("linear", g, true, f16, AUTO));
+                v.push(case("linear", g, true, f16, Force(1, Some(1))));
                 continue;
             }
             for &f in &forces {
@@ -763,6 +870,54 @@ pub fn cases() -> Vec<Case> {
             }
         }
     }
+    // The skinny kernel over its row counts (both lane widths, every quad count, rows past
+    // each quad), k off its 4-wide loads and under one lane's run, n off its weight-row
+    // groups; unsplit and in 3 K slices (the plan splits only long K on small grids: the
+    // 2-row, 4096-deep case).
+    for &(m, n, k) in &[
+        (2, 1, 1),
+        (5, 7, 3),
+        (8, 33, 130),
+        (9, 40, 64),
+        (13, 9, 257),
+        (16, 70, 96),
+        (17, 3, 45),
+        (24, 31, 200),
+        (31, 65, 129),
+        (32, 32, 512),
+        (2, 5, 4096),
+    ] {
+        for f16 in [0, 1] {
+            let g = Gemm::linear(m, n, k);
+            for f in [AUTO, Force(0, Some(3))] {
+                v.push(case("skinny", g, true, f16, f));
+            }
+        }
+    }
+    // A skinny product over a batch of weights (strided outputs: ops::vocab's head cases),
+    // and one whose x rows start at an unaligned offset (scalar loads).
+    v.push(case(
+        "skinny-batched",
+        Gemm {
+            batch: 3,
+            x_strides: [6 * 20, 20, 1],
+            w_strides: [17 * 20, 20, 1],
+            ..Gemm::linear(6, 17, 20)
+        },
+        false,
+        1,
+        AUTO,
+    ));
+    v.push(case(
+        "skinny-offset",
+        Gemm {
+            x_offset: 1,
+            ..Gemm::linear(11, 9, 36)
+        },
+        true,
+        0,
+        AUTO,
+    ));
     v.push(case("linear", Gemm::linear(5, 7, 3), false, 0, AUTO));
     v.push(case("bmm", Gemm::bmm(4, 3, 5, 9), false, 0, AUTO));
     for g in [
