@@ -3,7 +3,8 @@
 // [B, D, K - 1] (the previous K - 1 inputs; zeros for a fresh sequence):
 //   out[b, t, c] = silu(bias[c] + sum_k w[c, k] * x[b, t - (K - 1) + k, c])
 // `causal_conv1d` also writes the new state (the last K - 1 inputs) to state_out;
-// `causal_conv1d_step` (decode, L = 1) updates the state in place.
+// `causal_conv1d_step` (decode, L = 1) updates the state in place (lib/conv_step.wgsl, which
+// matmul.wgsl's skinny projection also runs in its epilogue).
 
 #include "lib/common.wgsl"
 #include "lib/math.wgsl"
@@ -64,10 +65,12 @@ fn causal_conv1d(ids: Ids, wg: Wg) {
 }
 
 @group(0) @binding(1) var<storage, read> sx: array<f32>;
-@group(0) @binding(2) var<storage, read> sw: array<f32>;
-@group(0) @binding(3) var<storage, read> sbias: array<f32>;
+@group(0) @binding(2) var<storage, read> cv_w: array<f32>;
+@group(0) @binding(3) var<storage, read> cv_bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> sout: array<f32>;
-@group(0) @binding(5) var<storage, read_write> sstate: array<f32>;
+@group(0) @binding(5) var<storage, read_write> cv_state: array<f32>;
+
+#include "lib/conv_step.wgsl"
 
 @compute @workgroup_size(WG)
 fn causal_conv1d_step(ids: Ids, wg: Wg) {
@@ -77,18 +80,5 @@ fn causal_conv1d_step(ids: Ids, wg: Wg) {
     }
     let c = i % p.d;
     let b = i / p.d;
-    let km1 = p.k - 1u;
-    let base = (b * p.d + c) * km1;
-    let xn = sx[b * p.x_stride + c];
-    var acc = sbias[c] + sw[c * p.k + km1] * xn;
-    for (var j = 0u; j < km1; j += 1u) {
-        acc += sw[c * p.k + j] * sstate[base + j];
-    }
-    for (var j = 0u; j + 1u < km1; j += 1u) {
-        sstate[base + j] = sstate[base + j + 1u];
-    }
-    if (km1 > 0u) {
-        sstate[base + km1 - 1u] = xn;
-    }
-    sout[i] = silu(acc);
+    sout[i] = conv_step(b, c, p.d, p.k, sx[b * p.x_stride + c]);
 }

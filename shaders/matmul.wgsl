@@ -13,7 +13,8 @@
 // `gemv`: one output row per 64 invocations, for a single activation row (decode, heads),
 //   any strides.
 // `skinny`: 1 to 32 activation rows against k-contiguous weights (decode at batch <= 32,
-//   short prompts, LM heads): every weight is read once for all rows (see below).
+//   short prompts, LM heads): every weight is read once for all rows (see below). CONV_STEP:
+//   Mamba's decode conv step fused into its epilogue (in_proj; ops::matmul::linear_conv_step).
 // F16 with A_F16 / B_F16: that operand (the weight) is stored as f16; products accumulate in f32.
 // B_BITS (with B_ROWS): w is packed binary spikes, `[batch, K, ceil(n / 32)]` words (ws_b and
 // ws_k in words), expanded to 0/1 while the tile is fetched: a spike linear / 1x1 spike conv
@@ -119,10 +120,24 @@ fn bw(i: u32) -> f32 {
 #endif
 
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
+#ifdef CONV_STEP
+// `skinny` with Mamba's decode conv step in its epilogue (out is in_proj's [B, 2 D]; its
+// first D columns also go through lib/conv_step.wgsl into cv_out [B, D], the conv state
+// [B, D, CONV_K - 1] updated in place).
+@group(0) @binding(4) var<storage, read> cv_w: array<f32>;
+@group(0) @binding(5) var<storage, read> cv_bias: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> cv_state: array<f32>;
+@group(0) @binding(8) var<storage, read_write> cv_out: array<f32>;
+override CONV_K: u32 = 4u;
+#include "lib/math.wgsl"
+#include "lib/conv_step.wgsl"
+#else
 #ifdef OUT_VEC
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 #else
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#endif
 #endif
 
 #include "lib/gemm.wgsl"
@@ -543,6 +558,14 @@ fn sk_reduce(lid: u32, pair: u32, n0: u32, a: vec4<f32>, b: vec4<f32>) {
                     v += bias[r];
                 }
                 out[p.out_offset + (g_b * p.m + r) * p.out_stride + col] = v;
+#ifdef CONV_STEP
+                // Row r is sequence r (batch 1, contiguous rows, one K slice); the x half
+                // continues through the conv step.
+                let d = p.n / 2u;
+                if (col < d) {
+                    cv_out[r * d + col] = conv_step(r, col, d, CONV_K, v);
+                }
+#endif
             }
         }
     }

@@ -15,8 +15,8 @@
 
 use serde_json::Value;
 use spikescan_loader::Checkpoint;
-use spikescan_runtime::ops::causal_conv1d::{causal_conv1d_into, causal_conv1d_step, ConvLayout};
-use spikescan_runtime::ops::matmul::{gemm_into, linear, Gemm};
+use spikescan_runtime::ops::causal_conv1d::{causal_conv1d_into, ConvLayout, ConvStep};
+use spikescan_runtime::ops::matmul::{gemm_into, linear, linear_conv_step, Gemm};
 use spikescan_runtime::ops::rms_norm::{add_rms_norm, rms_norm, rms_norm_segments};
 use spikescan_runtime::ops::select::topk_prefix_into;
 use spikescan_runtime::ops::selective_scan::{
@@ -681,16 +681,17 @@ impl Mamba {
         let mut residual: Option<Tensor> = None;
         for (i, ly) in self.layers.iter().enumerate() {
             let normed = Self::pre_norm(rec, &hidden, &mut residual, &ly.norm, c.eps)?;
-            let xz = Self::proj(rec, &normed, &ly.in_proj, ly.in_bias.as_ref())?; // [B, 2D]
+            // in_proj [B, 2D] with the conv step of its x half in the same dispatch (batch
+            // <= 32; a second dispatch above): u = silu(conv(x)) [B, D].
             let u = rec.alloc(&[b, d], DType::F32)?;
-            let cl = ConvLayout {
-                batch: b,
-                len: 1,
-                d,
+            let conv = ConvStep {
+                weight: &ly.conv_w,
+                bias: &ly.conv_b,
+                state: &state.conv[i],
+                out: &u,
                 k: c.d_conv,
-                x_stride: 2 * d,
             };
-            causal_conv1d_step(rec, &cl, &xz, &ly.conv_w, &ly.conv_b, &state.conv[i], &u)?;
+            let xz = linear_conv_step(rec, &normed, &ly.in_proj, ly.in_bias.as_ref(), &conv)?;
             let xdbl = Self::proj(rec, &u, &ly.x_proj, None)?;
             self.mixer_norms(rec, &xdbl)?;
             // dt_proj runs inside the state update (one dispatch fewer per layer).

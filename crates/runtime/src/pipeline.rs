@@ -54,7 +54,11 @@ shaders! {
         ["A_VEC", "B_VEC"],
         ["A_VEC", "B_F16", "B_VEC", "F16"],
         ["A_F16", "A_VEC", "B_VEC", "F16"],
-        ["A_F16", "F16"]
+        ["A_F16", "F16"],
+        ["A_VEC", "B_VEC", "CONV_STEP"],
+        ["A_VEC", "B_F16", "B_VEC", "CONV_STEP", "F16"],
+        ["CONV_STEP"],
+        ["B_F16", "CONV_STEP", "F16"]
     ];
     Conv => "conv.wgsl", [
         [],
@@ -337,6 +341,10 @@ const LIBRARY: &[(&str, &str)] = &[
     (
         "lib/spike_words.wgsl",
         include_str!("../../../shaders/lib/spike_words.wgsl"),
+    ),
+    (
+        "lib/conv_step.wgsl",
+        include_str!("../../../shaders/lib/conv_step.wgsl"),
     ),
 ];
 

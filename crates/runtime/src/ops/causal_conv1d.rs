@@ -128,13 +128,7 @@ pub fn causal_conv1d_step(
             format!("one token per sequence, got len {}", l.len),
         ));
     }
-    check(l, x, w, bias)?;
-    if out.numel() != l.batch * l.d || state.numel() != l.batch * l.d * (l.k - 1) {
-        return Err(shape_err(
-            "causal_conv1d_step",
-            "out must be [B, D] and the state [B, D, K - 1]",
-        ));
-    }
+    check_step(l, x, w, bias, state, out)?;
     let key = PipelineKey::new(Shader::CausalConv1d, "causal_conv1d_step", 3, 2);
     rec.dispatch(
         &key,
@@ -150,6 +144,46 @@ pub fn causal_conv1d_step(
             flops: (2 * l.batch * l.d * l.k) as u64,
         },
     )
+}
+
+/// The conv tensors of one decode step, for a launcher that runs the step in its own epilogue
+/// ([`super::matmul::linear_conv_step`]): weight `[D, 1, K]`, bias `[D]`, the state
+/// `[B, D, K - 1]` (updated in place) and the output `[B, D]`, all f32.
+#[derive(Clone, Copy)]
+pub struct ConvStep<'a> {
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub state: &'a Tensor,
+    pub out: &'a Tensor,
+    /// Kernel width (d_conv), 2..=8.
+    pub k: usize,
+}
+
+/// What [`causal_conv1d_step`] checks of its operands (`x` the step's input rows).
+pub(crate) fn check_step(
+    l: &ConvLayout,
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    state: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    check(l, x, w, bias)?;
+    expect_dtype("causal_conv1d_step", "bias", bias, DType::F32)?;
+    expect_dtype("causal_conv1d_step", "state", state, DType::F32)?;
+    expect_dtype("causal_conv1d_step", "out", out, DType::F32)?;
+    if l.len != 1 || out.numel() != l.batch * l.d || state.numel() != l.batch * l.d * (l.k - 1) {
+        return Err(shape_err(
+            "causal_conv1d_step",
+            format!(
+                "one token per sequence, out [B, D] and the state [B, D, K - 1] for {l:?}; got \
+                 out {:?} and state {:?}",
+                out.shape(),
+                state.shape()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// f64 reference: `(out, new state)`.

@@ -4,6 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::causal_conv1d::{self, causal_conv1d_step, check_step, ConvLayout, ConvStep};
 use super::{expect_dtype, expect_float, grid_rows};
 use crate::error::{shape_err, Result};
 use crate::harness::{check_f32, output, Case, Feature};
@@ -380,7 +381,7 @@ pub fn gemm_planned(
             format!("w {:?} is too small for {g:?}", w.shape()),
         ));
     }
-    record(rec, g, pl, x, w, false, bias, out)
+    record(rec, g, pl, x, w, false, bias, out, None)
 }
 
 /// [`gemm_planned`] with packed spikes as the w operand (`s [batch, k, n]`, spike (b, n, k) at
@@ -407,11 +408,12 @@ pub fn spike_gemm_planned(
             format!("spikes {sh:?} do not hold the [batch, k, n] operand of {g:?}"),
         ));
     }
-    record(rec, g, pl, x, words, true, bias, out)
+    record(rec, g, pl, x, words, true, bias, out, None)
 }
 
 /// Checks what both operand kinds share and records the product (`bits`: w holds packed
-/// spikes' words).
+/// spikes' words; `conv`: a skinny, unsplit plan runs Mamba's conv step in its epilogue,
+/// checked by [`linear_conv_step_into`]).
 #[allow(clippy::too_many_arguments)]
 fn record(
     rec: &mut Recorder,
@@ -422,6 +424,7 @@ fn record(
     bits: bool,
     bias: Option<&Tensor>,
     out: &Tensor,
+    conv: Option<&ConvStep>,
 ) -> Result<()> {
     expect_float("matmul", "x", x)?;
     if x.dtype() == DType::F16 && w.dtype() == DType::F16 {
@@ -487,7 +490,15 @@ fn record(
     };
     let tiled = entry == "matmul";
     let sk_vec = pl.skinny.is_some() && pl.a_vec;
-    let mut key = PipelineKey::new(Shader::Matmul, entry, 3, 1)
+    if conv.is_some() && (pl.skinny.is_none() || pl.splits != 1 || g.batch != 1 || bits) {
+        return Err(shape_err(
+            "matmul",
+            format!("the conv step runs only in an unsplit skinny plan, not {pl:?}"),
+        ));
+    }
+    let (ins, outs) = if conv.is_some() { (5, 3) } else { (3, 1) };
+    let mut key = PipelineKey::new(Shader::Matmul, entry, ins, outs)
+        .define_if("CONV_STEP", conv.is_some())
         .define_if("F16", a16 || b16)
         .define_if("A_F16", a16)
         .define_if("B_F16", b16)
@@ -503,6 +514,9 @@ fn record(
         key = key
             .constant("SKL", lanes as u32)
             .constant("SKQ", quads as u32);
+    }
+    if let Some(c) = conv {
+        key = key.constant("CONV_K", c.k as u32);
     }
     let u = |v: [usize; 3]| v.map(|x| x as u32);
     let has_bias = match (bias.is_some(), g.bias_on_rows) {
@@ -586,6 +600,23 @@ fn record(
         (_, true) => "spike_linear",
         _ => "matmul",
     };
+    if let Some(c) = conv {
+        let (bd, d) = (g.m * g.n / 2, g.n / 2);
+        return rec.dispatch(
+            &key,
+            &p,
+            &[x, w, bias.unwrap_or(x), c.weight, c.bias],
+            &[out, c.state, c.out],
+            groups,
+            || OpInfo {
+                name: "skinny+conv_step",
+                shape: format!("{shape} K={}", c.k),
+                // The conv state read and written, its output, its weight and bias once.
+                bytes: moved + (4 * (bd * (2 * (c.k - 1) + 1) + d * (c.k + 1))) as u64,
+                flops: g.flops() + (2 * bd * c.k) as u64,
+            },
+        );
+    }
     if pl.splits == 1 {
         return rec.dispatch(&key, &p, &[x, w, bias.unwrap_or(x)], &[out], groups, || {
             OpInfo {
@@ -700,6 +731,83 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>)
         &out.reshape(&[rows, n])?,
     )?;
     Ok(out)
+}
+
+/// A projection followed by Mamba's causal conv1d decode step: `xz = x · wᵀ (+ bias)`
+/// (`x [.., in]` of B rows, `w [2 D, in]`) → `[.., 2 D]`, then [`causal_conv1d_step`] over
+/// xz's first D columns (`conv`: its weight, bias, state updated in place and output
+/// `[B, D]`). Returns xz. See [`linear_conv_step_into`].
+pub fn linear_conv_step(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    conv: &ConvStep,
+) -> Result<Tensor> {
+    if w.rank() != 2 || x.rank() == 0 || x.dim(-1) != w.dim(1) {
+        return Err(shape_err(
+            "linear_conv_step",
+            format!(
+                "x {:?} does not match weight {:?} ([2 D, in])",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank >= 1") = w.dim(0);
+    let out = rec.alloc(&shape, DType::F32)?;
+    linear_conv_step_into(rec, x, w, bias, &out, conv)?;
+    Ok(out)
+}
+
+/// [`linear_conv_step`] into `out` (B x 2 D elements). Where the skinny kernel serves (B ≤
+/// [`SKINNY_ROWS`], contiguous operands) the conv step runs in its epilogue, by the
+/// invocation that writes the column, in one dispatch; otherwise the product and the step
+/// are two.
+pub fn linear_conv_step_into(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    conv: &ConvStep,
+) -> Result<()> {
+    if w.rank() != 2 || x.rank() == 0 || x.dim(-1) != w.dim(1) || !w.dim(0).is_multiple_of(2) {
+        return Err(shape_err(
+            "linear_conv_step",
+            format!(
+                "x {:?} does not match weight {:?} ([2 D, in])",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let (k, n) = (w.dim(1), w.dim(0));
+    let rows = x.numel() / k;
+    let l = ConvLayout {
+        batch: rows,
+        len: 1,
+        d: n / 2,
+        k: conv.k,
+        x_stride: n,
+    };
+    if out.numel() != rows * n {
+        return Err(shape_err(
+            "linear_conv_step",
+            format!("out {:?} must hold [{rows}, {n}]", out.shape()),
+        ));
+    }
+    check_step(&l, out, conv.weight, conv.bias, conv.state, conv.out)?;
+    let g = Gemm::linear(rows, n, k);
+    let wg = rec.device().wg() as usize;
+    match skinny_plan(&g, wg, Some(1)) {
+        Some(pl) => record(rec, &g, pl, x, w, false, bias, out, Some(conv)),
+        None => {
+            gemm_into(rec, &g, x, w, bias, out)?;
+            causal_conv1d_step(rec, &l, out, conv.weight, conv.bias, conv.state, conv.out)
+        }
+    }
 }
 
 /// A 1x1 conv / Linear over the channel axis of `x [R, Cin, N]` with `w [Cout, Cin]`:
@@ -829,6 +937,86 @@ fn case(name: &str, g: Gemm, bias: bool, f16: u8, force: Force) -> Case {
     }
 }
 
+/// [`linear_conv_step_into`] for `b` sequences, D = `d`, `kin` inputs and conv width `kc`:
+/// xz, the conv output and the updated state against the product's and the conv step's
+/// references (the step fed the reference xz rounded to f32).
+fn conv_step_case(b: usize, d: usize, kin: usize, kc: usize, bias: bool, f16: bool) -> Case {
+    let params = format!(
+        "linear+conv_step m={b} n={} k={kin} K={kc}{}{}",
+        2 * d,
+        if bias { " +bias" } else { "" },
+        if b > SKINNY_ROWS {
+            " [two dispatches]"
+        } else {
+            ""
+        }
+    );
+    let c = Case::new("matmul", params, 1e-11, move |dev, rng| {
+        let n = 2 * d;
+        let x = rng.vec(b * kin, -1.0, 1.0);
+        let mut w = rng.vec(n * kin, -1.0, 1.0);
+        let bv = rng.vec(n, -1.0, 1.0);
+        let cw = rng.vec(d * kc, -1.0, 1.0);
+        let cb = rng.vec(d, -0.5, 0.5);
+        let s0 = rng.vec(b * d * (kc - 1), -1.0, 1.0);
+        let wt = if f16 {
+            w.iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+            dev.weight_f16(&w, &[n, kin])?
+        } else {
+            dev.weight_f32(&w, &[n, kin])?
+        };
+        let (xt, bt) = (dev.tensor_f32(&x, &[b, kin])?, dev.weight_f32(&bv, &[n])?);
+        let (cwt, cbt) = (
+            dev.weight_f32(&cw, &[d, 1, kc])?,
+            dev.weight_f32(&cb, &[d])?,
+        );
+        let st = dev.alloc_with_capacity(&[b, d, kc - 1], DType::F32, 0)?;
+        dev.write(&st, bytemuck::cast_slice(&s0))?;
+        let (xz, u) = (
+            output(dev, &[b, n], DType::F32)?,
+            output(dev, &[b, d], DType::F32)?,
+        );
+        let conv = ConvStep {
+            weight: &cwt,
+            bias: &cbt,
+            state: &st,
+            out: &u,
+            k: kc,
+        };
+        let mut rec = dev.recorder("test");
+        linear_conv_step_into(&mut rec, &xt, &wt, bias.then_some(&bt), &xz, &conv)?;
+        rec.submit()?;
+        let want = reference(&Gemm::linear(b, n, kin), &x, &w, bias.then_some(&bv));
+        let want32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+        let l = ConvLayout {
+            batch: b,
+            len: 1,
+            d,
+            k: kc,
+            x_stride: n,
+        };
+        let (wu, ws) = causal_conv1d::reference(&l, &want32, &cw, &cb, Some(&s0));
+        let c = check_f32(dev, &xz, &want)?.merge(check_f32(dev, &u, &wu)?);
+        // The state: the previous inputs shifted (exact) and this step's xz (to f32 rounding).
+        let got = dev.read_f32(&st)?;
+        let mism = got
+            .iter()
+            .zip(&ws)
+            .filter(|(g, r)| !(**g as f64 - **r).abs().le(&(1e-5 * (1.0 + r.abs()))))
+            .count();
+        Ok(crate::harness::Check {
+            mismatches: c.mismatches + mism,
+            ..c
+        })
+    });
+    if f16 {
+        c.dtype("f16w").feature(Feature::F16)
+    } else {
+        c
+    }
+}
+
 /// Harness cases: GEMV and tiled shapes that straddle the tiles (odd sizes, 1, multiples of
 /// the tile for the unchecked variant), batched and strided, in every layout the fetches
 /// distinguish, each tiled one with both tiles and with K split.
@@ -918,6 +1106,21 @@ pub fn cases() -> Vec<Case> {
         0,
         AUTO,
     ));
+    // The decode conv step in the skinny epilogue (1, odd and 32 sequences, both lane widths,
+    // widths 2 and 4) and after a tiled product (40 sequences).
+    for (b, d, kin, kc) in [
+        (1, 1, 1, 4),
+        (1, 64, 48, 4),
+        (3, 37, 20, 4),
+        (8, 40, 64, 2),
+        (13, 9, 33, 4),
+        (32, 16, 130, 4),
+        (40, 8, 16, 4),
+    ] {
+        for f16 in [false, true] {
+            v.push(conv_step_case(b, d, kin, kc, b % 2 == 1, f16));
+        }
+    }
     v.push(case("linear", Gemm::linear(5, 7, 3), false, 0, AUTO));
     v.push(case("bmm", Gemm::bmm(4, 3, 5, 9), false, 0, AUTO));
     for g in [
