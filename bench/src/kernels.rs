@@ -615,6 +615,64 @@ pub fn kernels(
             );
         }
     }
+    // Decode projections: the skinny GEMM (1 to 32 activation rows, each weight read once
+    // for all of them) at mamba-130m's in_proj (3072 x 768), out_proj (768 x 1536) and LM
+    // head (50280 x 768) for 1, 8 and 32 rows, f32 and (where the adapter has shader-f16)
+    // f16 weights. Bytes: the weights once plus the activations in and out.
+    // --quick: in_proj at 1 and 8 rows.
+    let projections: &[(&str, usize, usize)] = if quick {
+        &[("in_proj", 3072, 768)]
+    } else {
+        &[
+            ("in_proj", 3072, 768),
+            ("out_proj", 768, 1536),
+            ("LM head", 50280, 768),
+        ]
+    };
+    let row_counts: &[usize] = if quick { &[1, 8] } else { &[1, 8, 32] };
+    for &(what, n, kd) in projections {
+        for &m in row_counts {
+            for f16 in [false, true] {
+                if f16 && !dev.caps().f16 {
+                    continue;
+                }
+                let name = if f16 {
+                    "decode projection, f16 weights"
+                } else {
+                    "decode projection f32"
+                };
+                let params = format!("{what} M={m} N={n} K={kd}");
+                let wbytes = if f16 { 2 } else { 4 } * n * kd;
+                if !want(name, &params) || !fits(name, &params, wbytes) {
+                    continue;
+                }
+                let k = copies(wbytes);
+                let ws = (0..k)
+                    .map(|_| {
+                        let v = rng.vec(n * kd, -1.0, 1.0);
+                        if f16 {
+                            dev.weight_f16(&v, &[n, kd])
+                        } else {
+                            dev.tensor_f32(&v, &[n, kd])
+                        }
+                    })
+                    .collect::<spikescan_runtime::Result<Vec<_>>>()?;
+                let x = f32s(&mut rng, &[m, kd])?;
+                let y = dev.alloc(&[m, n], DType::F32)?;
+                let g = Gemm::linear(m, n, kd);
+                let us = time("skinny", &mut |rec, i| {
+                    gemm_into(rec, &g, &x, &ws[i % k], None, &y)
+                })?;
+                push(
+                    name,
+                    params,
+                    us,
+                    (wbytes + 4 * m * (kd + n)) as f64,
+                    g.flops() as f64,
+                );
+            }
+        }
+    }
     // LMU memory: the spiking LMUFormer's (M = 512, θ = 128) over a whole clip (Toeplitz,
     // N = 128, batch 8), a long sequence in chunks, and the streaming step (1 and 8 streams).
     let mm = if quick { 256 } else { 512 };

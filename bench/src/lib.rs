@@ -73,6 +73,7 @@ fn profile_once(
 /// Mamba prompt and decode throughput for a preset (`mamba-130m`, `mamba-1.4b`, …) at each
 /// batch size; with `layers`, one profiled prefill and one profiled decode step (the L = 1
 /// shapes) at the first batch size become per-layer records.
+#[allow(clippy::too_many_arguments)]
 pub fn mamba(
     dev: &Device,
     name: &str,
