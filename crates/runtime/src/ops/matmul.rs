@@ -707,7 +707,7 @@ pub(crate) fn splitk_reduce(
 
 /// A Linear layer: `x [.., in] · w[out, in]ᵀ + bias` → `[.., out]`.
 pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    if w.rank() != 2 || x.rank() == 0 || x.dim(-1) != w.dim(1) {
+    if w.rank() != 2 || x.rank() == 0 || x.dim(-1) != w.dim(1) || w.dim(1) == 0 {
         return Err(shape_err(
             "linear",
             format!(
@@ -744,7 +744,7 @@ pub fn linear_conv_step(
     bias: Option<&Tensor>,
     conv: &ConvStep,
 ) -> Result<Tensor> {
-    if w.rank() != 2 || x.rank() == 0 || x.dim(-1) != w.dim(1) {
+    if w.rank() != 2 || x.rank() == 0 || x.dim(-1) != w.dim(1) || w.dim(1) == 0 {
         return Err(shape_err(
             "linear_conv_step",
             format!(
@@ -773,7 +773,13 @@ pub fn linear_conv_step_into(
     out: &Tensor,
     conv: &ConvStep,
 ) -> Result<()> {
-    if w.rank() != 2 || x.rank() == 0 || x.dim(-1) != w.dim(1) || !w.dim(0).is_multiple_of(2) {
+    expect_float("linear_conv_step", "w", w)?;
+    if w.rank() != 2
+        || x.rank() == 0
+        || x.dim(-1) != w.dim(1)
+        || w.dim(1) == 0
+        || !w.dim(0).is_multiple_of(2)
+    {
         return Err(shape_err(
             "linear_conv_step",
             format!(
@@ -971,7 +977,8 @@ fn conv_step_case(b: usize, d: usize, kin: usize, kc: usize, bias: bool, f16: bo
             dev.weight_f32(&cw, &[d, 1, kc])?,
             dev.weight_f32(&cb, &[d])?,
         );
-        let st = dev.alloc_with_capacity(&[b, d, kc - 1], DType::F32, 0)?;
+        // The state with poisoned guard words after it (a write past its end shows).
+        let st = output(dev, &[b, d, kc - 1], DType::F32)?;
         dev.write(&st, bytemuck::cast_slice(&s0))?;
         let (xz, u) = (
             output(dev, &[b, n], DType::F32)?,
@@ -986,6 +993,8 @@ fn conv_step_case(b: usize, d: usize, kin: usize, kc: usize, bias: bool, f16: bo
         };
         let mut rec = dev.recorder("test");
         linear_conv_step_into(&mut rec, &xt, &wt, bias.then_some(&bt), &xz, &conv)?;
+        // One dispatch where the skinny kernel serves, the product and the step otherwise.
+        let dispatches = rec.dispatch_count();
         rec.submit()?;
         let want = reference(&Gemm::linear(b, n, kin), &x, &w, bias.then_some(&bv));
         let want32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
@@ -999,14 +1008,17 @@ fn conv_step_case(b: usize, d: usize, kin: usize, kc: usize, bias: bool, f16: bo
         let (wu, ws) = causal_conv1d::reference(&l, &want32, &cw, &cb, Some(&s0));
         let c = check_f32(dev, &xz, &want)?.merge(check_f32(dev, &u, &wu)?);
         // The state: the previous inputs shifted (exact) and this step's xz (to f32 rounding).
+        let sc = check_f32(dev, &st, &ws)?;
         let got = dev.read_f32(&st)?;
         let mism = got
             .iter()
             .zip(&ws)
             .filter(|(g, r)| !(**g as f64 - **r).abs().le(&(1e-5 * (1.0 + r.abs()))))
             .count();
+        let wrong_path = usize::from(dispatches != if b <= SKINNY_ROWS { 1 } else { 2 });
         Ok(crate::harness::Check {
-            mismatches: c.mismatches + mism,
+            mismatches: c.mismatches + mism + wrong_path,
+            guard_hits: c.guard_hits + sc.guard_hits,
             ..c
         })
     });
@@ -1106,14 +1118,15 @@ pub fn cases() -> Vec<Case> {
         0,
         AUTO,
     ));
-    // The decode conv step in the skinny epilogue (1, odd and 32 sequences, both lane widths,
-    // widths 2 and 4) and after a tiled product (40 sequences).
+    // The decode conv step in the skinny epilogue (1, odd, 20 and 32 sequences: both lane
+    // widths, 1 to 8 quads; widths 2, 3 and 4) and after a tiled product (40 sequences).
     for (b, d, kin, kc) in [
         (1, 1, 1, 4),
         (1, 64, 48, 4),
         (3, 37, 20, 4),
         (8, 40, 64, 2),
         (13, 9, 33, 4),
+        (20, 11, 40, 3),
         (32, 16, 130, 4),
         (40, 8, 16, 4),
     ] {
