@@ -705,22 +705,39 @@ pub(crate) fn splitk_reduce(
     )
 }
 
-/// A Linear layer: `x [.., in] · w[out, in]ᵀ + bias` → `[.., out]`.
-pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    if w.rank() != 2 || x.rank() == 0 || x.dim(-1) != w.dim(1) || w.dim(1) == 0 {
+/// A Linear layer's operands checked (`x [.., in]`, `w [out, in]`, in > 0; `out` even where
+/// `paired`, as in_proj's x | z): `(rows, in, out, the output shape [.., out])`.
+fn linear_shape(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    paired: bool,
+) -> Result<(usize, usize, usize, Vec<usize>)> {
+    if w.rank() != 2
+        || x.rank() == 0
+        || x.dim(-1) != w.dim(1)
+        || w.dim(1) == 0
+        || (paired && !w.dim(0).is_multiple_of(2))
+    {
         return Err(shape_err(
-            "linear",
+            op,
             format!(
-                "x {:?} does not match weight {:?} ([out, in])",
+                "x {:?} does not match weight {:?} ({})",
                 x.shape(),
-                w.shape()
+                w.shape(),
+                if paired { "[2 D, in]" } else { "[out, in]" }
             ),
         ));
     }
     let (k, n) = (w.dim(1), w.dim(0));
-    let rows = x.numel() / k;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank >= 1") = n;
+    Ok((x.numel() / k, k, n, shape))
+}
+
+/// A Linear layer: `x [.., in] · w[out, in]ᵀ + bias` → `[.., out]`.
+pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (rows, k, n, shape) = linear_shape("linear", x, w, false)?;
     let out = rec.alloc(&shape, DType::F32)?;
     gemm_into(
         rec,
@@ -744,18 +761,7 @@ pub fn linear_conv_step(
     bias: Option<&Tensor>,
     conv: &ConvStep,
 ) -> Result<Tensor> {
-    if w.rank() != 2 || x.rank() == 0 || x.dim(-1) != w.dim(1) || w.dim(1) == 0 {
-        return Err(shape_err(
-            "linear_conv_step",
-            format!(
-                "x {:?} does not match weight {:?} ([2 D, in])",
-                x.shape(),
-                w.shape()
-            ),
-        ));
-    }
-    let mut shape = x.shape().to_vec();
-    *shape.last_mut().expect("rank >= 1") = w.dim(0);
+    let (_, _, _, shape) = linear_shape("linear_conv_step", x, w, true)?;
     let out = rec.alloc(&shape, DType::F32)?;
     linear_conv_step_into(rec, x, w, bias, &out, conv)?;
     Ok(out)
@@ -774,23 +780,7 @@ pub fn linear_conv_step_into(
     conv: &ConvStep,
 ) -> Result<()> {
     expect_float("linear_conv_step", "w", w)?;
-    if w.rank() != 2
-        || x.rank() == 0
-        || x.dim(-1) != w.dim(1)
-        || w.dim(1) == 0
-        || !w.dim(0).is_multiple_of(2)
-    {
-        return Err(shape_err(
-            "linear_conv_step",
-            format!(
-                "x {:?} does not match weight {:?} ([2 D, in])",
-                x.shape(),
-                w.shape()
-            ),
-        ));
-    }
-    let (k, n) = (w.dim(1), w.dim(0));
-    let rows = x.numel() / k;
+    let (rows, k, n, _) = linear_shape("linear_conv_step", x, w, true)?;
     let l = ConvLayout {
         batch: rows,
         len: 1,
