@@ -309,6 +309,12 @@ fn fetch_b(n0: u32, k0: u32, lim: u32) -> vec4<f32> {
 #endif
 }
 
+// Output (r, c) of batch entry g_b in split g_split's slice of the scratch output
+// [splits, batch * m, n] (split-K; the reduce adds the bias).
+fn part_at(r: u32, c: u32) -> u32 {
+    return (g_split * p.batch + g_b) * p.m * p.n + r * p.n + c;
+}
+
 fn store_row(r: u32, c: u32, v: vec4<f32>) {
 #ifndef UNCHECKED
     if (r >= p.m || c >= p.n) {
@@ -318,8 +324,7 @@ fn store_row(r: u32, c: u32, v: vec4<f32>) {
     var o = v;
     var base = 0u;
     if (p.splits > 1u) {
-        // A slice of the scratch output [splits, batch * m, n]; the reduce adds the bias.
-        base = (g_split * p.batch + g_b) * p.m * p.n + r * p.n + c;
+        base = part_at(r, c);
     } else {
         if (p.has_bias == 1u) {
             o.x += bias[c];
@@ -400,12 +405,30 @@ const GEMV_ROWS: u32 = WG / GEMV_LANES;
 
 var<workgroup> gsum: array<f32, WG>;
 
+// One output (r, c) of batch entry g_b: a split's partial sum, or the sum plus the bias
+// (returned as stored).
+fn store_one(r: u32, c: u32, v: f32) -> f32 {
+    if (p.splits > 1u) {
+        out[part_at(r, c)] = v;
+        return v;
+    }
+    var o = v;
+    if (p.has_bias == 1u) {
+        o += bias[c];
+    } else if (p.has_bias == 2u) {
+        o += bias[r];
+    }
+    out[p.out_offset + (g_b * p.m + r) * p.out_stride + c] = o;
+    return o;
+}
+
 // Grid: (x, y) fold ceil(n / GEMV_ROWS) row groups; z = batch * m (one activation row each).
 @compute @workgroup_size(WG)
 fn gemv(ids: Ids, wg: Wg) {
     let row = wg.wid.z;
     let b = row / p.m;
     let mi = row % p.m;
+    g_b = b;
     let seg = ids.lid / GEMV_LANES;
     let lane = ids.lid % GEMV_LANES;
     let n = group_index(wg) * GEMV_ROWS + seg;
@@ -426,13 +449,7 @@ fn gemv(ids: Ids, wg: Wg) {
         workgroupBarrier();
     }
     if (lane == 0u && n < p.n) {
-        var v = gsum[ids.lid];
-        if (p.has_bias == 1u) {
-            v += bias[n];
-        } else if (p.has_bias == 2u) {
-            v += bias[mi];
-        }
-        out[p.out_offset + row * p.out_stride + n] = v;
+        store_one(mi, n, gsum[ids.lid]);
     }
 }
 
@@ -549,32 +566,18 @@ fn sk_reduce(lid: u32, pair: u32, n0: u32, a: vec4<f32>, b: vec4<f32>) {
             for (var l = 0u; l < SKL; l += 1u) {
                 v += skred[at + l];
             }
-            if (p.splits > 1u) {
-                parts_out(r, col, v);
-            } else {
-                if (p.has_bias == 1u) {
-                    v += bias[col];
-                } else if (p.has_bias == 2u) {
-                    v += bias[r];
-                }
-                out[p.out_offset + (g_b * p.m + r) * p.out_stride + col] = v;
+            let o = store_one(r, col, v);
 #ifdef CONV_STEP
-                // Row r is sequence r (batch 1, contiguous rows, one K slice); the x half
-                // continues through the conv step.
-                let d = p.n / 2u;
-                if (col < d) {
-                    cv_out[r * d + col] = conv_step(r, col, d, CONV_K, v);
-                }
-#endif
+            // Row r is sequence r (batch 1, contiguous rows, one K slice); the x half
+            // continues through the conv step.
+            let d = p.n / 2u;
+            if (col < d) {
+                cv_out[r * d + col] = conv_step(r, col, d, CONV_K, o);
             }
+#endif
         }
     }
     workgroupBarrier();
-}
-
-// A split's partial sum into its slice of the scratch output [splits, batch * m, n].
-fn parts_out(r: u32, col: u32, v: f32) {
-    out[(g_split * p.batch + g_b) * p.m * p.n + r * p.n + col] = v;
 }
 
 // Grid: (x, y) fold ceil(n / (WG / SKL)) groups of weight rows; z = batch * splits.

@@ -122,12 +122,6 @@ pub fn causal_conv1d_step(
     state: &Tensor,
     out: &Tensor,
 ) -> Result<()> {
-    if l.len != 1 {
-        return Err(shape_err(
-            "causal_conv1d_step",
-            format!("one token per sequence, got len {}", l.len),
-        ));
-    }
     check_step(l, x, w, bias, state, out)?;
     let key = PipelineKey::new(Shader::CausalConv1d, "causal_conv1d_step", 3, 2);
     rec.dispatch(
@@ -168,16 +162,22 @@ pub(crate) fn check_step(
     state: &Tensor,
     out: &Tensor,
 ) -> Result<()> {
+    if l.len != 1 {
+        return Err(shape_err(
+            "causal_conv1d_step",
+            format!("one token per sequence, got len {}", l.len),
+        ));
+    }
     check(l, x, w, bias)?;
     expect_dtype("causal_conv1d_step", "bias", bias, DType::F32)?;
     expect_dtype("causal_conv1d_step", "state", state, DType::F32)?;
     expect_dtype("causal_conv1d_step", "out", out, DType::F32)?;
-    if l.len != 1 || out.numel() != l.batch * l.d || state.numel() != l.batch * l.d * (l.k - 1) {
+    if out.numel() != l.batch * l.d || state.numel() != l.batch * l.d * (l.k - 1) {
         return Err(shape_err(
             "causal_conv1d_step",
             format!(
-                "one token per sequence, out [B, D] and the state [B, D, K - 1] for {l:?}; got \
-                 out {:?} and state {:?}",
+                "out must be [B, D] and the state [B, D, K - 1] for {l:?}; got out {:?} and \
+                 state {:?}",
                 out.shape(),
                 state.shape()
             ),

@@ -222,14 +222,8 @@ fn skinny_plan(g: &Gemm, wg: usize, slices: Option<usize>) -> Option<Plan> {
     if g.m == 0 || g.m > SKINNY_ROWS || g.x_strides[2] != 1 || g.w_strides[2] != 1 {
         return None;
     }
-    let m4 = |v: usize| v.is_multiple_of(4);
-    let bs = |s: usize| g.batch == 1 || m4(s);
-    let vec = m4(g.k)
-        && m4(g.x_offset)
-        && m4(g.x_strides[1])
-        && bs(g.x_strides[0])
-        && m4(g.w_strides[1])
-        && bs(g.w_strides[0]);
+    let (a4, b4) = k_vec(g);
+    let vec = a4 && b4;
     let lanes = if g.m <= 8 { 32 } else { 8 };
     let quads = g.m.div_ceil(4).next_power_of_two();
     let grid = g.n.div_ceil(wg / lanes) * g.batch;
@@ -238,13 +232,7 @@ fn skinny_plan(g: &Gemm, wg: usize, slices: Option<usize>) -> Option<Plan> {
     } else {
         1
     });
-    let (mut splits, mut k_chunk) = (1, g.k);
-    if want > 1 {
-        let c = g.k.div_ceil(want).div_ceil(16) * 16;
-        if g.k.div_ceil(c) > 1 {
-            (splits, k_chunk) = (g.k.div_ceil(c), c);
-        }
-    }
+    let (splits, k_chunk) = k_slices(g.k, want);
     Some(Plan {
         gemv: false,
         skinny: Some((lanes, quads)),
@@ -296,14 +284,37 @@ pub(crate) fn tiling(
     } else {
         1
     });
+    let (splits, k_chunk) = k_slices(k, want);
+    (rows, splits, k_chunk)
+}
+
+/// K in about `want` slices of a multiple of 16 each: `(splits, k_chunk)`, `(1, k)` where
+/// that leaves one.
+fn k_slices(k: usize, want: usize) -> (usize, usize) {
     if want > 1 {
         let k_chunk = k.div_ceil(want).div_ceil(16) * 16;
         let splits = k.div_ceil(k_chunk);
         if splits > 1 {
-            return (rows, splits, k_chunk);
+            return (splits, k_chunk);
         }
     }
-    (rows, 1, k)
+    (1, k)
+}
+
+/// Whether x (A) and w (B), each read as 4 consecutive k of a row, allow 128-bit loads: k
+/// contiguous, and k, the row stride, the offset and (past one batch entry) the batch stride
+/// multiples of 4.
+fn k_vec(g: &Gemm) -> (bool, bool) {
+    let m4 = |v: usize| v.is_multiple_of(4);
+    let bs = |s: usize| g.batch == 1 || m4(s);
+    (
+        m4(g.x_offset)
+            && bs(g.x_strides[0])
+            && g.x_strides[2] == 1
+            && m4(g.x_strides[1])
+            && m4(g.k),
+        bs(g.w_strides[0]) && g.w_strides[2] == 1 && m4(g.w_strides[1]) && m4(g.k),
+    )
 }
 
 fn plan_inner(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>, bits: bool) -> Plan {
@@ -315,20 +326,18 @@ fn plan_inner(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>, b
     // (and k is not), else 4 consecutive k; a 128-bit load where the 4 are contiguous and
     // aligned.
     let a_rows = g.x_strides[1] == 1 && g.x_strides[2] != 1 && g.m > 1;
-    let a_vec = m4(g.x_offset)
-        && bs(g.x_strides[0])
-        && if a_rows {
-            m4(g.x_strides[2]) && m4(g.m)
-        } else {
-            g.x_strides[2] == 1 && m4(g.x_strides[1]) && m4(g.k)
-        };
+    let (a_k4, b_k4) = k_vec(g);
+    let a_vec = if a_rows {
+        m4(g.x_offset) && bs(g.x_strides[0]) && m4(g.x_strides[2]) && m4(g.m)
+    } else {
+        a_k4
+    };
     let b_rows = bits || (g.w_strides[1] == 1 && g.w_strides[2] != 1 && g.n > 1);
     let b_vec = !bits
-        && bs(g.w_strides[0])
         && if b_rows {
-            m4(g.w_strides[2]) && m4(g.n)
+            bs(g.w_strides[0]) && m4(g.w_strides[2]) && m4(g.n)
         } else {
-            g.w_strides[2] == 1 && m4(g.w_strides[1]) && m4(g.k)
+            b_k4
         };
     let (rows, splits, k_chunk) = if gemv {
         ((wg / 16) * 4, 1, g.k)
