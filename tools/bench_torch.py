@@ -34,9 +34,15 @@ def device_info(dev):
 
 
 class Bench:
-    def __init__(self, dev, reps):
+    def __init__(self, dev, reps, json_path=None):
         self.dev, self.reps, self.records = dev, max(3, reps), []
         self.adapter, self.backend, self.driver = device_info(dev)
+        # Each record is written as soon as it is measured, so a run stopped by a time limit
+        # keeps what it measured.
+        self.json = None
+        if json_path:
+            os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+            self.json = open(json_path, "w")
 
     def sync(self):
         if self.dev.type == "cuda":
@@ -55,10 +61,15 @@ class Bench:
                 ts.append(time.perf_counter() - t0)
         return statistics.median(ts)
 
-    def put(self, suite, name, params, value, unit):
+    def put(self, suite, name, params, value, unit, lif=None):
         r = {"suite": suite, "name": name, "params": params, "value": value, "unit": unit,
              "adapter": self.adapter, "backend": self.backend, "driver": self.driver}
+        if lif:
+            r["lif_backend"] = lif
         self.records.append(r)
+        if self.json:
+            self.json.write(json.dumps(r, ensure_ascii=False) + "\n")
+            self.json.flush()
         print(f"{name:<40} {params:<32} {value:>14.3f} {unit}", flush=True)
 
     def kernel(self, name, params, fn):
@@ -82,12 +93,38 @@ def lif_multistep(x, v_th=1.0, tau=2.0):
         return torch.stack(out)
 
 
+_CUPY = None
+
+
 def _has_cupy():
-    try:
-        import cupy  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    """Whether SpikingJelly's cupy LIF runs here: tried once on a tiny input (any failure, an
+    old cupy or an NVRTC error, means the torch backend)."""
+    global _CUPY
+    if _CUPY is None:
+        _CUPY = False
+        if torch.cuda.is_available():
+            try:
+                import cupy  # noqa: F401
+                from spikingjelly.clock_driven.neuron import MultiStepLIFNode
+                x = torch.rand(2, 1, 64, device="cuda") * 2
+                node = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+                ref = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="torch")
+                _CUPY = bool(torch.equal(node(x), ref(x)))
+            except Exception as e:  # noqa: BLE001
+                print(f"SpikingJelly's cupy backend does not run here ({type(e).__name__}: {e}); torch backend",
+                      flush=True)
+    return _CUPY
+
+
+def sj_backend(m):
+    """Puts a model's MultiStepLIFNodes on SpikingJelly's cupy backend where it runs (what the
+    official training scripts use on a GPU); returns the backend's name."""
+    if not (next(m.parameters()).is_cuda and _has_cupy()):
+        return "torch"
+    for mod in m.modules():
+        if type(mod).__name__ == "MultiStepLIFNode":
+            mod.backend = "cupy"
+    return "cupy"
 
 
 def kernels(b, quick):
@@ -207,19 +244,23 @@ def lmuformer(b, name, batches):
     torch.manual_seed(0)
     m = LMUFormer(in_channels=128, embed_dims=256, mlp_ratios=4, depths=1, num_classes=35,
                   spiking=spiking).to(b.dev).eval()
+    be = sj_backend(m) if spiking else "—"
     for bb in batches:
         x = torch.rand(bb, 128, 128, device=b.dev) - 0.3
         secs = b.time(lambda: m(x))
-        b.put("model", f"{name} whole clip", f"B={bb} N=128", bb / secs, "clips/s")
+        b.put("model", f"{name} whole clip", f"B={bb} N=128", bb / secs, "clips/s", lif=be)
 
 
-def mamba(b, name, batch, prompt_len, steps):
+def mamba_model(b, name):
     from transformers import MambaConfig, MambaForCausalLM
     d, n = {"mamba-130m": (768, 24), "mamba-370m": (1024, 48), "mamba-790m": (1536, 48),
             "mamba-1.4b": (2048, 48)}[name]
     cfg = MambaConfig(vocab_size=50280, hidden_size=d, num_hidden_layers=n, state_size=16, expand=2,
                       conv_kernel=4, tie_word_embeddings=True)
-    m = MambaForCausalLM(cfg).to(b.dev).eval()
+    return MambaForCausalLM(cfg).to(b.dev).eval()
+
+
+def mamba(b, name, m, batch, prompt_len, steps):
     ids = torch.randint(0, 50000, (batch, prompt_len), device=b.dev)
     secs = b.time(lambda: m(ids))
     b.put("model", f"{name} prompt", f"B={batch} L={prompt_len}", batch * prompt_len / secs, "tokens/s")
@@ -246,10 +287,11 @@ def vision(b, name, t, batches):
         e = {"384": (96, 192, 384, 480), "512": (128, 256, 512, 640), "768": (192, 384, 768, 960)}[name.split("-")[3]]
         m = MetaSpikeFormer(T=t, embed_dim=e, num_heads=8, mlp_ratios=4, depths=8)
     m = m.to(b.dev).eval()
+    be = sj_backend(m)
     for bb in batches:
         x = torch.randn(bb, 3, 224, 224, device=b.dev)
         secs = b.time(lambda: m(x))
-        b.put("model", f"{name} images/s", f"B={bb} T={t} 224px", bb / secs, "images/s")
+        b.put("model", f"{name} images/s", f"B={bb} T={t} 224px", bb / secs, "images/s", lif=be)
 
 
 def main():
@@ -271,23 +313,22 @@ def main():
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    b = Bench(torch.device(a.device), a.reps)
+    b = Bench(torch.device(a.device), a.reps, a.json)
     print(f"PyTorch on {b.adapter} ({b.backend}, {b.driver})")
     if a.kernels:
         kernels(b, a.quick)
     for name in a.lmuformer:
         lmuformer(b, name, a.clip_batch or [1, 32])
     for name in a.mamba:
+        m = mamba_model(b, name)
         for bsz in a.batch or [1]:
-            mamba(b, name, bsz, a.prompt_len, a.decode_steps)
+            mamba(b, name, m, bsz, a.prompt_len, a.decode_steps)
+        del m
     for name in a.vision:
         for t in a.t or [4]:
             vision(b, name, t, a.image_batch or [1])
-    if a.json:
-        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
-        with open(a.json, "w") as f:
-            for r in b.records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    if b.json:
+        b.json.close()
         print(f"wrote {a.json}")
 
 
