@@ -95,11 +95,14 @@ tbench() {
 
 step "nvidia-smi" 15 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
 step "info" 30 "$bin" info --all
-if ! grep -qi "nvidia\|amd\|radeon\|intel\|apple" "$log"; then
+# A machine without a GPU adapter ends here, at once, with what its Vulkan setup looks like.
+if ! sed -n '/^## info (/,$p' "$log" | grep -qi "nvidia\|amd\|radeon\|intel\|apple"; then
   {
     echo "## no GPU adapter: the Vulkan setup"
     ls -l /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>&1
-    ldconfig -p | grep -i vulkan
+    cat /usr/local/nvidia/share/vulkan/icd.d/*.json 2>&1
+    ldconfig -p | grep -i 'vulkan\|nvidia'
+    VK_LOADER_DEBUG=error,warn "$bin" info --all
   } 2>&1 | tee -a "$log"
   exit 3
 fi
