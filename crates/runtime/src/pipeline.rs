@@ -129,9 +129,9 @@ impl Shader {
             (Shader::SelectiveScan, "selective_scan_wide" | "selective_state_update") => {
                 one("NS", &[4, 8, 16, 32, 64])
             }
-            // ops::matmul's skinny plans: (lanes along k, row quads) for m <= 4, <= 8, <= 16
-            // and <= 32.
-            (Shader::Matmul, "skinny") => [(32, 1), (32, 2), (8, 4), (8, 8)]
+            // ops::matmul's skinny plans: (lanes along k, row quads per pass) for k >= 128
+            // or under, m <= 4 or more.
+            (Shader::Matmul, "skinny") => [(32, 1), (32, 2), (8, 1), (8, 2)]
                 .iter()
                 .map(|&(l, q)| vec![("SKL", l), ("SKQ", q)])
                 .collect(),

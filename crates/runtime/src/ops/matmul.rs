@@ -129,8 +129,8 @@ pub struct Plan {
     /// One activation row per batch entry (m ≤ 4) of strided operands: the GEMV kernel.
     pub gemv: bool,
     /// 1 to 32 activation rows, both operands k-contiguous: the skinny kernel, with (lanes
-    /// along k per weight row, quads of activation rows held per lane). Every weight is read
-    /// once for all rows. `a_vec` / `b_vec` (set together) select its 128-bit loads.
+    /// along k per weight row, quads of activation rows held per lane in each pass of 8
+    /// rows). Every weight is read from memory once for all rows. `a_vec` / `b_vec` (set together) select its 128-bit loads.
     pub skinny: Option<(usize, usize)>,
     /// Output tile rows x columns (128 x 64 or 64 x 64 at 256 invocations).
     pub tile: (usize, usize),
@@ -157,7 +157,7 @@ impl Plan {
         }
         if let Some((lanes, quads)) = self.skinny {
             return format!(
-                "skinny {lanes} lanes x {} rows{}{}",
+                "skinny {lanes} lanes x {} rows a pass{}{}",
                 4 * quads,
                 if self.a_vec { " vec4" } else { "" },
                 if self.splits > 1 {
@@ -207,25 +207,25 @@ pub fn plan_with(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>
     plan_inner(g, wg, rows, slices, false)
 }
 
-/// Most activation rows the skinny kernel takes (8 quads of 4 in registers per lane).
+/// Most activation rows the skinny kernel takes (in passes of 8 rows).
 pub const SKINNY_ROWS: usize = 32;
 
 /// The skinny kernel's plan for `g`, where it serves: 1 to [`SKINNY_ROWS`] rows, x and w
-/// contiguous along k. 32 lanes per weight row up to 8 rows (512 contiguous bytes of one
-/// row per subgroup load, 8 weight rows per workgroup), 8 lanes above (32 weight rows per
-/// workgroup: a 32-wide subgroup's 4 weight rows share each x load, which matters once x
-/// has more rows than w has bytes per load). Each lane holds 4 * quads accumulators either
-/// way. K is split only where the grid leaves most compute units idle (under a quarter of
-/// [`GRID_FILL`]) and K is long (≥ 2048): a split costs a second dispatch (the reduce), and
-/// decode is bounded by dispatches at these sizes; `slices` forces the count.
+/// contiguous along k. 32 lanes per weight row (512 contiguous bytes of one row per subgroup
+/// load, 8 weight rows per workgroup), 8 where k is under 128 (32 lanes would idle). Each
+/// lane holds the accumulators of one pass of 8 rows (2 quads; 1 for m ≤ 4) and the kernel
+/// runs ceil(m / 8) passes, so the register count does not grow with m. K is split only
+/// where the grid leaves most compute units idle (under a quarter of [`GRID_FILL`]) and K
+/// is long (≥ 2048): a split costs a second dispatch (the reduce), and decode is bounded by
+/// dispatches at these sizes; `slices` forces the count.
 fn skinny_plan(g: &Gemm, wg: usize, slices: Option<usize>) -> Option<Plan> {
     if g.m == 0 || g.m > SKINNY_ROWS || g.x_strides[2] != 1 || g.w_strides[2] != 1 {
         return None;
     }
     let (a4, b4) = k_vec(g);
     let vec = a4 && b4;
-    let lanes = if g.m <= 8 { 32 } else { 8 };
-    let quads = g.m.div_ceil(4).next_power_of_two();
+    let lanes = if g.k >= 128 { 32 } else { 8 };
+    let quads = if g.m <= 4 { 1 } else { 2 };
     let grid = g.n.div_ceil(wg / lanes) * g.batch;
     let want = slices.unwrap_or(if grid < GRID_FILL / 4 && g.k >= 2048 {
         GRID_FILL.div_ceil(grid).min(g.k / 512).min(16)
@@ -1069,8 +1069,8 @@ pub fn cases() -> Vec<Case> {
             }
         }
     }
-    // The skinny kernel over its row counts (both lane widths, every quad count, rows past
-    // each quad), k off its 4-wide loads and under one lane's run, n off its weight-row
+    // The skinny kernel over its row counts (both lane widths, 1 to 4 passes of 8 rows, rows
+    // past each quad), k off its 4-wide loads and under one lane's run, n off its weight-row
     // groups; unsplit and in 3 K slices (the plan splits only long K on small grids: the
     // 2-row, 4096-deep case).
     for &(m, n, k) in &[
@@ -1118,7 +1118,7 @@ pub fn cases() -> Vec<Case> {
         AUTO,
     ));
     // The decode conv step in the skinny epilogue (1, odd, 20 and 32 sequences: both lane
-    // widths, 1 to 8 quads; widths 2, 3 and 4) and after a tiled product (40 sequences).
+    // widths, 1 to 4 passes of 8 rows; widths 2, 3 and 4) and after a tiled product (40 sequences).
     for (b, d, kin, kc) in [
         (1, 1, 1, 4),
         (1, 64, 48, 4),
