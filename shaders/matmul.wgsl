@@ -15,6 +15,8 @@
 // `skinny`: 1 to 32 activation rows against k-contiguous weights (decode at batch <= 32,
 //   short prompts, LM heads): every weight is read once for all rows (see below). CONV_STEP:
 //   Mamba's decode conv step fused into its epilogue (in_proj; ops::matmul::linear_conv_step).
+//   NORM_X: the rows of x RMS-normalised in its prologue, the norm's weight in the bias
+//   binding (Mamba's pre-norm in front of in_proj; ops::matmul::rms_norm_linear).
 // F16 with A_F16 / B_F16: that operand (the weight) is stored as f16; products accumulate in f32.
 // B_BITS (with B_ROWS): w is packed binary spikes, `[batch, K, ceil(n / 32)]` words (ws_b and
 // ws_k in words), expanded to 0/1 while the tile is fetched: a spike linear / 1x1 spike conv
@@ -36,7 +38,8 @@ struct Params {
     ws_b: u32,
     ws_n: u32,
     ws_k: u32,
-    // 0: no bias; 1: bias[n] (a Linear layer); 2: bias[m] (channels on rows).
+    // 0: no bias; 1: bias[n] (a Linear layer); 2: bias[m] (channels on rows); 3: bias
+    // [batch * m, n], one value per output (a residual added in the epilogue).
     has_bias: u32,
     // Elements of x before its first row.
     x_offset: u32,
@@ -46,6 +49,11 @@ struct Params {
     // Split-K: slices of K (1: none) of k_chunk elements each (a multiple of 16).
     splits: u32,
     k_chunk: u32,
+    // NORM_X: RMSNorm's epsilon (inside the root).
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -339,6 +347,18 @@ fn store_row(r: u32, c: u32, v: vec4<f32>) {
             }
         } else if (p.has_bias == 2u) {
             o += vec4<f32>(bias[r]);
+        } else if (p.has_bias == 3u) {
+            let rb = (g_b * p.m + r) * p.n + c;
+            o.x += bias[rb];
+            if (c + 1u < p.n) {
+                o.y += bias[rb + 1u];
+            }
+            if (c + 2u < p.n) {
+                o.z += bias[rb + 2u];
+            }
+            if (c + 3u < p.n) {
+                o.w += bias[rb + 3u];
+            }
         }
         base = p.out_offset + (g_b * p.m + r) * p.out_stride + c;
     }
@@ -394,6 +414,8 @@ fn splitk_reduce(ids: Ids, wg: Wg) {
         v += rbias[col];
     } else if (p.has_bias == 2u) {
         v += rbias[row % p.m];
+    } else if (p.has_bias == 3u) {
+        v += rbias[i];
     }
     rout[p.out_offset + row * p.out_stride + col] = v;
 }
@@ -417,6 +439,8 @@ fn store_one(r: u32, c: u32, v: f32) -> f32 {
         o += bias[c];
     } else if (p.has_bias == 2u) {
         o += bias[r];
+    } else if (p.has_bias == 3u) {
+        o += bias[(g_b * p.m + r) * p.n + c];
     }
     out[p.out_offset + (g_b * p.m + r) * p.out_stride + c] = o;
     return o;
@@ -525,23 +549,97 @@ fn sk_dot(acc: f32, x: vec4<f32>, w: vec4<f32>) -> f32 {
     return acc + dot(x, w);
 }
 
+#ifdef NORM_X
+// NORM_X: 1 / rms of each activation row (m <= 32), from the prologue.
+var<workgroup> sk_rstd: array<f32, 32>;
+#endif
+
+// 4 values of x from element i of row `row` (k index kk), normalised where NORM_X is set:
+// (x * rstd) * weight, the order of rms_norm.wgsl; g4 is the norm weight at kk.
+fn sk_xn(i: u32, kk: u32, lim: u32, row: u32, g4: vec4<f32>) -> vec4<f32> {
+#ifdef NORM_X
+    return sk_x(i, kk, lim) * sk_rstd[row] * g4;
+#else
+    return sk_x(i, kk, lim);
+#endif
+}
+
 // acc plus rows 4q .. 4q + 3 (those under m) of x at k = kk, each dotted with w4.
-fn sk_quad(acc: vec4<f32>, q: u32, xb: u32, kk: u32, lim: u32, w4: vec4<f32>) -> vec4<f32> {
+fn sk_quad(
+    acc: vec4<f32>,
+    q: u32,
+    xb: u32,
+    kk: u32,
+    lim: u32,
+    w4: vec4<f32>,
+    g4: vec4<f32>
+) -> vec4<f32> {
     let r = 4u * q;
     let i = xb + r * p.xs_m + kk;
     var d = acc;
-    d.x = sk_dot(d.x, sk_x(i, kk, lim), w4);
+    d.x = sk_dot(d.x, sk_xn(i, kk, lim, r, g4), w4);
     if (r + 1u < p.m) {
-        d.y = sk_dot(d.y, sk_x(i + p.xs_m, kk, lim), w4);
+        d.y = sk_dot(d.y, sk_xn(i + p.xs_m, kk, lim, r + 1u, g4), w4);
     }
     if (r + 2u < p.m) {
-        d.z = sk_dot(d.z, sk_x(i + 2u * p.xs_m, kk, lim), w4);
+        d.z = sk_dot(d.z, sk_xn(i + 2u * p.xs_m, kk, lim, r + 2u, g4), w4);
     }
     if (r + 3u < p.m) {
-        d.w = sk_dot(d.w, sk_x(i + 3u * p.xs_m, kk, lim), w4);
+        d.w = sk_dot(d.w, sk_xn(i + 3u * p.xs_m, kk, lim, r + 3u, g4), w4);
     }
     return d;
 }
+
+// The norm weight at kk .. kk + 3 (zeros from lim on): NORM_X's weight is in the bias binding.
+fn sk_g(kk: u32, lim: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+#ifdef NORM_X
+    if (kk < lim) {
+        v.x = bias[kk];
+    }
+    if (kk + 1u < lim) {
+        v.y = bias[kk + 1u];
+    }
+    if (kk + 2u < lim) {
+        v.z = bias[kk + 2u];
+    }
+    if (kk + 3u < lim) {
+        v.w = bias[kk + 3u];
+    }
+#endif
+    return v;
+}
+
+#ifdef NORM_X
+// The prologue: 1 / sqrt(mean(x^2) + eps) of every activation row into sk_rstd, over the
+// whole row (every K slice needs it). 8 invocations a row each sum a strided eighth of its
+// squares (4 k at a time), then one adds the 8 in order. Called in uniform control flow.
+fn sk_norm_rows(lid: u32, xb: u32) {
+    let per = WG / 8u;
+    for (var r0 = 0u; r0 < p.m; r0 += per) {
+        let r = r0 + lid / 8u;
+        let j = lid % 8u;
+        var q = 0.0;
+        if (r < p.m) {
+            let base = xb + r * p.xs_m;
+            for (var kk = 4u * j; kk < p.k; kk += 32u) {
+                let v = sk_x(base + kk, kk, p.k);
+                q += dot(v, v);
+            }
+        }
+        skred[lid] = q;
+        workgroupBarrier();
+        if (lid < per && r0 + lid < p.m) {
+            var s = 0.0;
+            for (var t = 0u; t < 8u; t += 1u) {
+                s += skred[8u * lid + t];
+            }
+            sk_rstd[r0 + lid] = 1.0 / sqrt(s / f32(p.k) + p.eps);
+        }
+        workgroupBarrier();
+    }
+}
+#endif
 
 // Quads 2 * pair and 2 * pair + 1 (a and b): summed over each weight row's SKL lanes and
 // stored. Called in uniform control flow.
@@ -595,6 +693,9 @@ fn skinny(ids: Ids, wg: Wg) {
     let kb = split * p.k_chunk;
     let ke = min(p.k, kb + p.k_chunk);
     let xb = g_b * p.xs_b + p.x_offset;
+#ifdef NORM_X
+    sk_norm_rows(ids.lid, xb);
+#endif
     // Activation rows in passes of 8 (two quads of accumulators per lane, whatever m): with
     // all 32 rows' accumulators held at once, 32 rows ran 6x slower than 8 on an H200
     // (mamba-130m's in_proj: 243 us against 39); passes after the first re-read this
@@ -607,9 +708,10 @@ fn skinny(ids: Ids, wg: Wg) {
             let wb = g_b * p.ws_b + n * p.ws_n;
             for (var kk = kb + 4u * lane; kk < ke; kk += 4u * SKL) {
                 let w4 = sk_w(wb + kk, kk, ke);
-                q0 = sk_quad(q0, 2u * rp, xb, kk, ke, w4);
+                let g4 = sk_g(kk, ke);
+                q0 = sk_quad(q0, 2u * rp, xb, kk, ke, w4, g4);
                 if (SKQ > 1u && p.m > 8u * rp + 4u) {
-                    q1 = sk_quad(q1, 2u * rp + 1u, xb, kk, ke, w4);
+                    q1 = sk_quad(q1, 2u * rp + 1u, xb, kk, ke, w4, g4);
                 }
             }
         }

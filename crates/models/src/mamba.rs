@@ -16,7 +16,9 @@
 use serde_json::Value;
 use spikescan_loader::Checkpoint;
 use spikescan_runtime::ops::causal_conv1d::{causal_conv1d_into, ConvLayout, ConvStep};
-use spikescan_runtime::ops::matmul::{gemm_into, linear, linear_conv_step, Gemm};
+use spikescan_runtime::ops::matmul::{
+    gemm_into, linear, linear_conv_step, linear_residual, Gemm, PreNorm,
+};
 use spikescan_runtime::ops::rms_norm::{add_rms_norm, rms_norm, rms_norm_segments};
 use spikescan_runtime::ops::select::topk_prefix_into;
 use spikescan_runtime::ops::selective_scan::{
@@ -677,12 +679,13 @@ impl Mamba {
             )));
         }
         let (d, n, r) = (c.d_inner, c.d_state, c.dt_rank);
-        let mut hidden = self.embedding.gather(rec, &ids.reshape(&[b])?)?;
-        let mut residual: Option<Tensor> = None;
+        // The residual stream: the embedding, then each layer's out_proj added to it in
+        // out_proj's epilogue (mamba_ssm's residual = hidden + residual, one step early).
+        let mut residual = self.embedding.gather(rec, &ids.reshape(&[b])?)?;
         for (i, ly) in self.layers.iter().enumerate() {
-            let normed = Self::pre_norm(rec, &hidden, &mut residual, &ly.norm, c.eps)?;
-            // in_proj [B, 2D] with the conv step of its x half in the same dispatch (batch
-            // <= 32; a second dispatch above): u = silu(conv(x)) [B, D].
+            // The pre-norm in in_proj's prologue, in_proj [B, 2D], and the conv step of its
+            // x half in its epilogue, one dispatch (batch <= 32, no in_proj bias; apart
+            // otherwise): u = silu(conv(x)) [B, D].
             let u = rec.alloc(&[b, d], DType::F32)?;
             let conv = ConvStep {
                 weight: &ly.conv_w,
@@ -691,7 +694,18 @@ impl Mamba {
                 out: &u,
                 k: c.d_conv,
             };
-            let xz = linear_conv_step(rec, &normed, &ly.in_proj, ly.in_bias.as_ref(), &conv)?;
+            let norm = PreNorm {
+                weight: &ly.norm,
+                eps: c.eps,
+            };
+            let xz = linear_conv_step(
+                rec,
+                &residual,
+                Some(norm),
+                &ly.in_proj,
+                ly.in_bias.as_ref(),
+                &conv,
+            )?;
             let xdbl = Self::proj(rec, &u, &ly.x_proj, None)?;
             self.mixer_norms(rec, &xdbl)?;
             // dt_proj runs inside the state update (one dispatch fewer per layer).
@@ -704,15 +718,9 @@ impl Mamba {
                 offset: 0,
             };
             selective_state_update(rec, &sl, &u, &dtp, &xdbl, &xz, &sw, &state.ssm[i], &y)?;
-            hidden = Self::proj(rec, &y, &ly.out_proj, ly.out_bias.as_ref())?;
+            residual = linear_residual(rec, &y, &ly.out_proj, ly.out_bias.as_ref(), &residual)?;
         }
-        let (normed, _) = add_rms_norm(
-            rec,
-            &hidden,
-            residual.as_ref().expect("at least one layer"),
-            &self.norm_f,
-            c.eps,
-        )?;
+        let normed = rms_norm(rec, &residual, &self.norm_f, c.eps)?;
         Ok(self.lm_head.head(rec, &normed)?)
     }
 

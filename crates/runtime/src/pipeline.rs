@@ -58,7 +58,11 @@ shaders! {
         ["A_VEC", "B_VEC", "CONV_STEP"],
         ["A_VEC", "B_F16", "B_VEC", "CONV_STEP", "F16"],
         ["CONV_STEP"],
-        ["B_F16", "CONV_STEP", "F16"]
+        ["B_F16", "CONV_STEP", "F16"],
+        ["A_VEC", "B_VEC", "CONV_STEP", "NORM_X"],
+        ["A_VEC", "B_F16", "B_VEC", "CONV_STEP", "F16", "NORM_X"],
+        ["CONV_STEP", "NORM_X"],
+        ["B_F16", "CONV_STEP", "F16", "NORM_X"]
     ];
     Conv => "conv.wgsl", [
         [],

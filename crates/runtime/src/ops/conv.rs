@@ -270,7 +270,7 @@ fn record(
     super::matmul::splitk_reduce(
         rec,
         &parts,
-        bias.map(|b| (b, true)),
+        bias.map(|b| (b, 2)),
         out,
         [batch, ws[0], npos],
         splits,

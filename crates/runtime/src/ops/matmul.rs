@@ -5,6 +5,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::causal_conv1d::{self, causal_conv1d_step, check_step, ConvLayout, ConvStep};
+use super::elementwise::{binary_into, Binary};
+use super::rms_norm::rms_norm;
 use super::{expect_dtype, expect_float, grid_rows};
 use crate::error::{shape_err, Result};
 use crate::harness::{check_f32, output, Case, Feature};
@@ -117,6 +119,8 @@ struct Params {
     out_offset: u32,
     splits: u32,
     k_chunk: u32,
+    eps: f32,
+    _pad: [u32; 3],
 }
 
 /// Workgroups a grid should reach before a larger tile or an unsplit K is worth it: one per
@@ -390,7 +394,7 @@ pub fn gemm_planned(
             format!("w {:?} is too small for {g:?}", w.shape()),
         ));
     }
-    record(rec, g, pl, x, w, false, bias, out, None)
+    record(rec, g, pl, x, w, false, bias, out, Fuse::default())
 }
 
 /// [`gemm_planned`] with packed spikes as the w operand (`s [batch, k, n]`, spike (b, n, k) at
@@ -417,12 +421,32 @@ pub fn spike_gemm_planned(
             format!("spikes {sh:?} do not hold the [batch, k, n] operand of {g:?}"),
         ));
     }
-    record(rec, g, pl, x, words, true, bias, out, None)
+    record(rec, g, pl, x, words, true, bias, out, Fuse::default())
+}
+
+/// An RMSNorm in front of a product: x's rows normalised, `x * rsqrt(mean(x²) + eps) *
+/// weight` (as [`rms_norm`]), before they meet the weights.
+#[derive(Clone, Copy)]
+pub struct PreNorm<'a> {
+    /// `[k]`, f32.
+    pub weight: &'a Tensor,
+    pub eps: f32,
+}
+
+/// What a product takes into its own dispatch beside the bias: Mamba's conv step in the
+/// epilogue (a skinny, unsplit plan, checked by [`linear_conv_step_into`]), an RMSNorm of
+/// x's rows in the prologue (skinny plans; its weight takes the bias binding, so no bias),
+/// a residual `[batch * m, n]` added to every output (any plan; it too takes the bias
+/// binding).
+#[derive(Clone, Copy, Default)]
+struct Fuse<'a> {
+    conv: Option<&'a ConvStep<'a>>,
+    norm: Option<PreNorm<'a>>,
+    residual: Option<&'a Tensor>,
 }
 
 /// Checks what both operand kinds share and records the product (`bits`: w holds packed
-/// spikes' words; `conv`: a skinny, unsplit plan runs Mamba's conv step in its epilogue,
-/// checked by [`linear_conv_step_into`]).
+/// spikes' words; `fuse`: what runs in the same dispatch).
 #[allow(clippy::too_many_arguments)]
 fn record(
     rec: &mut Recorder,
@@ -433,8 +457,9 @@ fn record(
     bits: bool,
     bias: Option<&Tensor>,
     out: &Tensor,
-    conv: Option<&ConvStep>,
+    fuse: Fuse,
 ) -> Result<()> {
+    let conv = fuse.conv;
     expect_float("matmul", "x", x)?;
     if x.dtype() == DType::F16 && w.dtype() == DType::F16 {
         return Err(shape_err(
@@ -505,9 +530,48 @@ fn record(
             format!("the conv step runs only in an unsplit skinny plan, not {pl:?}"),
         ));
     }
+    if (fuse.norm.is_some() || fuse.residual.is_some()) && bias.is_some() {
+        return Err(shape_err(
+            "matmul",
+            "a fused norm or residual takes the bias binding: no bias beside it".to_string(),
+        ));
+    }
+    if let Some(nm) = fuse.norm {
+        if pl.skinny.is_none() || x.dtype() != DType::F32 || fuse.residual.is_some() {
+            return Err(shape_err(
+                "matmul",
+                format!("the fused norm runs only in a skinny plan over f32 rows, not {pl:?}"),
+            ));
+        }
+        expect_dtype("matmul", "norm weight", nm.weight, DType::F32)?;
+        if nm.weight.numel() != g.k {
+            return Err(shape_err(
+                "matmul",
+                format!(
+                    "the norm weight has {} elements, expected k = {}",
+                    nm.weight.numel(),
+                    g.k
+                ),
+            ));
+        }
+    }
+    if let Some(r) = fuse.residual {
+        expect_dtype("matmul", "residual", r, DType::F32)?;
+        if r.numel() != g.batch * g.m * g.n {
+            return Err(shape_err(
+                "matmul",
+                format!(
+                    "the residual has {} elements, expected batch*m*n = {}",
+                    r.numel(),
+                    g.batch * g.m * g.n
+                ),
+            ));
+        }
+    }
     let (ins, outs) = if conv.is_some() { (5, 3) } else { (3, 1) };
     let mut key = PipelineKey::new(Shader::Matmul, entry, ins, outs)
         .define_if("CONV_STEP", conv.is_some())
+        .define_if("NORM_X", fuse.norm.is_some())
         .define_if("F16", a16 || b16)
         .define_if("A_F16", a16)
         .define_if("B_F16", b16)
@@ -528,11 +592,14 @@ fn record(
         key = key.constant("CONV_K", c.k as u32);
     }
     let u = |v: [usize; 3]| v.map(|x| x as u32);
-    let has_bias = match (bias.is_some(), g.bias_on_rows) {
-        (false, _) => 0,
-        (true, false) => 1,
-        (true, true) => 2,
+    let has_bias = match (bias.is_some(), g.bias_on_rows, fuse.residual.is_some()) {
+        (_, _, true) => 3,
+        (false, _, _) => 0,
+        (true, false, _) => 1,
+        (true, true, _) => 2,
     };
+    // The bias binding: the bias, the residual or the norm weight (at most one is set).
+    let slot = bias.or(fuse.residual).or(fuse.norm.map(|nm| nm.weight));
     let p = Params {
         m: g.m as u32,
         n: g.n as u32,
@@ -546,6 +613,8 @@ fn record(
         out_offset: g.out_offset as u32,
         splits: pl.splits as u32,
         k_chunk: pl.k_chunk as u32,
+        eps: fuse.norm.map_or(0.0, |nm| nm.eps),
+        _pad: [0; 3],
     };
     let groups = if pl.gemv {
         // GEMV_ROWS = WG / 64 output rows per workgroup.
@@ -587,14 +656,21 @@ fn record(
         } else {
             w_reads * bytes_of(w, g.w_strides[0] != 0, g.n)
         }
-        + 4 * (g.batch * g.m * g.n) as u64;
+        + 4 * (g.batch * g.m * g.n) as u64
+        + fuse.residual.map_or(0, |r| r.bytes())
+        + fuse.norm.map_or(0, |nm| nm.weight.bytes());
     let shape = format!(
-        "b={} m={} n={} k={}{}{}",
+        "b={} m={} n={} k={}{}{}{}",
         g.batch,
         g.m,
         g.n,
         g.k,
         if bias.is_some() { " +bias" } else { "" },
+        match (fuse.norm.is_some(), fuse.residual.is_some()) {
+            (true, _) => " norm(x)",
+            (_, true) => " +residual",
+            _ => "",
+        },
         match (a16, b16, bits) {
             (_, _, true) if a16 => " x=f16 w=spikes",
             (_, _, true) => " w=spikes",
@@ -605,6 +681,7 @@ fn record(
     );
     let name = match (entry, bits) {
         ("gemv", _) => "gemv",
+        ("skinny", _) if fuse.norm.is_some() => "rms_norm+skinny",
         ("skinny", _) => "skinny",
         (_, true) => "spike_linear",
         _ => "matmul",
@@ -614,11 +691,15 @@ fn record(
         return rec.dispatch(
             &key,
             &p,
-            &[x, w, bias.unwrap_or(x), c.weight, c.bias],
+            &[x, w, slot.unwrap_or(x), c.weight, c.bias],
             &[out, c.state, c.out],
             groups,
             || OpInfo {
-                name: "skinny+conv_step",
+                name: if fuse.norm.is_some() {
+                    "rms_norm+skinny+conv_step"
+                } else {
+                    "skinny+conv_step"
+                },
                 shape: format!("{shape} K={}", c.k),
                 // The conv state read and written, its output, its weight and bias once.
                 bytes: moved + (4 * (bd * (2 * (c.k - 1) + 1) + d * (c.k + 1))) as u64,
@@ -627,7 +708,7 @@ fn record(
         );
     }
     if pl.splits == 1 {
-        return rec.dispatch(&key, &p, &[x, w, bias.unwrap_or(x)], &[out], groups, || {
+        return rec.dispatch(&key, &p, &[x, w, slot.unwrap_or(x)], &[out], groups, || {
             OpInfo {
                 name,
                 shape,
@@ -648,7 +729,7 @@ fn record(
     rec.dispatch(
         &key,
         &pk,
-        &[x, w, bias.unwrap_or(x)],
+        &[x, w, slot.unwrap_or(x)],
         &[&parts],
         groups,
         || OpInfo {
@@ -658,10 +739,16 @@ fn record(
             flops: g.flops(),
         },
     )?;
+    // The reduce adds the bias or the residual (a fused norm acted in the slices).
+    let reduce_bias = match (bias, fuse.residual) {
+        (_, Some(r)) => Some((r, 3)),
+        (Some(b), _) => Some((b, if g.bias_on_rows { 2 } else { 1 })),
+        _ => None,
+    };
     splitk_reduce(
         rec,
         &parts,
-        bias.map(|b| (b, g.bias_on_rows)),
+        reduce_bias,
         out,
         [g.batch, g.m, g.n],
         pl.splits,
@@ -670,23 +757,20 @@ fn record(
 }
 
 /// Split-K's second pass: `out[r, c] = sum_s parts[s, r, c] + bias` over `parts [splits,
-/// batch * m, n]`, the bias indexed by the column, or by the row within its batch entry when
-/// its flag is set; output row r at `out_at[1] + r * out_at[0]`.
+/// batch * m, n]`, the bias kind as the shader's `has_bias`: 1 indexed by the column, 2 by
+/// the row within its batch entry, 3 one per output (a residual); output row r at
+/// `out_at[1] + r * out_at[0]`.
 pub(crate) fn splitk_reduce(
     rec: &mut Recorder,
     parts: &Tensor,
-    bias: Option<(&Tensor, bool)>,
+    bias: Option<(&Tensor, u32)>,
     out: &Tensor,
     [batch, m, n]: [usize; 3],
     splits: usize,
     out_at: [usize; 2],
 ) -> Result<()> {
     let total = batch * m * n;
-    let has_bias = match bias {
-        None => 0,
-        Some((_, false)) => 1,
-        Some((_, true)) => 2,
-    };
+    let has_bias = bias.map_or(0, |b| b.1);
     let p = Params {
         m: m as u32,
         n: n as u32,
@@ -762,27 +846,31 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>)
 /// A projection followed by Mamba's causal conv1d decode step: `xz = x · wᵀ (+ bias)`
 /// (`x [.., in]` of B rows, `w [2 D, in]`) → `[.., 2 D]`, then [`causal_conv1d_step`] over
 /// xz's first D columns (`conv`: its weight, bias, state updated in place and output
-/// `[B, D]`). Returns xz. See [`linear_conv_step_into`].
+/// `[B, D]`); `norm`: x's rows RMS-normalised first (Mamba's pre-norm). Returns xz. See
+/// [`linear_conv_step_into`].
 pub fn linear_conv_step(
     rec: &mut Recorder,
     x: &Tensor,
+    norm: Option<PreNorm>,
     w: &Tensor,
     bias: Option<&Tensor>,
     conv: &ConvStep,
 ) -> Result<Tensor> {
     let (_, _, _, shape) = linear_shape("linear_conv_step", x, w, true)?;
     let out = rec.alloc(&shape, DType::F32)?;
-    linear_conv_step_into(rec, x, w, bias, &out, conv)?;
+    linear_conv_step_into(rec, x, norm, w, bias, &out, conv)?;
     Ok(out)
 }
 
 /// [`linear_conv_step`] into `out` (B x 2 D elements). Where the skinny kernel serves (B ≤
 /// [`SKINNY_ROWS`], contiguous operands) the conv step runs in its epilogue, by the
-/// invocation that writes the column, in one dispatch; otherwise the product and the step
-/// are two.
+/// invocation that writes the column, and the norm in its prologue (where there is no
+/// bias: the norm weight takes its binding), in one dispatch; otherwise the norm, the
+/// product and the step are separate passes.
 pub fn linear_conv_step_into(
     rec: &mut Recorder,
     x: &Tensor,
+    norm: Option<PreNorm>,
     w: &Tensor,
     bias: Option<&Tensor>,
     out: &Tensor,
@@ -806,13 +894,88 @@ pub fn linear_conv_step_into(
     check_step(&l, out, conv.weight, conv.bias, conv.state, conv.out)?;
     let g = Gemm::linear(rows, n, k);
     let wg = rec.device().wg() as usize;
-    match skinny_plan(&g, wg, Some(1)) {
-        Some(pl) => record(rec, &g, pl, x, w, false, bias, out, Some(conv)),
+    let pl = skinny_plan(&g, wg, Some(1));
+    let fused_norm = norm.filter(|_| pl.is_some() && bias.is_none() && x.dtype() == DType::F32);
+    let normed;
+    let x = match (norm, fused_norm) {
+        (Some(nm), None) => {
+            normed = rms_norm(rec, x, nm.weight, nm.eps)?;
+            &normed
+        }
+        _ => x,
+    };
+    match pl {
+        Some(pl) => {
+            let fuse = Fuse {
+                conv: Some(conv),
+                norm: fused_norm,
+                residual: None,
+            };
+            record(rec, &g, pl, x, w, false, bias, out, fuse)
+        }
         None => {
             gemm_into(rec, &g, x, w, bias, out)?;
             causal_conv1d_step(rec, &l, out, conv.weight, conv.bias, conv.state, conv.out)
         }
     }
+}
+
+/// A Linear layer added to a residual stream: `residual + x · wᵀ (+ bias)` (`x [.., in]`,
+/// `w [out, in]`, `residual [.., out]`) → a new `[.., out]`. See [`linear_residual_into`].
+pub fn linear_residual(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    let out = rec.alloc(residual.shape(), DType::F32)?;
+    linear_residual_into(rec, x, w, bias, residual, &out)?;
+    Ok(out)
+}
+
+/// [`linear_residual`] into `out` (the residual's shape; not the residual itself). Without
+/// a bias the residual is added in the product's epilogue (one dispatch, any plan; split-K
+/// adds it in its reduce); with one, by a second pass.
+pub fn linear_residual_into(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    expect_float("linear_residual", "w", w)?;
+    let (rows, k, n, shape) = linear_shape("linear_residual", x, w, false)?;
+    if residual.shape() != shape.as_slice() || out.numel() != rows * n {
+        return Err(shape_err(
+            "linear_residual",
+            format!(
+                "residual {:?} and out {:?} must have the output's shape {shape:?}",
+                residual.shape(),
+                out.shape()
+            ),
+        ));
+    }
+    let g = Gemm::linear(rows, n, k);
+    let out2 = out.reshape(&[rows, n])?;
+    if bias.is_some() {
+        let tmp = rec.alloc(&[rows, n], DType::F32)?;
+        gemm_into(rec, &g, x, w, bias, &tmp)?;
+        return binary_into(
+            rec,
+            Binary::Add,
+            &tmp,
+            &residual.reshape(&[rows, n])?,
+            &out2,
+        );
+    }
+    let pl = plan(&g, rec.device().wg() as usize);
+    let fuse = Fuse {
+        residual: Some(residual),
+        ..Fuse::default()
+    };
+    record(rec, &g, pl, x, w, false, None, &out2, fuse)
 }
 
 /// A 1x1 conv / Linear over the channel axis of `x [R, Cin, N]` with `w [Cout, Cin]`:
@@ -881,6 +1044,51 @@ struct Force(u8, Option<usize>);
 const AUTO: Force = Force(0, None);
 
 /// Which operand is stored as f16 in a case (0: none, 1: w, 2: x).
+/// [`linear_residual_into`] against the reference plus the residual: the plan's kernel with
+/// the residual in its epilogue (one dispatch, two with split-K), or with a bias, apart.
+fn residual_case(m: usize, n: usize, k: usize, bias: bool, f16: bool) -> Case {
+    let g = Gemm::linear(m, n, k);
+    let params = format!(
+        "linear+residual m={m} n={n} k={k}{} [{}]",
+        if bias { " +bias" } else { "" },
+        plan(&g, 256).describe()
+    );
+    let c = Case::new("matmul", params, 1e-11, move |dev, rng| {
+        let x = rng.vec(m * k, -1.0, 1.0);
+        let mut w = rng.vec(n * k, -1.0, 1.0);
+        let bv = rng.vec(n, -1.0, 1.0);
+        let res = rng.vec(m * n, -2.0, 2.0);
+        let wt = if f16 {
+            w.iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+            dev.weight_f16(&w, &[n, k])?
+        } else {
+            dev.weight_f32(&w, &[n, k])?
+        };
+        let (xt, bt) = (dev.tensor_f32(&x, &[m, k])?, dev.weight_f32(&bv, &[n])?);
+        let rt = dev.tensor_f32(&res, &[m, n])?;
+        let out = output(dev, &[m, n], DType::F32)?;
+        let mut rec = dev.recorder("test");
+        linear_residual_into(&mut rec, &xt, &wt, bias.then_some(&bt), &rt, &out)?;
+        let got_dispatches = rec.dispatch_count();
+        rec.submit()?;
+        let pl = plan(&g, dev.wg() as usize);
+        let want_dispatches = if bias { 2 } else { 1 } + usize::from(pl.splits > 1);
+        let mut want = reference(&g, &x, &w, bias.then_some(&bv));
+        want.iter_mut().zip(&res).for_each(|(v, &r)| *v += r as f64);
+        let c = check_f32(dev, &out, &want)?;
+        Ok(crate::harness::Check {
+            mismatches: c.mismatches + usize::from(got_dispatches != want_dispatches),
+            ..c
+        })
+    });
+    if f16 {
+        c.dtype("f16w").feature(Feature::F16)
+    } else {
+        c
+    }
+}
+
 fn case(name: &str, g: Gemm, bias: bool, f16: u8, force: Force) -> Case {
     let params = format!(
         "{name} b={} m={} n={} k={}{}{}",
@@ -945,20 +1153,55 @@ fn case(name: &str, g: Gemm, bias: bool, f16: u8, force: Force) -> Case {
 /// [`linear_conv_step_into`] for `b` sequences, D = `d`, `kin` inputs and conv width `kc`:
 /// xz, the conv output and the updated state against the product's and the conv step's
 /// references (the step fed the reference xz rounded to f32).
-fn conv_step_case(b: usize, d: usize, kin: usize, kc: usize, bias: bool, f16: bool) -> Case {
+/// The dispatches [`linear_conv_step_into`] takes: one where the skinny kernel serves (the
+/// norm in its prologue unless a bias holds the binding), else the norm, the product and
+/// the step apart.
+fn conv_step_dispatches(b: usize, bias: bool, norm: bool) -> usize {
+    match (b <= SKINNY_ROWS, norm) {
+        (true, false) => 1,
+        (true, true) => 1 + usize::from(bias),
+        (false, false) => 2,
+        (false, true) => 3,
+    }
+}
+
+/// x's rows RMS-normalised in f64 (`x * rsqrt(mean(x²) + eps) * g`), rounded to f32.
+fn reference_norm_rows(x: &[f32], k: usize, g: &[f32], eps: f32) -> Vec<f32> {
+    x.chunks(k)
+        .flat_map(|row| {
+            let q = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64;
+            let r = 1.0 / (q + eps as f64).sqrt();
+            row.iter()
+                .zip(g)
+                .map(move |(&v, &gw)| (v as f64 * r * gw as f64) as f32)
+        })
+        .collect()
+}
+
+fn conv_step_case(
+    b: usize,
+    d: usize,
+    kin: usize,
+    kc: usize,
+    bias: bool,
+    f16: bool,
+    norm: bool,
+) -> Case {
+    let dispatches = conv_step_dispatches(b, bias, norm);
     let params = format!(
-        "linear+conv_step m={b} n={} k={kin} K={kc}{}{}",
+        "{}linear+conv_step m={b} n={} k={kin} K={kc}{} [{dispatches} dispatch{}]",
+        if norm { "rms_norm+" } else { "" },
         2 * d,
         if bias { " +bias" } else { "" },
-        if b > SKINNY_ROWS {
-            " [two dispatches]"
-        } else {
-            ""
-        }
+        if dispatches == 1 { "" } else { "es" }
     );
     let c = Case::new("matmul", params, 1e-11, move |dev, rng| {
         let n = 2 * d;
         let x = rng.vec(b * kin, -1.0, 1.0);
+        let gw = rng.vec(kin, 0.5, 1.5);
+        let eps = 1e-5f32;
+        let gt = dev.weight_f32(&gw, &[kin])?;
+        let pre = norm.then_some(PreNorm { weight: &gt, eps });
         let mut w = rng.vec(n * kin, -1.0, 1.0);
         let bv = rng.vec(n, -1.0, 1.0);
         let cw = rng.vec(d * kc, -1.0, 1.0);
@@ -991,11 +1234,15 @@ fn conv_step_case(b: usize, d: usize, kin: usize, kc: usize, bias: bool, f16: bo
             k: kc,
         };
         let mut rec = dev.recorder("test");
-        linear_conv_step_into(&mut rec, &xt, &wt, bias.then_some(&bt), &xz, &conv)?;
-        // One dispatch where the skinny kernel serves, the product and the step otherwise.
-        let dispatches = rec.dispatch_count();
+        linear_conv_step_into(&mut rec, &xt, pre, &wt, bias.then_some(&bt), &xz, &conv)?;
+        let got_dispatches = rec.dispatch_count();
         rec.submit()?;
-        let want = reference(&Gemm::linear(b, n, kin), &x, &w, bias.then_some(&bv));
+        let xn = if norm {
+            reference_norm_rows(&x, kin, &gw, eps)
+        } else {
+            x.clone()
+        };
+        let want = reference(&Gemm::linear(b, n, kin), &xn, &w, bias.then_some(&bv));
         let want32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
         let l = ConvLayout {
             batch: b,
@@ -1014,7 +1261,7 @@ fn conv_step_case(b: usize, d: usize, kin: usize, kc: usize, bias: bool, f16: bo
             .zip(&ws)
             .filter(|(g, r)| !(**g as f64 - **r).abs().le(&(1e-5 * (1.0 + r.abs()))))
             .count();
-        let wrong_path = usize::from(dispatches != if b <= SKINNY_ROWS { 1 } else { 2 });
+        let wrong_path = usize::from(got_dispatches != dispatches);
         Ok(crate::harness::Check {
             mismatches: c.mismatches + mism + wrong_path,
             guard_hits: c.guard_hits + sc.guard_hits,
@@ -1130,7 +1377,24 @@ pub fn cases() -> Vec<Case> {
         (40, 8, 16, 4),
     ] {
         for f16 in [false, true] {
-            v.push(conv_step_case(b, d, kin, kc, b % 2 == 1, f16));
+            v.push(conv_step_case(b, d, kin, kc, b % 2 == 1, f16, false));
+        }
+        // Mamba's pre-norm in the prologue (both lane widths; with a bias, apart).
+        v.push(conv_step_case(b, d, kin, kc, b == 3, b % 2 == 0, true));
+    }
+    // A residual added in the epilogue: skinny (1, odd, 32 rows; split-K at the long, narrow
+    // shape), tiled (40 rows; split-K on a small grid), and apart with a bias.
+    for (m, n, k, bias) in [
+        (1, 7, 3, false),
+        (5, 33, 130, false),
+        (32, 65, 129, false),
+        (2, 5, 4096, false),
+        (40, 70, 96, false),
+        (64, 64, 2048, false),
+        (5, 9, 20, true),
+    ] {
+        for f16 in [false, true] {
+            v.push(residual_case(m, n, k, bias, f16));
         }
     }
     v.push(case("linear", Gemm::linear(5, 7, 3), false, 0, AUTO));
