@@ -6,13 +6,20 @@
 // outputs are read where they lie; [B, L, D, N] is never materialised.
 // - `selective_scan` (prompts, N <= 16): each thread owns one channel's 4 states (a vec4 in
 //   registers) and runs sequentially over time; a workgroup is 16 channels x 4 state groups.
-//   Per chunk of 16 tokens the workgroup stages delta (softplus once per (t, d)), u, B and C
-//   in shared memory with loads coalesced across channels, scans, and writes y from the
-//   4 groups' partial sums: 2 barriers per chunk, every input read once from memory.
-// - `selective_scan_wide` (16 < N <= 64): one workgroup per (b, d); threads are (state n,
-//   time t) pairs over chunks of TC tokens, the affine recurrence (a, b) combined as a
-//   parallel (Hillis-Steele) scan, (a1, b1) o (a0, b0) = (a1 a0, a1 b0 + b1), and the carry
-//   h from the previous chunk applied to the prefix.
+//   Per chunk of ST tokens (an override: 16, or 32 for half the chunks and barriers) the
+//   workgroup stages delta (softplus once per (t, d)), u, B and C in shared memory with
+//   loads coalesced across channels, scans, and writes y from the 4 groups' partial sums:
+//   2 barriers per chunk, every input read once from memory.
+// - `selective_scan_channel` (N <= 16, a measured alternative): each thread owns one
+//   channel's 16 states (4 vec4 registers), 64 channels a workgroup; per chunk of ST tokens
+//   only B and C are staged (every thread needs them), u, dt and z are read from memory by
+//   the channel's own thread (adjacent threads, adjacent channels) and y is its own sum: no
+//   cross-thread reduction, 2 barriers per chunk.
+// - `selective_scan_wide` (16 < N <= 64, and any N when a caller picks it): one workgroup
+//   per (b, d); threads are (state n, time t) pairs over chunks of TC tokens, the affine
+//   recurrence (a, b) combined as a parallel (Hillis-Steele) scan,
+//   (a1, b1) o (a0, b0) = (a1 a0, a1 b0 + b1), and the carry h from the previous chunk
+//   applied to the prefix.
 // - `selective_state_update` (decode): one token, dt_proj fused in, the state read and
 //   written in place.
 
@@ -55,20 +62,28 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 @group(0) @binding(8) var<storage, read_write> h_out: array<f32>;
 
-// selective_scan: channels per workgroup, state groups (vec4 each), tokens per chunk.
+// selective_scan: channels per workgroup, state groups (vec4 each); tokens per chunk (16 or
+// 32, selective_scan_channel's too).
 const SC: u32 = 16u;
 const SG: u32 = 4u;
-const ST: u32 = 16u;
+override ST: u32 = 16u;
 
-// [ST][SC] delta and u; [ST][SG] B and C; [ST][PR] partial sums of C h, a token's SG x SC
-// in rows of PR = 80 words (a warp holds groups g and g + 1: rows 64 words apart would put
-// tokens 4 apart in the same banks). 9 KiB.
-var<workgroup> t_delta: array<f32, 256>;
-var<workgroup> t_u: array<f32, 256>;
-var<workgroup> t_b: array<vec4<f32>, 64>;
-var<workgroup> t_c: array<vec4<f32>, 64>;
-const PR: u32 = 80u;
-var<workgroup> t_part: array<f32, 1280>;
+// [ST][SC] delta and u; [ST][SG] B and C; [ST][PR] partial sums of C h, a token's SG x SC.
+// The y pass reads rows g and g + 1 in one warp, so they must lie 16 banks apart: with
+// ST = 16, rows of PR = 80 words (9 KiB in all); with ST = 32, rows of 64 words (16 KiB in
+// all, WebGPU's guaranteed limit) and the 4 groups' slots rotated by one in odd rows (PROT).
+override PR: u32 = select(64u, 80u, ST <= 16u);
+override PROT: u32 = select(1u, 0u, ST <= 16u);
+var<workgroup> t_delta: array<f32, ST * SC>;
+var<workgroup> t_u: array<f32, ST * SC>;
+var<workgroup> t_b: array<vec4<f32>, ST * SG>;
+var<workgroup> t_c: array<vec4<f32>, ST * SG>;
+var<workgroup> t_part: array<f32, ST * PR>;
+
+// Slot of group j's partial sum for token row r, channel c, in t_part.
+fn part_at(r: u32, j: u32, c: u32) -> u32 {
+    return r * PR + ((j + PROT * (r & 1u)) & 3u) * SC + c;
+}
 
 // Element i of the per-channel constants, 0 where `ok` is false.
 fn cw_or0(i: u32, ok: bool) -> f32 {
@@ -117,6 +132,18 @@ fn bc4(base: u32, n0: u32, live: bool) -> vec4<f32> {
         bc_or0(base + n0 + 3u, live && n0 + 3u < p.n));
 }
 
+// B and C of the chunk from token k0 of sequence b into t_b, t_c: entry i is token i / SG,
+// states 4 (i % SG) ..; tokens past L stage zeros. 64 threads, ST * SG entries.
+fn stage_bc(lid: u32, b: u32, k0: u32) {
+    for (var i = lid; i < ST * SG; i += 64u) {
+        let tok = k0 + i / SG;
+        let ok = tok < p.len;
+        let row = (b * p.len + tok) * p.bc_stride;
+        t_b[i] = bc4(row + p.b_offset, 4u * (i % SG), ok);
+        t_c[i] = bc4(row + p.c_offset, 4u * (i % SG), ok);
+    }
+}
+
 @compute @workgroup_size(64)
 fn selective_scan(ids: Ids, wg: Wg) {
     let blocks = (p.d + SC - 1u) / SC;
@@ -137,9 +164,6 @@ fn selective_scan(ids: Ids, wg: Wg) {
     let dsk = cw_or0(cw_row + p.n + 1u, live);
     let hrow = (b * p.d + ch) * p.n;
     var h = h04(hrow, 4u * g, live && p.has_h0 != 0u);
-    // B/C loader: token r = lid / SG of the chunk, state group q = lid % SG.
-    let lr = ids.lid / SG;
-    let lq = ids.lid % SG;
     let chunks = (p.len + ST - 1u) / ST;
     for (var k = 0u; k < chunks; k += 1u) {
         let k0 = k * ST;
@@ -159,43 +183,100 @@ fn selective_scan(ids: Ids, wg: Wg) {
             t_delta[r * SC + c] = dv;
             t_u[r * SC + c] = uv;
         }
-        let btok = k0 + lr;
-        let bok = btok < p.len;
-        let brow = (b * p.len + btok) * p.bc_stride;
-        t_b[ids.lid] = bc4(brow + p.b_offset, 4u * lq, bok);
-        t_c[ids.lid] = bc4(brow + p.c_offset, 4u * lq, bok);
+        stage_bc(ids.lid, b, k0);
         workgroupBarrier();
         let steps = min(ST, p.len - k0);
         for (var r = 0u; r < steps; r += 1u) {
             let dv = t_delta[r * SC + c];
             let bv = t_b[r * SG + g];
             h = exp2(dv * a4) * h + (dv * t_u[r * SC + c]) * bv;
-            t_part[r * PR + g * SC + c] = dot(h, t_c[r * SG + g]);
+            t_part[part_at(r, g, c)] = dot(h, t_c[r * SG + g]);
         }
         workgroupBarrier();
         // y of rows g, g + 4, ...: the 4 groups' partial sums, the skip, the gate.
         if (live) {
             for (var r = g; r < steps; r += SG) {
                 let row = b * p.len + k0 + r;
-                let s = (t_part[r * PR + c] + t_part[r * PR + SC + c])
-                    + (t_part[r * PR + 2u * SC + c] + t_part[r * PR + 3u * SC + c]);
+                let s = (t_part[part_at(r, 0u, c)] + t_part[part_at(r, 1u, c)])
+                    + (t_part[part_at(r, 2u, c)] + t_part[part_at(r, 3u, c)]);
                 let zz = z[row * p.z_stride + p.z_offset + ch];
                 y[row * p.d + ch] = (s + dsk * t_u[r * SC + c]) * silu(zz);
             }
         }
     }
-    let n0 = 4u * g;
+    store_h4(hrow, 4u * g, live, h);
+}
+
+// 64 channels a workgroup, a thread per channel: states 4j..4j+3 in hvj, A log2(e) in aj.
+@compute @workgroup_size(64)
+fn selective_scan_channel(ids: Ids, wg: Wg) {
+    let blocks = (p.d + 63u) / 64u;
+    let gi = group_index(wg);
+    if (gi >= p.batch * blocks) {
+        return;
+    }
+    let b = gi / blocks;
+    let ch = (gi % blocks) * 64u + ids.lid;
+    let live = ch < p.d;
+    let cw_row = ch * (p.n + 2u);
+    let a0 = cw4(cw_row, 0u, live) * 1.4426950408889634;
+    let a1 = cw4(cw_row, 4u, live) * 1.4426950408889634;
+    let a2 = cw4(cw_row, 8u, live) * 1.4426950408889634;
+    let a3 = cw4(cw_row, 12u, live) * 1.4426950408889634;
+    let bias = cw_or0(cw_row + p.n, live);
+    let dsk = cw_or0(cw_row + p.n + 1u, live);
+    let hrow = (b * p.d + ch) * p.n;
+    let with_h0 = live && p.has_h0 != 0u;
+    var hv0 = h04(hrow, 0u, with_h0);
+    var hv1 = h04(hrow, 4u, with_h0);
+    var hv2 = h04(hrow, 8u, with_h0);
+    var hv3 = h04(hrow, 12u, with_h0);
+    let chunks = (p.len + ST - 1u) / ST;
+    for (var k = 0u; k < chunks; k += 1u) {
+        let k0 = k * ST;
+        stage_bc(ids.lid, b, k0);
+        workgroupBarrier();
+        for (var r = 0u; r < ST; r += 1u) {
+            let tok = k0 + r;
+            if (live && tok < p.len) {
+                let row = b * p.len + tok;
+                let uv = u[row * p.u_stride + ch];
+                let dv = softplus(dt[row * p.dt_stride + ch] + bias);
+                let zz = z[row * p.z_stride + p.z_offset + ch];
+                let du = dv * uv;
+                let i = r * SG;
+                hv0 = exp2(dv * a0) * hv0 + du * t_b[i];
+                hv1 = exp2(dv * a1) * hv1 + du * t_b[i + 1u];
+                hv2 = exp2(dv * a2) * hv2 + du * t_b[i + 2u];
+                hv3 = exp2(dv * a3) * hv3 + du * t_b[i + 3u];
+                // The register path's order: the 4 groups' dots, summed in pairs.
+                let s = (dot(hv0, t_c[i]) + dot(hv1, t_c[i + 1u]))
+                    + (dot(hv2, t_c[i + 2u]) + dot(hv3, t_c[i + 3u]));
+                y[row * p.d + ch] = (s + dsk * uv) * silu(zz);
+            }
+        }
+        // t_b and t_c are restaged next chunk.
+        workgroupBarrier();
+    }
+    store_h4(hrow, 0u, live, hv0);
+    store_h4(hrow, 4u, live, hv1);
+    store_h4(hrow, 8u, live, hv2);
+    store_h4(hrow, 12u, live, hv3);
+}
+
+// States n0..n0+3 of h into h_out's row `base`, those below N.
+fn store_h4(base: u32, n0: u32, live: bool, h: vec4<f32>) {
     if (live && n0 < p.n) {
-        h_out[hrow + n0] = h.x;
+        h_out[base + n0] = h.x;
     }
     if (live && n0 + 1u < p.n) {
-        h_out[hrow + n0 + 1u] = h.y;
+        h_out[base + n0 + 1u] = h.y;
     }
     if (live && n0 + 2u < p.n) {
-        h_out[hrow + n0 + 2u] = h.z;
+        h_out[base + n0 + 2u] = h.z;
     }
     if (live && n0 + 3u < p.n) {
-        h_out[hrow + n0 + 3u] = h.w;
+        h_out[base + n0 + 3u] = h.w;
     }
 }
 

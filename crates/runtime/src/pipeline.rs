@@ -133,6 +133,10 @@ impl Shader {
             (Shader::SelectiveScan, "selective_scan_wide" | "selective_state_update") => {
                 one("NS", &[4, 8, 16, 32, 64])
             }
+            // ops::selective_scan's ScanVariant: tokens per chunk of the N <= 16 kernels.
+            (Shader::SelectiveScan, "selective_scan" | "selective_scan_channel") => {
+                one("ST", &[16, 32])
+            }
             // ops::matmul's skinny plans: (lanes along k, row quads per pass) for k >= 128
             // or under, m <= 4 or more.
             (Shader::Matmul, "skinny") => [(32, 1), (32, 2), (8, 1), (8, 2)]
@@ -143,8 +147,19 @@ impl Shader {
         }
     }
 
-    /// What each entry point of one variant needs from a device, read from its WGSL.
+    /// What each entry point of one variant needs from a device, read from its WGSL, with
+    /// every `override` at its default.
     pub fn needs(self, defines: &[&str]) -> std::result::Result<Vec<EntryNeeds>, String> {
+        self.needs_with(defines, &[])
+    }
+
+    /// [`Shader::needs`] with some `override`s set (`constants`): workgroup arrays sized by
+    /// an override expression count at those values.
+    pub fn needs_with(
+        self,
+        defines: &[&str],
+        constants: &[(&str, u32)],
+    ) -> std::result::Result<Vec<EntryNeeds>, String> {
         use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
         let name = format!("{}[{}]", self.file(), defines.join(","));
         let src = self.wgsl(defines, Target::Naga)?;
@@ -175,7 +190,13 @@ impl Shader {
                     naga::AddressSpace::Storage { .. } => n.storage_buffers += 1,
                     naga::AddressSpace::Uniform => n.uniform_buffers += 1,
                     naga::AddressSpace::WorkGroup => {
-                        n.workgroup_bytes += module.types[var.ty].inner.size(module.to_ctx()) as u64
+                        n.workgroup_bytes += workgroup_var_bytes(&module, var.ty, constants)
+                            .ok_or_else(|| {
+                                format!(
+                                "{name}: the size of {} is not an override expression of literals",
+                                var.name.as_deref().unwrap_or("a workgroup variable")
+                            )
+                            })?
                     }
                     _ => {}
                 }
@@ -183,9 +204,11 @@ impl Shader {
             if let Some(overrides) = &ep.workgroup_size_overrides {
                 for (dim, e) in overrides.iter().enumerate() {
                     if let Some(e) = e {
-                        n.workgroup_size[dim] = override_default(&module, *e).ok_or_else(|| {
-                            format!("{name}: {}'s workgroup size is not a literal", ep.name)
-                        })?;
+                        n.workgroup_size[dim] = override_value(&module, *e, constants)
+                            .and_then(|v| u32::try_from(v).ok())
+                            .ok_or_else(|| {
+                                format!("{name}: {}'s workgroup size is not a literal", ep.name)
+                            })?;
                     }
                 }
             }
@@ -229,10 +252,20 @@ pub fn every_pipeline() -> std::result::Result<Vec<VariantPipeline>, String> {
                     sets.push(Vec::new());
                 }
                 for constants in sets {
+                    // Workgroup arrays may be sized by the overrides set.
+                    let needs = if constants.is_empty() {
+                        needs.clone()
+                    } else {
+                        shader
+                            .needs_with(defines, &constants)?
+                            .into_iter()
+                            .find(|n| n.entry == needs.entry)
+                            .ok_or_else(|| format!("{}: no entry {}", shader.file(), needs.entry))?
+                    };
                     out.push(VariantPipeline {
                         shader,
                         defines,
-                        needs: needs.clone(),
+                        needs,
                         constants,
                     });
                 }
@@ -242,13 +275,86 @@ pub fn every_pipeline() -> std::result::Result<Vec<VariantPipeline>, String> {
     Ok(out)
 }
 
-/// The value of a workgroup-size expression with every `override` at its default.
-fn override_default(module: &naga::Module, e: naga::Handle<naga::Expression>) -> Option<u32> {
-    match module.global_expressions[e] {
-        naga::Expression::Literal(naga::Literal::U32(v)) => Some(v),
-        naga::Expression::Literal(naga::Literal::I32(v)) => u32::try_from(v).ok(),
-        naga::Expression::Override(o) => override_default(module, module.overrides[o].init?),
-        _ => None,
+/// The value of an override expression (a workgroup size, an array length) with the
+/// `override`s named in `constants` set and the others at their defaults; `None` past the
+/// literals, overrides, constants, arithmetic, comparisons and `select` it knows. Booleans
+/// are 0 and 1.
+fn override_value(
+    module: &naga::Module,
+    e: naga::Handle<naga::Expression>,
+    constants: &[(&str, u32)],
+) -> Option<i64> {
+    use naga::{BinaryOperator as Op, Expression as E, Literal as L};
+    let eval = |e| override_value(module, e, constants);
+    Some(match module.global_expressions[e] {
+        E::Literal(L::U32(v)) => v as i64,
+        E::Literal(L::I32(v)) => v as i64,
+        E::Literal(L::AbstractInt(v)) => v,
+        E::Literal(L::Bool(v)) => v as i64,
+        E::Constant(c) => eval(module.constants[c].init)?,
+        E::Override(o) => override_of(module, o, constants)?,
+        E::Binary { op, left, right } => {
+            let (a, b) = (eval(left)?, eval(right)?);
+            match op {
+                Op::Add => a + b,
+                Op::Subtract => a - b,
+                Op::Multiply => a * b,
+                Op::Divide => a.checked_div(b)?,
+                Op::Modulo => a.checked_rem(b)?,
+                Op::Equal => (a == b) as i64,
+                Op::NotEqual => (a != b) as i64,
+                Op::Less => (a < b) as i64,
+                Op::LessEqual => (a <= b) as i64,
+                Op::Greater => (a > b) as i64,
+                Op::GreaterEqual => (a >= b) as i64,
+                _ => return None,
+            }
+        }
+        E::Select {
+            condition,
+            accept,
+            reject,
+        } => {
+            if eval(condition)? != 0 {
+                eval(accept)?
+            } else {
+                eval(reject)?
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Bytes of a workgroup variable of type `ty`, an override-sized array counted at the
+/// overrides' values (`constants`, defaults otherwise).
+fn workgroup_var_bytes(
+    module: &naga::Module,
+    ty: naga::Handle<naga::Type>,
+    constants: &[(&str, u32)],
+) -> Option<u64> {
+    match module.types[ty].inner {
+        naga::TypeInner::Array {
+            size: naga::ArraySize::Pending(o),
+            stride,
+            ..
+        } => Some(u64::try_from(override_of(module, o, constants)?).ok()? * stride as u64),
+        ref inner => Some(inner.size(module.to_ctx()) as u64),
+    }
+}
+
+/// The value of override `o`: from `constants` by name, else its initializer's.
+fn override_of(
+    module: &naga::Module,
+    o: naga::Handle<naga::Override>,
+    constants: &[(&str, u32)],
+) -> Option<i64> {
+    let ov = &module.overrides[o];
+    match constants
+        .iter()
+        .find(|(n, _)| ov.name.as_deref() == Some(*n))
+    {
+        Some(&(_, v)) => Some(v as i64),
+        None => override_value(module, ov.init?, constants),
     }
 }
 
@@ -732,20 +838,17 @@ mod tests {
 
     /// Every entry point of every variant fits WebGPU's default limits (what every WebGPU
     /// device guarantees): 8 storage buffers per stage, 16 KiB of workgroup storage, 256
-    /// invocations — the limits `SPIKESCAN_LIMITS=webgpu` requests.
+    /// invocations — the limits `SPIKESCAN_LIMITS=webgpu` requests; with each of the
+    /// launchers' override values (workgroup arrays may be sized by them).
     #[test]
     fn every_entry_point_fits_default_webgpu_limits() {
         let limits = wgpu::Limits::default();
         let mut entries = 0;
         let mut over = Vec::new();
-        for &shader in Shader::ALL {
-            for defines in shader.variants() {
-                for n in shader.needs(defines).unwrap() {
-                    entries += 1;
-                    for e in n.exceeds(&limits) {
-                        over.push(format!("{} {defines:?} {}: {e}", shader.file(), n.entry));
-                    }
-                }
+        for p in every_pipeline().unwrap() {
+            entries += 1;
+            for e in p.needs.exceeds(&limits) {
+                over.push(format!("{}: {e}", p.label()));
             }
         }
         assert!(
@@ -761,8 +864,11 @@ mod tests {
     /// fixed size under 128 that every device runs, and launchers that size their grids by it.
     #[test]
     fn every_entry_point_runs_wg_invocations() {
-        // ops::selective_scan: 16 channels x 4 state groups.
-        const FIXED: &[(&str, &str, u32)] = &[("selective_scan.wgsl", "selective_scan", 64)];
+        // ops::selective_scan: 16 channels x 4 state groups; 64 channels, a thread each.
+        const FIXED: &[(&str, &str, u32)] = &[
+            ("selective_scan.wgsl", "selective_scan", 64),
+            ("selective_scan.wgsl", "selective_scan_channel", 64),
+        ];
         let compat = wgpu::Limits {
             max_compute_invocations_per_workgroup: 128,
             max_compute_workgroup_size_x: 128,
@@ -827,6 +933,20 @@ mod tests {
             get("selective_state_update").workgroup_bytes,
             4 * (256 + 256)
         );
+        // 32-token chunks: every array doubles, t_part's rows shrink to 64 words (16 KiB);
+        // the channel-per-thread kernel stages B and C only.
+        let scan32 = Shader::SelectiveScan
+            .needs_with(&[], &[("ST", 32)])
+            .unwrap();
+        let get32 = |name: &str| scan32.iter().find(|n| n.entry == name).unwrap().clone();
+        assert_eq!(get32("selective_scan").workgroup_bytes, 16384);
+        assert_eq!(get("selective_scan_channel").workgroup_bytes, 2 * 16 * 64);
+        assert_eq!(
+            get32("selective_scan_channel").workgroup_bytes,
+            2 * 16 * 128
+        );
+        assert_eq!(get("selective_scan_channel").storage_buffers, 8);
+        assert_eq!(get32("selective_scan_wide"), get("selective_scan_wide"));
         assert_eq!(get("selective_scan").invocations(), 64);
         assert_eq!(get("selective_scan_wide").invocations(), 256);
         let tight = wgpu::Limits {

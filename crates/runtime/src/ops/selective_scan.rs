@@ -1,6 +1,7 @@
 //! Mamba's selective scan (`shaders/selective_scan.wgsl`): the prompt scan (parallel over
 //! time within chunks, carried between them) and the one-token state update for decoding.
-//! The state accumulates in f32.
+//! The state accumulates in f32. [`ScanVariant`] names the prompt scan's kernels, for
+//! benchmarks to compare; [`selective_scan_into`] picks one by N.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -194,11 +195,103 @@ const SCAN_STATES: usize = 16;
 /// Channels per workgroup of that path (`SC`).
 const SCAN_CHANNELS: usize = 16;
 
+/// Which kernel runs the prompt scan. Every one gives the same results (the same sums in the
+/// same order, apart from the wide kernel's parallel scan); they differ in how threads and
+/// chunks are laid out, so a benchmark can pick one per GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanVariant {
+    /// `selective_scan` (N <= 16): a thread per (channel, 4 states), 16 channels a
+    /// workgroup, `chunk` tokens (16 or 32) staged per chunk.
+    Register { chunk: u32 },
+    /// `selective_scan_channel` (N <= 16): a thread per channel holding all 16 states, 64
+    /// channels a workgroup, B and C of `chunk` tokens (16 or 32) staged per chunk.
+    Channel { chunk: u32 },
+    /// `selective_scan_wide` (any N): a workgroup per (sequence, channel), a parallel scan
+    /// over time.
+    Wide,
+}
+
+impl ScanVariant {
+    /// What [`selective_scan_into`] runs for `n` states: 16-token register chunks for
+    /// N <= 16, the wide kernel above.
+    pub fn auto(n: usize) -> Self {
+        if n <= SCAN_STATES {
+            ScanVariant::Register { chunk: 16 }
+        } else {
+            ScanVariant::Wide
+        }
+    }
+
+    /// The pipeline and the workgroup count for layout `l` (`ns`: the padded state count).
+    fn plan(self, l: &ScanLayout, ns: u32) -> Result<(PipelineKey, usize)> {
+        let chunk_ok = |chunk: u32| {
+            if l.n > SCAN_STATES || !matches!(chunk, 16 | 32) {
+                return Err(shape_err(
+                    "selective_scan",
+                    format!(
+                        "{self:?} takes N <= {SCAN_STATES} and chunks of 16 or 32 tokens, got N = {}",
+                        l.n
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        let key = |entry| PipelineKey::new(Shader::SelectiveScan, entry, 6, 2);
+        // ST = 16 is the shader's default: the default plan keeps its pipeline key.
+        let with_chunk = |k: PipelineKey, chunk: u32| {
+            if chunk == 16 {
+                k
+            } else {
+                k.constant("ST", chunk)
+            }
+        };
+        Ok(match self {
+            ScanVariant::Register { chunk } => {
+                chunk_ok(chunk)?;
+                (
+                    with_chunk(key("selective_scan"), chunk),
+                    l.batch * l.d.div_ceil(SCAN_CHANNELS),
+                )
+            }
+            ScanVariant::Channel { chunk } => {
+                chunk_ok(chunk)?;
+                (
+                    with_chunk(key("selective_scan_channel"), chunk),
+                    l.batch * l.d.div_ceil(CHANNEL_SCAN_CHANNELS),
+                )
+            }
+            ScanVariant::Wide => (key("selective_scan_wide").constant("NS", ns), l.batch * l.d),
+        })
+    }
+}
+
+/// Channels per workgroup of `selective_scan_channel` (its workgroup size).
+const CHANNEL_SCAN_CHANNELS: usize = 64;
+
 /// The prompt scan: writes gated `y [B, L, D]` and the final state `[B, D, N]`, starting
-/// from `h0 [B, D, N]` (or zeros).
+/// from `h0 [B, D, N]` (or zeros), with the kernel [`ScanVariant::auto`] picks.
 #[allow(clippy::too_many_arguments)]
 pub fn selective_scan_into(
     rec: &mut Recorder,
+    l: &ScanLayout,
+    u: &Tensor,
+    dt: &Tensor,
+    bc: &Tensor,
+    z: &Tensor,
+    w: &ScanWeights,
+    h0: Option<&Tensor>,
+    y: &Tensor,
+    h_out: &Tensor,
+) -> Result<()> {
+    let v = ScanVariant::auto(l.n);
+    selective_scan_with(rec, v, l, u, dt, bc, z, w, h0, y, h_out)
+}
+
+/// [`selective_scan_into`] with the kernel chosen by the caller (benchmarks, tests).
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan_with(
+    rec: &mut Recorder,
+    variant: ScanVariant,
     l: &ScanLayout,
     u: &Tensor,
     dt: &Tensor,
@@ -225,19 +318,7 @@ pub fn selective_scan_into(
             ));
         }
     }
-    // N <= 16: a thread per (channel, 4 states), 16 channels a workgroup; wider states: a
-    // workgroup per channel (see the shader).
-    let (key, groups) = if l.n <= SCAN_STATES {
-        (
-            PipelineKey::new(Shader::SelectiveScan, "selective_scan", 6, 2),
-            l.batch * l.d.div_ceil(SCAN_CHANNELS),
-        )
-    } else {
-        (
-            PipelineKey::new(Shader::SelectiveScan, "selective_scan_wide", 6, 2).constant("NS", ns),
-            l.batch * l.d,
-        )
-    };
+    let (key, groups) = variant.plan(l, ns)?;
     let p = params(l, h0.is_some());
     let tokens = (l.batch * l.len) as u64;
     rec.dispatch(
@@ -437,7 +518,16 @@ pub fn cases() -> Vec<Case> {
     // a workgroup's 16; N of 1, odd, not a multiple of 4, 16, 17 and 64; strided views as
     // Mamba's in_proj / x_proj outputs lie (neighbouring columns hold 1e30, which a read
     // outside the view would show).
-    for (batch, len, d, n, h0, strided) in [
+    // Every N <= 16 shape also runs each other variant: 32-token chunks (lengths 15 and 19
+    // under one, 32 at one, 33 and over past it), the channel-per-thread kernel (64
+    // channels a workgroup: 64 at one, 70 and 129 over) and the wide kernel.
+    let others = [
+        ScanVariant::Register { chunk: 32 },
+        ScanVariant::Channel { chunk: 16 },
+        ScanVariant::Channel { chunk: 32 },
+        ScanVariant::Wide,
+    ];
+    let shapes = [
         (1usize, 1usize, 1usize, 1usize, false, false),
         (1, 7, 5, 16, false, false),
         (3, 64, 9, 16, true, false),
@@ -452,11 +542,27 @@ pub fn cases() -> Vec<Case> {
         (2, 17, 6, 32, true, false),
         (1, 5, 3, 17, true, true),
         (1, 9, 2, 64, true, false),
-    ] {
+        (1, 32, 64, 16, true, false),
+        (2, 70, 70, 4, false, false),
+        (1, 97, 129, 16, true, true),
+    ];
+    let runs = shapes.into_iter().flat_map(|s| {
+        let n = s.3;
+        std::iter::once(ScanVariant::auto(n))
+            .chain(others.into_iter().filter(move |_| n <= SCAN_STATES))
+            .map(move |v| (s, v))
+    });
+    for ((batch, len, d, n, h0, strided), variant) in runs {
+        let vname = match variant {
+            _ if variant == ScanVariant::auto(n) => String::new(),
+            ScanVariant::Register { chunk } => format!(" chunk={chunk}"),
+            ScanVariant::Channel { chunk } => format!(" channel chunk={chunk}"),
+            ScanVariant::Wide => " wide".to_string(),
+        };
         v.push(Case::new(
             "selective_scan",
             format!(
-                "B={batch} L={len} D={d} N={n}{}{}",
+                "B={batch} L={len} D={d} N={n}{}{}{vname}",
                 if h0 { " +h0" } else { "" },
                 if strided { " strided" } else { "" }
             ),
@@ -511,8 +617,9 @@ pub fn cases() -> Vec<Case> {
                 let h = output(dev, &[batch, d, n], DType::F32)?;
                 let mut rec = dev.recorder("test");
                 let w = ScanWeights { packed: &cw };
-                selective_scan_into(
+                selective_scan_with(
                     &mut rec,
+                    variant,
                     &l,
                     &u,
                     &dt,
@@ -609,5 +716,39 @@ mod tests {
     #[test]
     fn selective_scan_matches_reference_over_shape_sweep() {
         crate::harness::assert_cases(super::cases());
+    }
+
+    /// The default plan keeps today's pipeline (no ST constant); the others size their grids
+    /// by their own workgroups and refuse what their kernels cannot hold.
+    #[test]
+    fn scan_variants_plan_their_kernels() {
+        use super::{ScanLayout, ScanVariant};
+        let l = ScanLayout::packed(2, 100, 70, 16);
+        let plan = |v: ScanVariant, l: &ScanLayout| {
+            v.plan(l, 16)
+                .map(|(k, g)| (k.entry, k.constants, g))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            plan(ScanVariant::auto(16), &l),
+            Ok(("selective_scan", vec![], 2 * 5))
+        );
+        assert_eq!(
+            plan(ScanVariant::Register { chunk: 32 }, &l),
+            Ok(("selective_scan", vec![("ST", 32)], 2 * 5))
+        );
+        assert_eq!(
+            plan(ScanVariant::Channel { chunk: 16 }, &l),
+            Ok(("selective_scan_channel", vec![], 2 * 2))
+        );
+        assert_eq!(
+            plan(ScanVariant::Wide, &l),
+            Ok(("selective_scan_wide", vec![("NS", 16)], 2 * 70))
+        );
+        assert_eq!(ScanVariant::auto(17), ScanVariant::Wide);
+        let wide_n = ScanLayout::packed(1, 4, 3, 17);
+        assert!(plan(ScanVariant::Register { chunk: 16 }, &wide_n).is_err());
+        assert!(plan(ScanVariant::Channel { chunk: 16 }, &wide_n).is_err());
+        assert!(plan(ScanVariant::Register { chunk: 24 }, &l).is_err());
     }
 }
