@@ -15,7 +15,8 @@ use spikescan_runtime::ops::{
     rms_norm::rms_norm_into,
     sdsa::sdsa_into,
     selective_scan::{
-        selective_scan_into, selective_state_update, DtProj, ScanData, ScanLayout, ScanWeights,
+        selective_scan_into, selective_scan_with, selective_state_update, DtProj, ScanData,
+        ScanLayout, ScanVariant, ScanWeights,
     },
     spike_matmul::spike_linear_into,
     ssa::{ssa_into, Ssa},
@@ -613,6 +614,75 @@ pub fn kernels(
                 (4 * (b * (2 * di * ns + 3 * di + r + 2 * ns) + di * r)) as f64,
                 (b * di * (7 * ns + 2 * r)) as f64,
             );
+        }
+    }
+    // The N <= 16 prompt scan's variants (ops::selective_scan::ScanVariant), to pick one per
+    // GPU: the default kernel at B = 1, 2, 4 and 8 (how time grows with the workgroup
+    // count) and each other variant at B = 1 and 8, L = 2048, D = 1536 and 4096 (--quick:
+    // L = 128, D = 1536). Each shape's inputs are built once for all its variants.
+    let (scan_len, scan_dims): (usize, &[usize]) = if quick {
+        (128, &[1536])
+    } else {
+        (2048, &[1536, 4096])
+    };
+    let default_scan = (
+        "selective scan, chunk 16",
+        ScanVariant::Register { chunk: 16 },
+    );
+    let scan_variants = [
+        (
+            "selective scan, chunk 32",
+            ScanVariant::Register { chunk: 32 },
+        ),
+        ("selective scan, wide kernel", ScanVariant::Wide),
+        (
+            "selective scan, channel per thread",
+            ScanVariant::Channel { chunk: 16 },
+        ),
+        (
+            "selective scan, channel per thread, chunk 32",
+            ScanVariant::Channel { chunk: 32 },
+        ),
+    ];
+    for &di in scan_dims {
+        for bsz in [1usize, 2, 4, 8] {
+            let params = format!("B={bsz} L={scan_len} D={di} N={ns}");
+            let run: Vec<(&str, ScanVariant)> = std::iter::once(default_scan)
+                .filter(|_| di == 1536)
+                .chain(scan_variants.into_iter().filter(|_| bsz == 1 || bsz == 8))
+                .filter(|(name, _)| want(name, &params))
+                .collect();
+            if run.is_empty() || !fits(run[0].0, &params, 4 * bsz * scan_len * di) {
+                continue;
+            }
+            let sl = ScanLayout::packed(bsz, scan_len, di, ns);
+            let sd = ScanData::random(&mut rng, &sl);
+            let up = |v: &Vec<f32>, shape: &[usize]| dev.tensor_f32(v, shape);
+            let (su, sdt, sbc, sz) = (
+                up(&sd.u, &[bsz, scan_len, di])?,
+                up(&sd.dt, &[bsz, scan_len, di])?,
+                up(&sd.bc, &[bsz, scan_len, 2 * ns])?,
+                up(&sd.z, &[bsz, scan_len, di])?,
+            );
+            let scw = up(&sd.packed_weights()?, &[di, ns + 2])?;
+            let sy = dev.alloc(&[bsz, scan_len, di], DType::F32)?;
+            let sh = dev.alloc(&[bsz, di, ns], DType::F32)?;
+            let sw = ScanWeights { packed: &scw };
+            for (name, variant) in run {
+                let us = time("selective_scan", &mut |rec, _| {
+                    selective_scan_with(
+                        rec, variant, &sl, &su, &sdt, &sbc, &sz, &sw, None, &sy, &sh,
+                    )
+                })?;
+                // As the "selective scan" records: u, dt, z, y per channel and token; B, C.
+                push(
+                    name,
+                    params.clone(),
+                    us,
+                    (4 * bsz * scan_len * (4 * di + 2 * ns)) as f64,
+                    (7 * bsz * scan_len * di * ns) as f64,
+                );
+            }
         }
     }
     // Decode projections: the skinny GEMM (1 to 32 activation rows, each weight read once
