@@ -11,7 +11,7 @@ use spikescan_runtime::ops::{
     elementwise::{unary_into, Unary},
     lif::{lif_bits_into, Lif},
     lmu::{memory_chunked_into, memory_step_into, test_matrices, LmuMatrices},
-    matmul::{gemm_into, Gemm},
+    matmul::{self, gemm_into, Gemm},
     rms_norm::rms_norm_into,
     sdsa::sdsa_into,
     selective_scan::{
@@ -342,6 +342,39 @@ pub fn kernels(
             Some(ceil),
         ));
     };
+
+    // The ceiling GEMM's operand layouts: both k-contiguous (the ceiling: a Linear layer's
+    // x and w, k-major tiles stored as scalars), w as [K, N] (row-major B tiles, stored as
+    // vec4s) and both row-major, at the ceiling's shape: which tile path a GPU prefers.
+    let s = if quick { 512 } else { 4096 };
+    for (label, g) in [
+        (
+            "w [K, N] (row-major B tiles)",
+            Gemm {
+                w_strides: [0, 1, s],
+                ..Gemm::linear(s, s, s)
+            },
+        ),
+        (
+            "x [K, M] and w [K, N] (row-major tiles)",
+            Gemm {
+                x_strides: [0, 1, s],
+                w_strides: [0, 1, s],
+                ..Gemm::linear(s, s, s)
+            },
+        ),
+    ] {
+        let name = format!("dense GEMM f32, {label}");
+        let pl = matmul::plan(&g, dev.wg() as usize);
+        let params = format!("{s}^3 {}", pl.describe());
+        if !want(&name, &params) {
+            continue;
+        }
+        let (a, b) = (f32s(&mut rng, &[s, s])?, f32s(&mut rng, &[s, s])?);
+        let c = dev.alloc(&[s, s], DType::F32)?;
+        let us = time("matmul", &mut |rec, _| gemm_into(rec, &g, &a, &b, None, &c))?;
+        push(&name, params, us, 12.0 * (s * s) as f64, g.flops() as f64);
+    }
 
     // LIF fused with BN: Spikformer-8-384 block activations (C=384, 14x14 tokens) and
     // Meta-SpikeFormer-8-512's stage 3 (C=512, 14x14), at T = 1 and 4.
