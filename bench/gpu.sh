@@ -14,7 +14,8 @@
 # bench/RESULTS.md.
 # Budget: GPU_SH_BUDGET seconds in all (default 560): each step has its own cap, cut to what is
 # left, and steps run in order of what the open issues need first; a step that finds the
-# budget spent is skipped and says so.
+# budget spent is skipped and says so. GPU_SH_ONLY (a regex of step names) runs a subset,
+# e.g. GPU_SH_ONLY='^(nvidia-smi|info|kernels|ops|mamba)' to re-measure kernels and Mamba.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench/out}
@@ -45,10 +46,16 @@ fi
 export SPIKESCAN_BACKEND=vulkan
 export PYTHONUNBUFFERED=1
 
-# step NAME CAP_SECONDS COMMAND...: runs COMMAND under min(CAP, what is left of the budget).
+# step NAME CAP_SECONDS COMMAND...: runs COMMAND under min(CAP, what is left of the budget);
+# with GPU_SH_ONLY set (an extended regex), only the steps whose names match it run.
+only=${GPU_SH_ONLY:-}
 step() {
   local name=$1 cap=$2
   shift 2
+  if [ -n "$only" ] && ! [[ $name =~ $only ]]; then
+    echo "## $name: not selected" >>"$log"
+    return 0
+  fi
   local left=$((budget - (SECONDS - t_start)))
   if ((left < 10)); then
     echo "## $name: skipped, budget spent" | tee -a "$log"
