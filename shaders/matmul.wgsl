@@ -16,7 +16,7 @@
 //   short prompts, LM heads): every weight is read once for all rows (see below). CONV_STEP:
 //   Mamba's decode conv step fused into its epilogue (in_proj; ops::matmul::linear_conv_step).
 //   NORM_X: the rows of x RMS-normalised in its prologue, the norm's weight in the bias
-//   binding (Mamba's pre-norm in front of in_proj; ops::matmul::rms_norm_linear).
+//   binding (Mamba's pre-norm in front of in_proj; ops::matmul::linear_conv_step).
 // F16 with A_F16 / B_F16: that operand (the weight) is stored as f16; products accumulate in f32.
 // B_BITS (with B_ROWS): w is packed binary spikes, `[batch, K, ceil(n / 32)]` words (ws_b and
 // ws_k in words), expanded to 0/1 while the tile is fetched: a spike linear / 1x1 spike conv
@@ -612,32 +612,52 @@ fn sk_g(kk: u32, lim: u32) -> vec4<f32> {
 
 #ifdef NORM_X
 // The prologue: 1 / sqrt(mean(x^2) + eps) of every activation row into sk_rstd, over the
-// whole row (every K slice needs it). 8 invocations a row each sum a strided eighth of its
-// squares (4 k at a time), then one adds the 8 in order. Called in uniform control flow.
+// whole row (every K slice needs it). The workgroup splits into one group of
+// tpr = WG / next_pow2(m) invocations per row (256 for one row at WG = 256, 8 for 32 rows),
+// each summing a strided share of its row's squares, 4 k at a time (k / (4 tpr) loads each:
+// one at k = 768 and m = 1, so the prologue is a single round trip); then up to 8
+// invocations a row add tpr / 8 partials each, and one adds those 8, in order. 3 barriers.
+// Called in uniform control flow.
 fn sk_norm_rows(lid: u32, xb: u32) {
-    let per = WG / 8u;
-    for (var r0 = 0u; r0 < p.m; r0 += per) {
-        let r = r0 + lid / 8u;
-        let j = lid % 8u;
-        var q = 0.0;
-        if (r < p.m) {
-            let base = xb + r * p.xs_m;
-            for (var kk = 4u * j; kk < p.k; kk += 32u) {
-                let v = sk_x(base + kk, kk, p.k);
-                q += dot(v, v);
-            }
-        }
-        skred[lid] = q;
-        workgroupBarrier();
-        if (lid < per && r0 + lid < p.m) {
-            var s = 0.0;
-            for (var t = 0u; t < 8u; t += 1u) {
-                s += skred[8u * lid + t];
-            }
-            sk_rstd[r0 + lid] = 1.0 / sqrt(s / f32(p.k) + p.eps);
-        }
-        workgroupBarrier();
+    // m rounded up to a power of two (m <= 32).
+    var rows2 = 1u;
+    while (rows2 < p.m) {
+        rows2 = 2u * rows2;
     }
+    let tpr = WG / rows2;
+    let r = lid / tpr;
+    let j = lid % tpr;
+    var q = 0.0;
+    if (r < p.m) {
+        let base = xb + r * p.xs_m;
+        for (var kk = 4u * j; kk < p.k; kk += 4u * tpr) {
+            let v = sk_x(base + kk, kk, p.k);
+            q += dot(v, v);
+        }
+    }
+    skred[lid] = q;
+    workgroupBarrier();
+    // Stage 2: g2 = min(8, tpr) invocations per row, each adding tpr / g2 partials.
+    let g2 = min(8u, tpr);
+    let per = tpr / g2;
+    if (lid < p.m * g2) {
+        let r2 = lid / g2;
+        let j2 = lid % g2;
+        var s = 0.0;
+        for (var t = 0u; t < per; t += 1u) {
+            s += skred[r2 * tpr + j2 * per + t];
+        }
+        skred[WG + lid] = s;
+    }
+    workgroupBarrier();
+    if (lid < p.m) {
+        var s = 0.0;
+        for (var t = 0u; t < g2; t += 1u) {
+            s += skred[WG + lid * g2 + t];
+        }
+        sk_rstd[lid] = 1.0 / sqrt(s / f32(p.k) + p.eps);
+    }
+    workgroupBarrier();
 }
 #endif
 

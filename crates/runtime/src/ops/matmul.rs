@@ -957,6 +957,12 @@ pub fn linear_residual_into(
             ),
         ));
     }
+    if out.same_buffer(residual) {
+        return Err(shape_err(
+            "linear_residual",
+            "out must not be the residual (a dispatch cannot read and write one buffer)",
+        ));
+    }
     let g = Gemm::linear(rows, n, k);
     let out2 = out.reshape(&[rows, n])?;
     if bias.is_some() {
@@ -1043,7 +1049,6 @@ struct Force(u8, Option<usize>);
 
 const AUTO: Force = Force(0, None);
 
-/// Which operand is stored as f16 in a case (0: none, 1: w, 2: x).
 /// [`linear_residual_into`] against the reference plus the residual: the plan's kernel with
 /// the residual in its epilogue (one dispatch, two with split-K), or with a bias, apart.
 fn residual_case(m: usize, n: usize, k: usize, bias: bool, f16: bool) -> Case {
@@ -1089,6 +1094,7 @@ fn residual_case(m: usize, n: usize, k: usize, bias: bool, f16: bool) -> Case {
     }
 }
 
+/// Which operand is stored as f16 in a case (0: none, 1: w, 2: x).
 fn case(name: &str, g: Gemm, bias: bool, f16: u8, force: Force) -> Case {
     let params = format!(
         "{name} b={} m={} n={} k={}{}{}",
@@ -1150,9 +1156,6 @@ fn case(name: &str, g: Gemm, bias: bool, f16: u8, force: Force) -> Case {
     }
 }
 
-/// [`linear_conv_step_into`] for `b` sequences, D = `d`, `kin` inputs and conv width `kc`:
-/// xz, the conv output and the updated state against the product's and the conv step's
-/// references (the step fed the reference xz rounded to f32).
 /// The dispatches [`linear_conv_step_into`] takes: one where the skinny kernel serves (the
 /// norm in its prologue unless a bias holds the binding), else the norm, the product and
 /// the step apart.
@@ -1178,6 +1181,9 @@ fn reference_norm_rows(x: &[f32], k: usize, g: &[f32], eps: f32) -> Vec<f32> {
         .collect()
 }
 
+/// [`linear_conv_step_into`] for `b` sequences, D = `d`, `kin` inputs and conv width `kc`
+/// (`norm`: with the pre-norm): xz, the conv output and the updated state against the
+/// product's and the conv step's references (the step fed the reference xz rounded to f32).
 fn conv_step_case(
     b: usize,
     d: usize,
@@ -1382,14 +1388,21 @@ pub fn cases() -> Vec<Case> {
         // Mamba's pre-norm in the prologue (both lane widths; with a bias, apart).
         v.push(conv_step_case(b, d, kin, kc, b == 3, b % 2 == 0, true));
     }
+    // The pre-norm at mamba-130m's in_proj (k = 768: 128-bit loads, 32 lanes) for 1 and 32
+    // sequences, and 9 sequences at k = 256.
+    v.push(conv_step_case(1, 1536, 768, 4, false, false, true));
+    v.push(conv_step_case(32, 1536, 768, 4, false, true, true));
+    v.push(conv_step_case(9, 100, 256, 4, false, false, true));
     // A residual added in the epilogue: skinny (1, odd, 32 rows; split-K at the long, narrow
-    // shape), tiled (40 rows; split-K on a small grid), and apart with a bias.
+    // shape), tiled (40 rows; 128 rows unchecked with vec4 stores; split-K on a small grid),
+    // and apart with a bias.
     for (m, n, k, bias) in [
         (1, 7, 3, false),
         (5, 33, 130, false),
         (32, 65, 129, false),
         (2, 5, 4096, false),
         (40, 70, 96, false),
+        (128, 128, 64, false),
         (64, 64, 2048, false),
         (5, 9, 20, true),
     ] {
