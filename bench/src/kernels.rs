@@ -124,6 +124,32 @@ fn time_op(
     op: &mut dyn FnMut(&mut Recorder, usize) -> spikescan_runtime::Result<()>,
 ) -> Result<f64, Error> {
     let was = dev.profiling();
+    // Warm-up, unprofiled: a GPU left idle while the host made the inputs runs its first
+    // milliseconds of work at a fraction of its clock (an H200 idles at 345 MHz of 1,980):
+    // rounds of the op, each twice as many as the last (from reps, at most 4,096), until
+    // 50 ms have passed (one round where a round is slower).
+    dev.set_profiling(false);
+    let t0 = std::time::Instant::now();
+    let warm = (|| -> Result<(), Error> {
+        let mut n = reps;
+        for _ in 0..16 {
+            let mut rec = dev.recorder("bench warm-up");
+            for i in 0..n {
+                op(&mut rec, i)?;
+            }
+            rec.submit()?;
+            dev.wait("bench warm-up")?;
+            if t0.elapsed() >= std::time::Duration::from_millis(50) {
+                break;
+            }
+            n = (2 * n).min(4096);
+        }
+        Ok(())
+    })();
+    if let Err(e) = warm {
+        dev.set_profiling(was);
+        return Err(e);
+    }
     dev.set_profiling(true);
     let result = (|| -> Result<f64, Error> {
         let mut rec = dev.recorder("bench");
