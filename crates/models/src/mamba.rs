@@ -720,8 +720,12 @@ impl Mamba {
             selective_state_update(rec, &sl, &u, &dtp, &xdbl, &xz, &sw, &state.ssm[i], &y)?;
             residual = linear_residual(rec, &y, &ly.out_proj, ly.out_bias.as_ref(), &residual)?;
         }
-        let normed = rms_norm(rec, &residual, &self.norm_f, c.eps)?;
-        Ok(self.lm_head.head(rec, &normed)?)
+        // The final norm inside the head's products (skinny: batch <= 32).
+        let norm = PreNorm {
+            weight: &self.norm_f,
+            eps: c.eps,
+        };
+        Ok(self.lm_head.head_norm(rec, &residual, norm)?)
     }
 
     /// Logits `[B, L, V]` of a batch of prompts (`ids` row-major `[B, L]`), from fresh states;

@@ -62,7 +62,11 @@ shaders! {
         ["A_VEC", "B_VEC", "CONV_STEP", "NORM_X"],
         ["A_VEC", "B_F16", "B_VEC", "CONV_STEP", "F16", "NORM_X"],
         ["CONV_STEP", "NORM_X"],
-        ["B_F16", "CONV_STEP", "F16", "NORM_X"]
+        ["B_F16", "CONV_STEP", "F16", "NORM_X"],
+        ["A_VEC", "B_VEC", "NORM_X"],
+        ["A_VEC", "B_F16", "B_VEC", "F16", "NORM_X"],
+        ["NORM_X"],
+        ["B_F16", "F16", "NORM_X"]
     ];
     Conv => "conv.wgsl", [
         [],
@@ -78,7 +82,7 @@ shaders! {
     RmsNorm => "rms_norm.wgsl", [[], ["SUBGROUPS"]];
     Pool => "pool.wgsl", [[]];
     Reduce => "reduce.wgsl", [[]];
-    Embedding => "embedding.wgsl", [[], ["F16"]];
+    Embedding => "embedding.wgsl", [[], ["F16"], ["PAIR"], ["F16", "PAIR"]];
     Select => "select.wgsl", [[]];
     Lif => "lif.wgsl", [[]];
     SpikeMatmul => "spike_matmul.wgsl", [[]];

@@ -18,7 +18,8 @@ struct Params {
     vocab: u32,
     first: u32,
     zero_from: u32,
-    _pad: [u32; 3],
+    vocab_b: u32,
+    _pad: [u32; 2],
 }
 
 /// `out[.., :] = table[ids[..], :]`. Ids must be checked against the vocabulary by the
@@ -44,6 +45,20 @@ pub fn embedding_block_into(
     zero_from: usize,
     out: &Tensor,
 ) -> Result<()> {
+    embedding_blocks_into(rec, ids, table, None, first, zero_from, out)
+}
+
+/// [`embedding_block_into`] over one block or two consecutive ones (`next`: the block of
+/// the rows after `table`'s, same width and dtype) in one dispatch.
+pub fn embedding_blocks_into(
+    rec: &mut Recorder,
+    ids: &Tensor,
+    table: &Tensor,
+    next: Option<&Tensor>,
+    first: usize,
+    zero_from: usize,
+    out: &Tensor,
+) -> Result<()> {
     expect_dtype("embedding", "ids", ids, DType::U32)?;
     expect_float("embedding", "table", table)?;
     if table.rank() != 2 {
@@ -53,6 +68,19 @@ pub fn embedding_block_into(
         ));
     }
     let (vocab, dim) = (table.dim(0), table.dim(1));
+    if let Some(nb) = next {
+        if nb.rank() != 2 || nb.dim(1) != dim || nb.dtype() != table.dtype() {
+            return Err(shape_err(
+                "embedding",
+                format!(
+                    "the second block {:?} ({:?}) must be [rows, {dim}] {:?} like the first",
+                    nb.shape(),
+                    nb.dtype(),
+                    table.dtype()
+                ),
+            ));
+        }
+    }
     let mut os = ids.shape().to_vec();
     os.push(dim);
     if out.shape() != os.as_slice() || out.dtype() != DType::F32 {
@@ -62,28 +90,41 @@ pub fn embedding_block_into(
         ));
     }
     let f16 = table.dtype() == DType::F16;
-    let key = PipelineKey::new(Shader::Embedding, "gather_rows", 2, 1).define_if("F16", f16);
+    let key = PipelineKey::new(
+        Shader::Embedding,
+        "gather_rows",
+        2 + next.is_some() as u8,
+        1,
+    )
+    .define_if("F16", f16)
+    .define_if("PAIR", next.is_some());
     let p = Params {
         rows: ids.numel() as u32,
         dim: dim as u32,
         vocab: vocab as u32,
         first: first as u32,
         zero_from: zero_from.min(u32::MAX as usize) as u32,
-        _pad: [0; 3],
+        vocab_b: next.map_or(0, |t| t.dim(0)) as u32,
+        _pad: [0; 2],
     };
-    rec.dispatch(
-        &key,
-        &p,
-        &[ids, table],
-        &[out],
-        grid_elems(rec, out.numel()),
-        || OpInfo {
+    let mut ins = vec![ids, table];
+    ins.extend(next);
+    rec.dispatch(&key, &p, &ins, &[out], grid_elems(rec, out.numel()), || {
+        OpInfo {
             name: "embedding",
-            shape: format!("ids={:?} table={:?}", ids.shape(), table.shape()),
+            shape: match next {
+                Some(nb) => format!(
+                    "ids={:?} table={:?} + {:?}",
+                    ids.shape(),
+                    table.shape(),
+                    nb.shape()
+                ),
+                None => format!("ids={:?} table={:?}", ids.shape(), table.shape()),
+            },
             bytes: (4 * ids.numel() + out.numel() * (4 + table.dtype().size())) as u64,
             flops: 0,
-        },
-    )
+        }
+    })
 }
 
 pub fn embedding(rec: &mut Recorder, ids: &Tensor, table: &Tensor) -> Result<Tensor> {
@@ -152,6 +193,53 @@ pub fn cases() -> Vec<Case> {
             } else {
                 c
             });
+            // The same table as two blocks in one dispatch (PAIR): the split at `cut`.
+            if vocab > 1 {
+                let c = Case::new(
+                    "embedding",
+                    format!("ids={n} vocab={vocab} dim={dim} in two blocks"),
+                    0.0,
+                    move |dev, rng| {
+                        let mut ids: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
+                        ids[0] = (vocab - 1) as u32; // the second block's last row
+                        if n > 2 {
+                            ids[1] = vocab as u32 + 3; // out of range: a zero row
+                        }
+                        let mut table = rng.vec(vocab * dim, -1.0, 1.0);
+                        if f16 {
+                            table
+                                .iter_mut()
+                                .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+                        }
+                        let cut = vocab / 3 + 1;
+                        let (ta, tb) = table.split_at(cut * dim);
+                        let up = |t: &[f32], rows: usize| {
+                            if f16 {
+                                dev.weight_f16(t, &[rows, dim])
+                            } else {
+                                dev.weight_f32(t, &[rows, dim])
+                            }
+                        };
+                        let (a, b) = (up(ta, cut)?, up(tb, vocab - cut)?);
+                        let it = dev.tensor_u32(&ids, &[n])?;
+                        let out = output(dev, &[n, dim], DType::F32)?;
+                        let mut rec = dev.recorder("test");
+                        embedding_blocks_into(&mut rec, &it, &a, Some(&b), 0, vocab, &out)?;
+                        let one = usize::from(rec.dispatch_count() != 1);
+                        rec.submit()?;
+                        let c = check_f32(dev, &out, &reference(&ids, &table, dim))?;
+                        Ok(crate::harness::Check {
+                            mismatches: c.mismatches + one,
+                            ..c
+                        })
+                    },
+                );
+                v.push(if f16 {
+                    c.dtype("f16").feature(Feature::F16)
+                } else {
+                    c
+                });
+            }
         }
     }
     v

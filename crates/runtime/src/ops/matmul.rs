@@ -397,6 +397,44 @@ pub fn gemm_planned(
     record(rec, g, pl, x, w, false, bias, out, Fuse::default())
 }
 
+/// [`gemm_into`] of a Linear product (`g` as [`Gemm::linear`] makes it, any output row
+/// stride and offset) whose x rows are RMS-normalised first (`norm`): inside the skinny
+/// kernel where it serves (f32 rows: one dispatch, the norm weight in the bias binding, so no
+/// bias), else by an RMSNorm pass before the product.
+pub fn gemm_norm_into(
+    rec: &mut Recorder,
+    g: &Gemm,
+    x: &Tensor,
+    norm: PreNorm,
+    w: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    let lin = Gemm::linear(g.m, g.n, g.k);
+    if g.batch != 1 || g.x_strides != lin.x_strides || g.x_offset != 0 || g.bias_on_rows {
+        return Err(shape_err(
+            "matmul",
+            format!("a normalised product takes contiguous x rows, not {g:?}"),
+        ));
+    }
+    expect_float("matmul", "w", w)?;
+    if Gemm::max_offset([g.batch, g.n, g.k], g.w_strides) >= w.numel() {
+        return Err(shape_err(
+            "matmul",
+            format!("w {:?} is too small for {g:?}", w.shape()),
+        ));
+    }
+    let pl = plan(g, rec.device().wg() as usize);
+    if pl.skinny.is_some() && x.dtype() == DType::F32 {
+        let fuse = Fuse {
+            norm: Some(norm),
+            ..Fuse::default()
+        };
+        return record(rec, g, pl, x, w, false, None, out, fuse);
+    }
+    let normed = rms_norm(rec, x, norm.weight, norm.eps)?;
+    gemm_planned(rec, g, pl, &normed, w, None, out)
+}
+
 /// [`gemm_planned`] with packed spikes as the w operand (`s [batch, k, n]`, spike (b, n, k) at
 /// bit n of row b·k + k), expanded to 0/1 as the tiles are fetched: `out[b, m, n] =
 /// sum_k x[b, m, k] s[b, k, n] (+ bias)`. `g.w_strides` are (batch, 1, k) in words, as
@@ -1049,6 +1087,55 @@ struct Force(u8, Option<usize>);
 
 const AUTO: Force = Force(0, None);
 
+/// [`gemm_norm_into`] against the reference of the normalised rows: the skinny kernel with
+/// the norm in its prologue (1 to 32 rows: one dispatch), else the norm and the product.
+fn norm_case(m: usize, n: usize, k: usize, f16: bool) -> Case {
+    let g = Gemm::linear(m, n, k);
+    let params = format!(
+        "rms_norm+linear m={m} n={n} k={k} [{}]",
+        plan(&g, 256).describe()
+    );
+    let c = Case::new("matmul", params, 1e-11, move |dev, rng| {
+        let x = rng.vec(m * k, -1.0, 1.0);
+        let mut w = rng.vec(n * k, -1.0, 1.0);
+        let gw = rng.vec(k, 0.5, 1.5);
+        let wt = if f16 {
+            w.iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+            dev.weight_f16(&w, &[n, k])?
+        } else {
+            dev.weight_f32(&w, &[n, k])?
+        };
+        let (xt, gt) = (dev.tensor_f32(&x, &[m, k])?, dev.weight_f32(&gw, &[k])?);
+        let out = output(dev, &[m, n], DType::F32)?;
+        let norm = PreNorm {
+            weight: &gt,
+            eps: 1e-5,
+        };
+        let mut rec = dev.recorder("test");
+        gemm_norm_into(&mut rec, &g, &xt, norm, &wt, &out)?;
+        let got_dispatches = rec.dispatch_count();
+        rec.submit()?;
+        let pl = plan(&g, dev.wg() as usize);
+        let want_dispatches = if pl.skinny.is_some() {
+            1
+        } else {
+            2 + usize::from(pl.splits > 1)
+        };
+        let xn = reference_norm_rows(&x, k, &gw, 1e-5);
+        let c = check_f32(dev, &out, &reference(&g, &xn, &w, None))?;
+        Ok(crate::harness::Check {
+            mismatches: c.mismatches + usize::from(got_dispatches != want_dispatches),
+            ..c
+        })
+    });
+    if f16 {
+        c.dtype("f16w").feature(Feature::F16)
+    } else {
+        c
+    }
+}
+
 /// [`linear_residual_into`] against the reference plus the residual: the plan's kernel with
 /// the residual in its epilogue (one dispatch, two with split-K), or with a bias, apart.
 fn residual_case(m: usize, n: usize, k: usize, bias: bool, f16: bool) -> Case {
@@ -1169,7 +1256,7 @@ fn conv_step_dispatches(b: usize, bias: bool, norm: bool) -> usize {
 }
 
 /// x's rows RMS-normalised in f64 (`x * rsqrt(mean(x²) + eps) * g`), rounded to f32.
-fn reference_norm_rows(x: &[f32], k: usize, g: &[f32], eps: f32) -> Vec<f32> {
+pub(crate) fn reference_norm_rows(x: &[f32], k: usize, g: &[f32], eps: f32) -> Vec<f32> {
     x.chunks(k)
         .flat_map(|row| {
             let q = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64;
@@ -1408,6 +1495,14 @@ pub fn cases() -> Vec<Case> {
     ] {
         for f16 in [false, true] {
             v.push(residual_case(m, n, k, bias, f16));
+        }
+    }
+    // A normalised product without the conv step (an LM head after the final norm): skinny
+    // at 1, odd and 32 rows (k = 768: 128-bit loads; k = 45 and 3: scalar, 8 lanes), and
+    // the norm apart before a tiled product (40 rows).
+    for (m, n, k) in [(1, 50, 768), (7, 33, 45), (32, 20, 3), (40, 70, 96)] {
+        for f16 in [false, true] {
+            v.push(norm_case(m, n, k, f16));
         }
     }
     v.push(case("linear", Gemm::linear(5, 7, 3), false, 0, AUTO));

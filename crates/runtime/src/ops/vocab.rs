@@ -5,8 +5,9 @@
 //! the gather writes the rows whose ids fall in its block, and the head writes each block's
 //! logits into its column range of one `[rows, vocab]` output (strided GEMM output).
 
-use super::embedding::embedding_block_into;
-use super::matmul::{gemm_into, Gemm};
+use super::embedding::embedding_blocks_into;
+use super::matmul::{gemm_into, gemm_norm_into, plan, Gemm, PreNorm};
+use super::rms_norm::rms_norm;
 use crate::error::{shape_err, Result};
 use crate::harness::{check_f32, output, Case};
 use crate::record::Recorder;
@@ -77,10 +78,12 @@ impl RowBlocks {
     }
 
     pub fn gather_into(&self, rec: &mut Recorder, ids: &Tensor, out: &Tensor) -> Result<()> {
-        for (i, (first, t)) in self.blocks.iter().enumerate() {
-            // The first block's dispatch also zeroes the rows of ids past the vocabulary.
+        // Two blocks a dispatch (a table over two bindings is one gather); the first
+        // dispatch also zeroes the rows of ids past the vocabulary.
+        for (i, pair) in self.blocks.chunks(2).enumerate() {
             let zero_from = if i == 0 { self.rows } else { usize::MAX };
-            embedding_block_into(rec, ids, t, *first, zero_from, out)?;
+            let next = pair.get(1).map(|b| &b.1);
+            embedding_blocks_into(rec, ids, &pair[0].1, next, pair[0].0, zero_from, out)?;
         }
         Ok(())
     }
@@ -89,6 +92,31 @@ impl RowBlocks {
     /// vocabulary as `n` (`g.n == rows`, `g.k == dim`, `g.w_strides` ignored): each block
     /// writes its column range of `out` (contiguous `[batch, m, rows]`).
     pub fn head_into(&self, rec: &mut Recorder, g: &Gemm, x: &Tensor, out: &Tensor) -> Result<()> {
+        self.head_inner(rec, g, x, None, out)
+    }
+
+    /// [`RowBlocks::head_into`] of x's rows RMS-normalised (`norm`): inside each block's
+    /// product where the skinny kernel serves (no dispatch of its own), else once before
+    /// them. `g` must be a plain Linear product ([`Gemm::linear`]).
+    pub fn head_norm_into(
+        &self,
+        rec: &mut Recorder,
+        g: &Gemm,
+        x: &Tensor,
+        norm: PreNorm,
+        out: &Tensor,
+    ) -> Result<()> {
+        self.head_inner(rec, g, x, Some(norm), out)
+    }
+
+    fn head_inner(
+        &self,
+        rec: &mut Recorder,
+        g: &Gemm,
+        x: &Tensor,
+        norm: Option<PreNorm>,
+        out: &Tensor,
+    ) -> Result<()> {
         if g.n != self.rows || g.k != self.dim {
             return Err(shape_err(
                 "row_blocks head",
@@ -98,15 +126,34 @@ impl RowBlocks {
                 ),
             ));
         }
+        let block = |t: &Tensor, first: usize| Gemm {
+            n: t.dim(0),
+            w_strides: [0, self.dim, 1],
+            out_row_stride: self.rows,
+            out_offset: first,
+            ..*g
+        };
+        let wg = rec.device().wg() as usize;
+        let (first0, t0) = &self.blocks[0];
+        let fused = norm.filter(|_| {
+            *g == Gemm::linear(g.m, g.n, g.k)
+                && x.dtype() == DType::F32
+                && plan(&block(t0, *first0), wg).skinny.is_some()
+        });
+        let normed;
+        let x = match (norm, fused) {
+            (Some(nm), None) => {
+                normed = rms_norm(rec, x, nm.weight, nm.eps)?;
+                &normed
+            }
+            _ => x,
+        };
         for (first, t) in &self.blocks {
-            let bg = Gemm {
-                n: t.dim(0),
-                w_strides: [0, self.dim, 1],
-                out_row_stride: self.rows,
-                out_offset: *first,
-                ..*g
-            };
-            gemm_into(rec, &bg, x, t, None, out)?;
+            let bg = block(t, *first);
+            match fused {
+                Some(nm) => gemm_norm_into(rec, &bg, x, nm, t, out)?,
+                None => gemm_into(rec, &bg, x, t, None, out)?,
+            }
         }
         Ok(())
     }
@@ -124,6 +171,22 @@ impl RowBlocks {
         *shape.last_mut().expect("rank >= 1") = self.rows;
         let out = rec.alloc(&shape, DType::F32)?;
         self.head_into(rec, &Gemm::linear(m, self.rows, self.dim), x, &out)?;
+        Ok(out)
+    }
+
+    /// [`RowBlocks::head`] of x's rows RMS-normalised (see [`RowBlocks::head_norm_into`]).
+    pub fn head_norm(&self, rec: &mut Recorder, x: &Tensor, norm: PreNorm) -> Result<Tensor> {
+        if x.rank() == 0 || x.dim(-1) != self.dim {
+            return Err(shape_err(
+                "row_blocks head",
+                format!("x {:?} does not end in {}", x.shape(), self.dim),
+            ));
+        }
+        let m = x.numel() / self.dim;
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("rank >= 1") = self.rows;
+        let out = rec.alloc(&shape, DType::F32)?;
+        self.head_norm_into(rec, &Gemm::linear(m, self.rows, self.dim), x, norm, &out)?;
         Ok(out)
     }
 }
@@ -174,6 +237,30 @@ pub fn cases() -> Vec<Case> {
                 rec.submit()?;
                 let g = Gemm::linear(m, rows, dim);
                 check_f32(dev, &out, &super::matmul::reference(&g, &x, &w, None))
+            },
+        ));
+        // The head after an RMSNorm: in each block's skinny product (m <= 32), else once.
+        v.push(Case::new(
+            "vocab_blocks",
+            format!("rms_norm+head rows={rows} dim={dim} block={block} m={m}"),
+            1e-11,
+            move |dev, rng| {
+                let w = rng.vec(rows * dim, -1.0, 1.0);
+                let x = rng.vec(m * dim, -1.0, 1.0);
+                let gw = rng.vec(dim, 0.5, 1.5);
+                let mt = RowBlocks::with_block_rows(dev, &w, rows, dim, block)?;
+                let (xt, gt) = (dev.tensor_f32(&x, &[m, dim])?, dev.weight_f32(&gw, &[dim])?);
+                let out = output(dev, &[m, rows], DType::F32)?;
+                let norm = PreNorm {
+                    weight: &gt,
+                    eps: 1e-5,
+                };
+                let mut rec = dev.recorder("test");
+                mt.head_norm_into(&mut rec, &Gemm::linear(m, rows, dim), &xt, norm, &out)?;
+                rec.submit()?;
+                let g = Gemm::linear(m, rows, dim);
+                let xn = super::matmul::reference_norm_rows(&x, dim, &gw, 1e-5);
+                check_f32(dev, &out, &super::matmul::reference(&g, &xn, &w, None))
             },
         ));
     }
