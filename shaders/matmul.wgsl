@@ -15,8 +15,10 @@
 // `skinny`: 1 to 32 activation rows against k-contiguous weights (decode at batch <= 32,
 //   short prompts, LM heads): every weight is read once for all rows (see below). CONV_STEP:
 //   Mamba's decode conv step fused into its epilogue (in_proj; ops::matmul::linear_conv_step).
-//   NORM_X: the rows of x RMS-normalised in its prologue, the norm's weight in the bias
-//   binding (Mamba's pre-norm in front of in_proj; ops::matmul::linear_conv_step).
+//   NORM_X: the rows of x RMS-normalised, the norm's weight in the bias binding (Mamba's
+//   pre-norm in front of in_proj, the final norm in front of the LM head): the products take
+//   x * weight, the lanes add up each row's squares as they stream it, and the reduce
+//   scales each sum by its row's 1 / rms (ops::matmul::linear_conv_step, gemm_norm_into).
 // F16 with A_F16 / B_F16: that operand (the weight) is stored as f16; products accumulate in f32.
 // B_BITS (with B_ROWS): w is packed binary spikes, `[batch, K, ceil(n / 32)]` words (ws_b and
 // ws_k in words), expanded to 0/1 while the tile is fetched: a spike linear / 1x1 spike conv
@@ -493,8 +495,8 @@ fn gemv(ids: Ids, wg: Wg) {
 // words apart; SKL = 32: the activation rows' planes SK_PAD = 8 mod 32 words apart, which
 // WG + WG / 8 + WG / 32 is at WG = 256).
 // SKL: lanes along k per weight row, 32 (512 contiguous bytes of a row per subgroup load)
-// or 8 (k under 128, where 32 lanes would idle). SKQ: 1 (m <= 4) or 2 quads of activation
-// rows per pass.
+// or 8 (k under 128, where 32 lanes would idle). SKQ: 1 (m <= 4) or 2 (m <= 8) quads of
+// activation rows in one pass, 4: passes of 2 quads over m > 8 rows.
 override SKL: u32 = 8u;
 override SKQ: u32 = 1u;
 const SK_PAD: u32 = WG + WG / 8u + WG / 32u;
@@ -550,21 +552,13 @@ fn sk_dot(acc: f32, x: vec4<f32>, w: vec4<f32>) -> f32 {
 }
 
 #ifdef NORM_X
-// NORM_X: 1 / rms of each activation row (m <= 32), from the prologue.
-var<workgroup> sk_rstd: array<f32, 32>;
+// NORM_X: the squares of each pass's 8 activation rows summed by weight row 0's SKL lanes
+// ([row][lane]), added up in the reduce.
+var<workgroup> sk_sq: array<f32, 8u * SKL>;
 #endif
 
-// 4 values of x from element i of row `row` (k index kk), normalised where NORM_X is set:
-// (x * rstd) * weight, the order of rms_norm.wgsl; g4 is the norm weight at kk.
-fn sk_xn(i: u32, kk: u32, lim: u32, row: u32, g4: vec4<f32>) -> vec4<f32> {
-#ifdef NORM_X
-    return sk_x(i, kk, lim) * sk_rstd[row] * g4;
-#else
-    return sk_x(i, kk, lim);
-#endif
-}
-
-// acc plus rows 4q .. 4q + 3 (those under m) of x at k = kk, each dotted with w4.
+// acc plus rows 4q .. 4q + 3 (those under m) of x at k = kk, each dotted with w4; NORM_X:
+// x * g4 (the norm weight at kk) dotted, and its squares added to sq.
 fn sk_quad(
     acc: vec4<f32>,
     q: u32,
@@ -572,20 +566,45 @@ fn sk_quad(
     kk: u32,
     lim: u32,
     w4: vec4<f32>,
-    g4: vec4<f32>
+    g4: vec4<f32>,
+    sq: ptr<function, vec4<f32>>
 ) -> vec4<f32> {
     let r = 4u * q;
     let i = xb + r * p.xs_m + kk;
     var d = acc;
-    d.x = sk_dot(d.x, sk_xn(i, kk, lim, r, g4), w4);
+    let x0 = sk_x(i, kk, lim);
+#ifdef NORM_X
+    (*sq).x += dot(x0, x0);
+    d.x = sk_dot(d.x, x0 * g4, w4);
+#else
+    d.x = sk_dot(d.x, x0, w4);
+#endif
     if (r + 1u < p.m) {
-        d.y = sk_dot(d.y, sk_xn(i + p.xs_m, kk, lim, r + 1u, g4), w4);
+        let x1 = sk_x(i + p.xs_m, kk, lim);
+#ifdef NORM_X
+        (*sq).y += dot(x1, x1);
+        d.y = sk_dot(d.y, x1 * g4, w4);
+#else
+        d.y = sk_dot(d.y, x1, w4);
+#endif
     }
     if (r + 2u < p.m) {
-        d.z = sk_dot(d.z, sk_xn(i + 2u * p.xs_m, kk, lim, r + 2u, g4), w4);
+        let x2 = sk_x(i + 2u * p.xs_m, kk, lim);
+#ifdef NORM_X
+        (*sq).z += dot(x2, x2);
+        d.z = sk_dot(d.z, x2 * g4, w4);
+#else
+        d.z = sk_dot(d.z, x2, w4);
+#endif
     }
     if (r + 3u < p.m) {
-        d.w = sk_dot(d.w, sk_xn(i + 3u * p.xs_m, kk, lim, r + 3u, g4), w4);
+        let x3 = sk_x(i + 3u * p.xs_m, kk, lim);
+#ifdef NORM_X
+        (*sq).w += dot(x3, x3);
+        d.w = sk_dot(d.w, x3 * g4, w4);
+#else
+        d.w = sk_dot(d.w, x3, w4);
+#endif
     }
     return d;
 }
@@ -610,60 +629,31 @@ fn sk_g(kk: u32, lim: u32) -> vec4<f32> {
     return v;
 }
 
-#ifdef NORM_X
-// The prologue: 1 / sqrt(mean(x^2) + eps) of every activation row into sk_rstd, over the
-// whole row (every K slice needs it). The workgroup splits into one group of
-// tpr = WG / next_pow2(m) invocations per row (256 for one row at WG = 256, 8 for 32 rows),
-// each summing a strided share of its row's squares, 4 k at a time (k / (4 tpr) loads each:
-// one at k = 768 and m = 1, so the prologue is a single round trip); then up to 8
-// invocations a row add tpr / 8 partials each, and one adds those 8, in order. 3 barriers.
-// Called in uniform control flow.
-fn sk_norm_rows(lid: u32, xb: u32) {
-    // m rounded up to a power of two (m <= 32).
-    var rows2 = 1u;
-    while (rows2 < p.m) {
-        rows2 = 2u * rows2;
-    }
-    let tpr = WG / rows2;
-    let r = lid / tpr;
-    let j = lid % tpr;
-    var q = 0.0;
-    if (r < p.m) {
-        let base = xb + r * p.xs_m;
-        for (var kk = 4u * j; kk < p.k; kk += 4u * tpr) {
-            let v = sk_x(base + kk, kk, p.k);
-            q += dot(v, v);
-        }
-    }
-    skred[lid] = q;
-    workgroupBarrier();
-    // Stage 2: g2 = min(8, tpr) invocations per row, each adding tpr / g2 partials.
-    let g2 = min(8u, tpr);
-    let per = tpr / g2;
-    if (lid < p.m * g2) {
-        let r2 = lid / g2;
-        let j2 = lid % g2;
-        var s = 0.0;
-        for (var t = 0u; t < per; t += 1u) {
-            s += skred[r2 * tpr + j2 * per + t];
-        }
-        skred[WG + lid] = s;
-    }
-    workgroupBarrier();
-    if (lid < p.m) {
-        var s = 0.0;
-        for (var t = 0u; t < g2; t += 1u) {
-            s += skred[WG + lid * g2 + t];
-        }
-        sk_rstd[lid] = 1.0 / sqrt(s / f32(p.k) + p.eps);
-    }
-    workgroupBarrier();
-}
-#endif
-
 // Quads 2 * pair and 2 * pair + 1 (a and b): summed over each weight row's SKL lanes and
-// stored. Called in uniform control flow.
-fn sk_reduce(lid: u32, pair: u32, n0: u32, a: vec4<f32>, b: vec4<f32>) {
+// stored; NORM_X: scaled by 1 / sqrt(mean(x^2) + eps) of their rows, from the squares sa,
+// sb of weight row 0's lanes (rsqrt as rms_norm.wgsl: 1 / sqrt). Called in uniform control
+// flow.
+fn sk_reduce(
+    lid: u32,
+    pair: u32,
+    n0: u32,
+    a: vec4<f32>,
+    b: vec4<f32>,
+    sa: vec4<f32>,
+    sb: vec4<f32>
+) {
+#ifdef NORM_X
+    if (lid < SKL) {
+        sk_sq[lid] = sa.x;
+        sk_sq[SKL + lid] = sa.y;
+        sk_sq[2u * SKL + lid] = sa.z;
+        sk_sq[3u * SKL + lid] = sa.w;
+        sk_sq[4u * SKL + lid] = sb.x;
+        sk_sq[5u * SKL + lid] = sb.y;
+        sk_sq[6u * SKL + lid] = sb.z;
+        sk_sq[7u * SKL + lid] = sb.w;
+    }
+#endif
     let slot = lid + lid / SKL;
     skred[slot] = a.x;
     skred[SK_PAD + slot] = a.y;
@@ -686,6 +676,13 @@ fn sk_reduce(lid: u32, pair: u32, n0: u32, a: vec4<f32>, b: vec4<f32>) {
             for (var l = 0u; l < SKL; l += 1u) {
                 v += skred[at + l];
             }
+#ifdef NORM_X
+            var q = 0.0;
+            for (var l = 0u; l < SKL; l += 1u) {
+                q += sk_sq[c * SKL + l];
+            }
+            v *= 1.0 / sqrt(q / f32(p.k) + p.eps);
+#endif
             let o = store_one(r, col, v);
 #ifdef CONV_STEP
             // Row r is sequence r (batch 1, contiguous rows, one K slice); the x half
@@ -713,29 +710,31 @@ fn skinny(ids: Ids, wg: Wg) {
     let kb = split * p.k_chunk;
     let ke = min(p.k, kb + p.k_chunk);
     let xb = g_b * p.xs_b + p.x_offset;
-#ifdef NORM_X
-    sk_norm_rows(ids.lid, xb);
-#endif
     // Activation rows in passes of 8 (two quads of accumulators per lane, whatever m): with
     // all 32 rows' accumulators held at once, 32 rows ran 6x slower than 8 on an H200
     // (mamba-130m's in_proj: 243 us against 39); passes after the first re-read this
     // workgroup's weight rows from cache.
-    let passes = (p.m + 7u) / 8u;
+    // SKQ 4 (m > 8) runs ceil(m / 8) passes; SKQ 1 or 2 exactly one, a constant when the
+    // pipeline is made, so the loop (and the barriers in it) can fold away.
+    let passes = select(1u, (p.m + 7u) / 8u, SKQ > 2u);
     for (var rp = 0u; rp < passes; rp += 1u) {
         var q0 = vec4<f32>(0.0);
         var q1 = vec4<f32>(0.0);
+        // NORM_X: the rows' squares (weight row 0's lanes stream every k of every row).
+        var s0 = vec4<f32>(0.0);
+        var s1 = vec4<f32>(0.0);
         if (n < p.n) {
             let wb = g_b * p.ws_b + n * p.ws_n;
             for (var kk = kb + 4u * lane; kk < ke; kk += 4u * SKL) {
                 let w4 = sk_w(wb + kk, kk, ke);
                 let g4 = sk_g(kk, ke);
-                q0 = sk_quad(q0, 2u * rp, xb, kk, ke, w4, g4);
+                q0 = sk_quad(q0, 2u * rp, xb, kk, ke, w4, g4, &s0);
                 if (SKQ > 1u && p.m > 8u * rp + 4u) {
-                    q1 = sk_quad(q1, 2u * rp + 1u, xb, kk, ke, w4, g4);
+                    q1 = sk_quad(q1, 2u * rp + 1u, xb, kk, ke, w4, g4, &s1);
                 }
             }
         }
-        sk_reduce(ids.lid, rp, n0, q0, q1);
+        sk_reduce(ids.lid, rp, n0, q0, q1, s0, s1);
     }
 }
 #endif

@@ -683,7 +683,7 @@ impl Mamba {
         // out_proj's epilogue (mamba_ssm's residual = hidden + residual, one step early).
         let mut residual = self.embedding.gather(rec, &ids.reshape(&[b])?)?;
         for (i, ly) in self.layers.iter().enumerate() {
-            // The pre-norm in in_proj's prologue, in_proj [B, 2D], and the conv step of its
+            // The pre-norm inside in_proj, in_proj [B, 2D], and the conv step of its
             // x half in its epilogue, one dispatch (batch <= 32, no in_proj bias; apart
             // otherwise): u = silu(conv(x)) [B, D].
             let u = rec.alloc(&[b, d], DType::F32)?;

@@ -141,9 +141,9 @@ impl Shader {
             (Shader::SelectiveScan, "selective_scan" | "selective_scan_channel") => {
                 one("ST", &[16, 32])
             }
-            // ops::matmul's skinny plans: (lanes along k, row quads per pass) for k >= 128
-            // or under, m <= 4 or more.
-            (Shader::Matmul, "skinny") => [(32, 1), (32, 2), (8, 1), (8, 2)]
+            // ops::matmul's skinny plans: (lanes along k, row quads) for k >= 128 or under;
+            // m <= 4, <= 8, or passes of 8 rows.
+            (Shader::Matmul, "skinny") => [(32, 1), (32, 2), (32, 4), (8, 1), (8, 2), (8, 4)]
                 .iter()
                 .map(|&(l, q)| vec![("SKL", l), ("SKQ", q)])
                 .collect(),

@@ -161,8 +161,12 @@ impl Plan {
         }
         if let Some((lanes, quads)) = self.skinny {
             return format!(
-                "skinny {lanes} lanes x {} rows a pass{}{}",
-                4 * quads,
+                "skinny {lanes} lanes x {}{}{}",
+                if quads > 2 {
+                    "8-row passes".to_string()
+                } else {
+                    format!("{} rows", 4 * quads)
+                },
                 if self.a_vec { " vec4" } else { "" },
                 if self.splits > 1 {
                     format!(" split-k {}x{}", self.splits, self.k_chunk)
@@ -229,7 +233,12 @@ fn skinny_plan(g: &Gemm, wg: usize, slices: Option<usize>) -> Option<Plan> {
     let (a4, b4) = k_vec(g);
     let vec = a4 && b4;
     let lanes = if g.k >= 128 { 32 } else { 8 };
-    let quads = if g.m <= 4 { 1 } else { 2 };
+    // Quads in the pass (1 or 2), or 4: passes of 2 quads over m > 8 rows.
+    let quads = match g.m {
+        0..=4 => 1,
+        5..=8 => 2,
+        _ => 4,
+    };
     let grid = g.n.div_ceil(wg / lanes) * g.batch;
     let want = slices.unwrap_or(if grid < GRID_FILL / 4 && g.k >= 2048 {
         GRID_FILL.div_ceil(grid).min(g.k / 512).min(16)
@@ -423,8 +432,8 @@ pub fn gemm_norm_into(
             format!("w {:?} is too small for {g:?}", w.shape()),
         ));
     }
-    let pl = plan(g, rec.device().wg() as usize);
-    if pl.skinny.is_some() && x.dtype() == DType::F32 {
+    let wg = rec.device().wg() as usize;
+    if let Some(pl) = skinny_plan(g, wg, Some(1)).filter(|_| x.dtype() == DType::F32) {
         let fuse = Fuse {
             norm: Some(norm),
             ..Fuse::default()
@@ -432,7 +441,7 @@ pub fn gemm_norm_into(
         return record(rec, g, pl, x, w, false, None, out, fuse);
     }
     let normed = rms_norm(rec, x, norm.weight, norm.eps)?;
-    gemm_planned(rec, g, pl, &normed, w, None, out)
+    gemm_planned(rec, g, plan(g, wg), &normed, w, None, out)
 }
 
 /// [`gemm_planned`] with packed spikes as the w operand (`s [batch, k, n]`, spike (b, n, k) at
@@ -473,7 +482,7 @@ pub struct PreNorm<'a> {
 
 /// What a product takes into its own dispatch beside the bias: Mamba's conv step in the
 /// epilogue (a skinny, unsplit plan, checked by [`linear_conv_step_into`]), an RMSNorm of
-/// x's rows in the prologue (skinny plans; its weight takes the bias binding, so no bias),
+/// x's rows inside the product (unsplit skinny plans; its weight takes the bias binding),
 /// a residual `[batch * m, n]` added to every output (any plan; it too takes the bias
 /// binding).
 #[derive(Clone, Copy, Default)]
@@ -575,10 +584,17 @@ fn record(
         ));
     }
     if let Some(nm) = fuse.norm {
-        if pl.skinny.is_none() || x.dtype() != DType::F32 || fuse.residual.is_some() {
+        // One K slice: the lanes sum each row's squares as they stream all of it.
+        if pl.skinny.is_none()
+            || pl.splits != 1
+            || x.dtype() != DType::F32
+            || fuse.residual.is_some()
+        {
             return Err(shape_err(
                 "matmul",
-                format!("the fused norm runs only in a skinny plan over f32 rows, not {pl:?}"),
+                format!(
+                    "the fused norm runs only in an unsplit skinny plan over f32 rows, not {pl:?}"
+                ),
             ));
         }
         expect_dtype("matmul", "norm weight", nm.weight, DType::F32)?;
@@ -902,7 +918,7 @@ pub fn linear_conv_step(
 
 /// [`linear_conv_step`] into `out` (B x 2 D elements). Where the skinny kernel serves (B ≤
 /// [`SKINNY_ROWS`], contiguous operands) the conv step runs in its epilogue, by the
-/// invocation that writes the column, and the norm in its prologue (where there is no
+/// invocation that writes the column, and the norm inside the product (where there is no
 /// bias: the norm weight takes its binding), in one dispatch; otherwise the norm, the
 /// product and the step are separate passes.
 pub fn linear_conv_step_into(
@@ -1088,7 +1104,7 @@ struct Force(u8, Option<usize>);
 const AUTO: Force = Force(0, None);
 
 /// [`gemm_norm_into`] against the reference of the normalised rows: the skinny kernel with
-/// the norm in its prologue (1 to 32 rows: one dispatch), else the norm and the product.
+/// the norm inside it (1 to 32 rows: one dispatch), else the norm and the product.
 fn norm_case(m: usize, n: usize, k: usize, f16: bool) -> Case {
     let g = Gemm::linear(m, n, k);
     let params = format!(
@@ -1122,6 +1138,7 @@ fn norm_case(m: usize, n: usize, k: usize, f16: bool) -> Case {
         } else {
             2 + usize::from(pl.splits > 1)
         };
+        // (The fused norm runs unsplit even where the plan would split K.)
         let xn = reference_norm_rows(&x, k, &gw, 1e-5);
         let c = check_f32(dev, &out, &reference(&g, &xn, &w, None))?;
         Ok(crate::harness::Check {
@@ -1244,7 +1261,7 @@ fn case(name: &str, g: Gemm, bias: bool, f16: u8, force: Force) -> Case {
 }
 
 /// The dispatches [`linear_conv_step_into`] takes: one where the skinny kernel serves (the
-/// norm in its prologue unless a bias holds the binding), else the norm, the product and
+/// norm inside it unless a bias holds the binding), else the norm, the product and
 /// the step apart.
 fn conv_step_dispatches(b: usize, bias: bool, norm: bool) -> usize {
     match (b <= SKINNY_ROWS, norm) {
@@ -1472,7 +1489,7 @@ pub fn cases() -> Vec<Case> {
         for f16 in [false, true] {
             v.push(conv_step_case(b, d, kin, kc, b % 2 == 1, f16, false));
         }
-        // Mamba's pre-norm in the prologue (both lane widths; with a bias, apart).
+        // Mamba's pre-norm inside the product (both lane widths; with a bias, apart).
         v.push(conv_step_case(b, d, kin, kc, b == 3, b % 2 == 0, true));
     }
     // The pre-norm at mamba-130m's in_proj (k = 768: 128-bit loads, 32 lanes) for 1 and 32
@@ -1498,9 +1515,16 @@ pub fn cases() -> Vec<Case> {
         }
     }
     // A normalised product without the conv step (an LM head after the final norm): skinny
-    // at 1, odd and 32 rows (k = 768: 128-bit loads; k = 45 and 3: scalar, 8 lanes), and
-    // the norm apart before a tiled product (40 rows).
-    for (m, n, k) in [(1, 50, 768), (7, 33, 45), (32, 20, 3), (40, 70, 96)] {
+    // at 1, odd and 32 rows (k = 768: 128-bit loads; k = 45 and 3: scalar, 8 lanes; k =
+    // 4096, which the plan would split: unsplit), and the norm apart before a tiled product
+    // (40 rows).
+    for (m, n, k) in [
+        (1, 50, 768),
+        (7, 33, 45),
+        (32, 20, 3),
+        (2, 5, 4096),
+        (40, 70, 96),
+    ] {
         for f16 in [false, true] {
             v.push(norm_case(m, n, k, f16));
         }
