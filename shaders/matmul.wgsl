@@ -129,7 +129,26 @@ fn bw(i: u32) -> f32 {
 #endif
 #endif
 
+// The bias binding; with NORM_X the norm weight, read 4 k at a time (vec4s where x is: k is
+// then a multiple of 4).
+#ifdef NORM_X
+#ifdef A_VEC
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+fn bias_at(i: u32) -> f32 {
+    return bias[i / 4u][i % 4u];
+}
+#else
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
+fn bias_at(i: u32) -> f32 {
+    return bias[i];
+}
+#endif
+#else
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+fn bias_at(i: u32) -> f32 {
+    return bias[i];
+}
+#endif
 #ifdef CONV_STEP
 // `skinny` with Mamba's decode conv step in its epilogue (out is in_proj's [B, 2 D]; its
 // first D columns also go through lib/conv_step.wgsl into cv_out [B, D], the conv state
@@ -337,29 +356,29 @@ fn store_row(r: u32, c: u32, v: vec4<f32>) {
         base = part_at(r, c);
     } else {
         if (p.has_bias == 1u) {
-            o.x += bias[c];
+            o.x += bias_at(c);
             if (c + 1u < p.n) {
-                o.y += bias[c + 1u];
+                o.y += bias_at(c + 1u);
             }
             if (c + 2u < p.n) {
-                o.z += bias[c + 2u];
+                o.z += bias_at(c + 2u);
             }
             if (c + 3u < p.n) {
-                o.w += bias[c + 3u];
+                o.w += bias_at(c + 3u);
             }
         } else if (p.has_bias == 2u) {
-            o += vec4<f32>(bias[r]);
+            o += vec4<f32>(bias_at(r));
         } else if (p.has_bias == 3u) {
             let rb = (g_b * p.m + r) * p.n + c;
-            o.x += bias[rb];
+            o.x += bias_at(rb);
             if (c + 1u < p.n) {
-                o.y += bias[rb + 1u];
+                o.y += bias_at(rb + 1u);
             }
             if (c + 2u < p.n) {
-                o.z += bias[rb + 2u];
+                o.z += bias_at(rb + 2u);
             }
             if (c + 3u < p.n) {
-                o.w += bias[rb + 3u];
+                o.w += bias_at(rb + 3u);
             }
         }
         base = p.out_offset + (g_b * p.m + r) * p.out_stride + c;
@@ -438,11 +457,11 @@ fn store_one(r: u32, c: u32, v: f32) -> f32 {
     }
     var o = v;
     if (p.has_bias == 1u) {
-        o += bias[c];
+        o += bias_at(c);
     } else if (p.has_bias == 2u) {
-        o += bias[r];
+        o += bias_at(r);
     } else if (p.has_bias == 3u) {
-        o += bias[(g_b * p.m + r) * p.n + c];
+        o += bias_at((g_b * p.m + r) * p.n + c);
     }
     out[p.out_offset + (g_b * p.m + r) * p.out_stride + c] = o;
     return o;
@@ -613,6 +632,10 @@ fn sk_quad(
 fn sk_g(kk: u32, lim: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
 #ifdef NORM_X
+#ifdef A_VEC
+    // One 128-bit load (kk is a multiple of 4 below k, itself a multiple of 4).
+    v = bias[kk / 4u];
+#else
     if (kk < lim) {
         v.x = bias[kk];
     }
@@ -625,6 +648,7 @@ fn sk_g(kk: u32, lim: u32) -> vec4<f32> {
     if (kk + 3u < lim) {
         v.w = bias[kk + 3u];
     }
+#endif
 #endif
     return v;
 }

@@ -133,13 +133,16 @@ impl RowBlocks {
             out_offset: first,
             ..*g
         };
+        if norm.is_some() && *g != Gemm::linear(g.m, g.n, g.k) {
+            return Err(shape_err(
+                "row_blocks head",
+                format!("a normalised head takes a plain Linear product, not {g:?}"),
+            ));
+        }
         let wg = rec.device().wg() as usize;
         let (first0, t0) = &self.blocks[0];
-        let fused = norm.filter(|_| {
-            *g == Gemm::linear(g.m, g.n, g.k)
-                && x.dtype() == DType::F32
-                && plan(&block(t0, *first0), wg).skinny.is_some()
-        });
+        let fused = norm
+            .filter(|_| x.dtype() == DType::F32 && plan(&block(t0, *first0), wg).skinny.is_some());
         let normed;
         let x = match (norm, fused) {
             (Some(nm), None) => {
