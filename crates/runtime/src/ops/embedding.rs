@@ -151,6 +151,28 @@ pub fn reference(ids: &[u32], table: &[f32], dim: usize) -> Vec<f64> {
         .collect()
 }
 
+/// `n` random ids below `vocab` (the second out of range where n > 2: a zero row) and a
+/// `[vocab, dim]` table (its values f16-exact where `f16`).
+fn ids_and_table(
+    rng: &mut crate::harness::Rng,
+    n: usize,
+    vocab: usize,
+    dim: usize,
+    f16: bool,
+) -> (Vec<u32>, Vec<f32>) {
+    let mut ids: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
+    if n > 2 {
+        ids[1] = vocab as u32 + 3;
+    }
+    let mut table = rng.vec(vocab * dim, -1.0, 1.0);
+    if f16 {
+        table
+            .iter_mut()
+            .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+    }
+    (ids, table)
+}
+
 pub fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     for (n, vocab, dim) in [
@@ -165,16 +187,7 @@ pub fn cases() -> Vec<Case> {
                 format!("ids={n} vocab={vocab} dim={dim}"),
                 0.0,
                 move |dev, rng| {
-                    let mut ids: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
-                    if n > 2 {
-                        ids[1] = vocab as u32 + 3; // out of range: a zero row
-                    }
-                    let mut table = rng.vec(vocab * dim, -1.0, 1.0);
-                    if f16 {
-                        table
-                            .iter_mut()
-                            .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
-                    }
+                    let (ids, table) = ids_and_table(rng, n, vocab, dim, f16);
                     let it = dev.tensor_u32(&ids, &[n])?;
                     let tt = if f16 {
                         dev.weight_f16(&table, &[vocab, dim])?
@@ -200,17 +213,8 @@ pub fn cases() -> Vec<Case> {
                     format!("ids={n} vocab={vocab} dim={dim} in two blocks"),
                     0.0,
                     move |dev, rng| {
-                        let mut ids: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
+                        let (mut ids, table) = ids_and_table(rng, n, vocab, dim, f16);
                         ids[0] = (vocab - 1) as u32; // the second block's last row
-                        if n > 2 {
-                            ids[1] = vocab as u32 + 3; // out of range: a zero row
-                        }
-                        let mut table = rng.vec(vocab * dim, -1.0, 1.0);
-                        if f16 {
-                            table
-                                .iter_mut()
-                                .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
-                        }
                         let cut = vocab / 3 + 1;
                         let (ta, tb) = table.split_at(cut * dim);
                         let up = |t: &[f32], rows: usize| {

@@ -1103,6 +1103,33 @@ struct Force(u8, Option<usize>);
 
 const AUTO: Force = Force(0, None);
 
+/// A random `[n, k]` weight (rounded to f16 and stored so where `f16`) and its host values.
+fn test_weight(
+    dev: &crate::Device,
+    rng: &mut crate::harness::Rng,
+    n: usize,
+    k: usize,
+    f16: bool,
+) -> Result<(Vec<f32>, Tensor)> {
+    let mut w = rng.vec(n * k, -1.0, 1.0);
+    let t = if f16 {
+        w.iter_mut()
+            .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        dev.weight_f16(&w, &[n, k])?
+    } else {
+        dev.weight_f32(&w, &[n, k])?
+    };
+    Ok((w, t))
+}
+
+/// `c` with one more mismatch where the op took other than `want` dispatches.
+fn with_dispatches(c: crate::harness::Check, got: usize, want: usize) -> crate::harness::Check {
+    crate::harness::Check {
+        mismatches: c.mismatches + usize::from(got != want),
+        ..c
+    }
+}
+
 /// [`gemm_norm_into`] against the reference of the normalised rows: the skinny kernel with
 /// the norm inside it (1 to 32 rows: one dispatch), else the norm and the product.
 fn norm_case(m: usize, n: usize, k: usize, f16: bool) -> Case {
@@ -1113,15 +1140,8 @@ fn norm_case(m: usize, n: usize, k: usize, f16: bool) -> Case {
     );
     let c = Case::new("matmul", params, 1e-11, move |dev, rng| {
         let x = rng.vec(m * k, -1.0, 1.0);
-        let mut w = rng.vec(n * k, -1.0, 1.0);
+        let (w, wt) = test_weight(dev, rng, n, k, f16)?;
         let gw = rng.vec(k, 0.5, 1.5);
-        let wt = if f16 {
-            w.iter_mut()
-                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
-            dev.weight_f16(&w, &[n, k])?
-        } else {
-            dev.weight_f32(&w, &[n, k])?
-        };
         let (xt, gt) = (dev.tensor_f32(&x, &[m, k])?, dev.weight_f32(&gw, &[k])?);
         let out = output(dev, &[m, n], DType::F32)?;
         let norm = PreNorm {
@@ -1141,10 +1161,7 @@ fn norm_case(m: usize, n: usize, k: usize, f16: bool) -> Case {
         // (The fused norm runs unsplit even where the plan would split K.)
         let xn = reference_norm_rows(&x, k, &gw, 1e-5);
         let c = check_f32(dev, &out, &reference(&g, &xn, &w, None))?;
-        Ok(crate::harness::Check {
-            mismatches: c.mismatches + usize::from(got_dispatches != want_dispatches),
-            ..c
-        })
+        Ok(with_dispatches(c, got_dispatches, want_dispatches))
     });
     if f16 {
         c.dtype("f16w").feature(Feature::F16)
@@ -1164,16 +1181,9 @@ fn residual_case(m: usize, n: usize, k: usize, bias: bool, f16: bool) -> Case {
     );
     let c = Case::new("matmul", params, 1e-11, move |dev, rng| {
         let x = rng.vec(m * k, -1.0, 1.0);
-        let mut w = rng.vec(n * k, -1.0, 1.0);
+        let (w, wt) = test_weight(dev, rng, n, k, f16)?;
         let bv = rng.vec(n, -1.0, 1.0);
         let res = rng.vec(m * n, -2.0, 2.0);
-        let wt = if f16 {
-            w.iter_mut()
-                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
-            dev.weight_f16(&w, &[n, k])?
-        } else {
-            dev.weight_f32(&w, &[n, k])?
-        };
         let (xt, bt) = (dev.tensor_f32(&x, &[m, k])?, dev.weight_f32(&bv, &[n])?);
         let rt = dev.tensor_f32(&res, &[m, n])?;
         let out = output(dev, &[m, n], DType::F32)?;
@@ -1186,10 +1196,7 @@ fn residual_case(m: usize, n: usize, k: usize, bias: bool, f16: bool) -> Case {
         let mut want = reference(&g, &x, &w, bias.then_some(&bv));
         want.iter_mut().zip(&res).for_each(|(v, &r)| *v += r as f64);
         let c = check_f32(dev, &out, &want)?;
-        Ok(crate::harness::Check {
-            mismatches: c.mismatches + usize::from(got_dispatches != want_dispatches),
-            ..c
-        })
+        Ok(with_dispatches(c, got_dispatches, want_dispatches))
     });
     if f16 {
         c.dtype("f16w").feature(Feature::F16)
@@ -1312,18 +1319,11 @@ fn conv_step_case(
         let eps = 1e-5f32;
         let gt = dev.weight_f32(&gw, &[kin])?;
         let pre = norm.then_some(PreNorm { weight: &gt, eps });
-        let mut w = rng.vec(n * kin, -1.0, 1.0);
+        let (w, wt) = test_weight(dev, rng, n, kin, f16)?;
         let bv = rng.vec(n, -1.0, 1.0);
         let cw = rng.vec(d * kc, -1.0, 1.0);
         let cb = rng.vec(d, -0.5, 0.5);
         let s0 = rng.vec(b * d * (kc - 1), -1.0, 1.0);
-        let wt = if f16 {
-            w.iter_mut()
-                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
-            dev.weight_f16(&w, &[n, kin])?
-        } else {
-            dev.weight_f32(&w, &[n, kin])?
-        };
         let (xt, bt) = (dev.tensor_f32(&x, &[b, kin])?, dev.weight_f32(&bv, &[n])?);
         let (cwt, cbt) = (
             dev.weight_f32(&cw, &[d, 1, kc])?,

@@ -163,22 +163,15 @@ impl RowBlocks {
 
     /// `x [.., dim]` → `[.., rows]` (a bias-free Linear layer with this as its weight).
     pub fn head(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-        if x.rank() == 0 || x.dim(-1) != self.dim {
-            return Err(shape_err(
-                "row_blocks head",
-                format!("x {:?} does not end in {}", x.shape(), self.dim),
-            ));
-        }
-        let m = x.numel() / self.dim;
-        let mut shape = x.shape().to_vec();
-        *shape.last_mut().expect("rank >= 1") = self.rows;
-        let out = rec.alloc(&shape, DType::F32)?;
-        self.head_into(rec, &Gemm::linear(m, self.rows, self.dim), x, &out)?;
-        Ok(out)
+        self.head_alloc(rec, x, None)
     }
 
     /// [`RowBlocks::head`] of x's rows RMS-normalised (see [`RowBlocks::head_norm_into`]).
     pub fn head_norm(&self, rec: &mut Recorder, x: &Tensor, norm: PreNorm) -> Result<Tensor> {
+        self.head_alloc(rec, x, Some(norm))
+    }
+
+    fn head_alloc(&self, rec: &mut Recorder, x: &Tensor, norm: Option<PreNorm>) -> Result<Tensor> {
         if x.rank() == 0 || x.dim(-1) != self.dim {
             return Err(shape_err(
                 "row_blocks head",
@@ -189,7 +182,7 @@ impl RowBlocks {
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = self.rows;
         let out = rec.alloc(&shape, DType::F32)?;
-        self.head_norm_into(rec, &Gemm::linear(m, self.rows, self.dim), x, norm, &out)?;
+        self.head_inner(rec, &Gemm::linear(m, self.rows, self.dim), x, norm, &out)?;
         Ok(out)
     }
 }
