@@ -114,9 +114,10 @@ pub fn records(
     out
 }
 
-/// Runs `op` once as a warm-up (pipeline creation, input copy 0), then `reps` times in one
-/// recording (copies 1, 2, …), and returns the median time in µs of the dispatches named
-/// `name` (GPU timestamps where the adapter has them, wall clock after a wait otherwise).
+/// Runs `op` unprofiled as a warm-up (pipeline creation, the GPU's clock: at least 50 ms of
+/// it), then `reps` times in one recording (copies 1, 2, …), and returns the median time in
+/// µs of the dispatches named `name` (GPU timestamps where the adapter has them, wall clock
+/// after a wait otherwise).
 fn time_op(
     dev: &Device,
     reps: usize,
@@ -124,13 +125,13 @@ fn time_op(
     op: &mut dyn FnMut(&mut Recorder, usize) -> spikescan_runtime::Result<()>,
 ) -> Result<f64, Error> {
     let was = dev.profiling();
-    // Warm-up, unprofiled: a GPU left idle while the host made the inputs runs its first
-    // milliseconds of work at a fraction of its clock (an H200 idles at 345 MHz of 1,980):
-    // rounds of the op, each twice as many as the last (from reps, at most 4,096), until
-    // 50 ms have passed (one round where a round is slower).
-    dev.set_profiling(false);
-    let t0 = std::time::Instant::now();
-    let warm = (|| -> Result<(), Error> {
+    let result = (|| -> Result<f64, Error> {
+        // Warm-up, unprofiled: a GPU left idle while the host made the inputs runs its first
+        // milliseconds of work at a fraction of its clock (an H200 idles at 345 MHz of
+        // 1,980): rounds of the op, each twice as many as the last (from reps, at most
+        // 4,096), until 50 ms have passed (one round where a round is slower).
+        dev.set_profiling(false);
+        let t0 = std::time::Instant::now();
         let mut n = reps;
         for _ in 0..16 {
             let mut rec = dev.recorder("bench warm-up");
@@ -144,17 +145,7 @@ fn time_op(
             }
             n = (2 * n).min(4096);
         }
-        Ok(())
-    })();
-    if let Err(e) = warm {
-        dev.set_profiling(was);
-        return Err(e);
-    }
-    dev.set_profiling(true);
-    let result = (|| -> Result<f64, Error> {
-        let mut rec = dev.recorder("bench");
-        op(&mut rec, 0)?;
-        rec.submit()?;
+        dev.set_profiling(true);
         dev.take_profile();
         let mut rec = dev.recorder("bench");
         for i in 0..reps {
@@ -174,6 +165,64 @@ fn time_op(
     })();
     dev.set_profiling(was);
     result
+}
+
+/// A prompt scan's random inputs and outputs on the device (packed layout `l`).
+struct ScanInputs {
+    l: ScanLayout,
+    u: Tensor,
+    dt: Tensor,
+    bc: Tensor,
+    z: Tensor,
+    packed: Tensor,
+    y: Tensor,
+    h: Tensor,
+}
+
+impl ScanInputs {
+    fn new(dev: &Device, rng: &mut Rng, l: ScanLayout) -> spikescan_runtime::Result<Self> {
+        let sd = ScanData::random(rng, &l);
+        let (b, len, d, n) = (l.batch, l.len, l.d, l.n);
+        Ok(Self {
+            u: dev.tensor_f32(&sd.u, &[b, len, d])?,
+            dt: dev.tensor_f32(&sd.dt, &[b, len, d])?,
+            bc: dev.tensor_f32(&sd.bc, &[b, len, 2 * n])?,
+            z: dev.tensor_f32(&sd.z, &[b, len, d])?,
+            packed: dev.tensor_f32(&sd.packed_weights()?, &[d, n + 2])?,
+            y: dev.alloc(&[b, len, d], DType::F32)?,
+            h: dev.alloc(&[b, d, n], DType::F32)?,
+            l,
+        })
+    }
+
+    /// The scan with `variant` (None: the one `selective_scan_into` picks).
+    fn run(
+        &self,
+        rec: &mut Recorder,
+        variant: Option<ScanVariant>,
+    ) -> spikescan_runtime::Result<()> {
+        let w = ScanWeights {
+            packed: &self.packed,
+        };
+        let (l, y, h) = (&self.l, &self.y, &self.h);
+        match variant {
+            None => {
+                selective_scan_into(rec, l, &self.u, &self.dt, &self.bc, &self.z, &w, None, y, h)
+            }
+            Some(v) => selective_scan_with(
+                rec, v, l, &self.u, &self.dt, &self.bc, &self.z, &w, None, y, h,
+            ),
+        }
+    }
+
+    /// (bytes, FLOPs): u, dt, z, y per channel and token; B, C per token.
+    fn cost(&self) -> (f64, f64) {
+        let (b, len, d, n) = (self.l.batch, self.l.len, self.l.d, self.l.n);
+        (
+            (4 * b * len * (4 * d + 2 * n)) as f64,
+            (7 * b * len * d * n) as f64,
+        )
+    }
 }
 
 fn f32s(dev: &Device, rng: &mut Rng, shape: &[usize]) -> spikescan_runtime::Result<Tensor> {
@@ -608,29 +657,10 @@ pub fn kernels(
         let up = |v: &Vec<f32>, shape: &[usize]| dev.tensor_f32(v, shape);
         let params = format!("B={bsz} L={l} D={di} N={ns}");
         if want("selective scan", &params) && fits("selective scan", &params, 4 * bsz * l * di) {
-            let sl = ScanLayout::packed(bsz, l, di, ns);
-            let sd = ScanData::random(&mut rng, &sl);
-            let (su, sdt, sbc, sz) = (
-                up(&sd.u, &[bsz, l, di])?,
-                up(&sd.dt, &[bsz, l, di])?,
-                up(&sd.bc, &[bsz, l, 2 * ns])?,
-                up(&sd.z, &[bsz, l, di])?,
-            );
-            let scw = up(&sd.packed_weights()?, &[di, ns + 2])?;
-            let sy = dev.alloc(&[bsz, l, di], DType::F32)?;
-            let sh = dev.alloc(&[bsz, di, ns], DType::F32)?;
-            let sw = ScanWeights { packed: &scw };
-            let us = time("selective_scan", &mut |rec, _| {
-                selective_scan_into(rec, &sl, &su, &sdt, &sbc, &sz, &sw, None, &sy, &sh)
-            })?;
-            // u, dt, z, y per channel and token; B, C per token.
-            push(
-                "selective scan",
-                params,
-                us,
-                (4 * bsz * l * (4 * di + 2 * ns)) as f64,
-                (7 * bsz * l * di * ns) as f64,
-            );
+            let si = ScanInputs::new(dev, &mut rng, ScanLayout::packed(bsz, l, di, ns))?;
+            let us = time("selective_scan", &mut |rec, _| si.run(rec, None))?;
+            let (bytes, flops) = si.cost();
+            push("selective scan", params, us, bytes, flops);
         }
         // Decode: the in-place state update for one token per sequence, dt_proj fused in
         // (rank R = d_model / 16 as the official configs).
@@ -714,33 +744,11 @@ pub fn kernels(
             if run.is_empty() || !fits(run[0].0, &params, 4 * bsz * scan_len * di) {
                 continue;
             }
-            let sl = ScanLayout::packed(bsz, scan_len, di, ns);
-            let sd = ScanData::random(&mut rng, &sl);
-            let up = |v: &Vec<f32>, shape: &[usize]| dev.tensor_f32(v, shape);
-            let (su, sdt, sbc, sz) = (
-                up(&sd.u, &[bsz, scan_len, di])?,
-                up(&sd.dt, &[bsz, scan_len, di])?,
-                up(&sd.bc, &[bsz, scan_len, 2 * ns])?,
-                up(&sd.z, &[bsz, scan_len, di])?,
-            );
-            let scw = up(&sd.packed_weights()?, &[di, ns + 2])?;
-            let sy = dev.alloc(&[bsz, scan_len, di], DType::F32)?;
-            let sh = dev.alloc(&[bsz, di, ns], DType::F32)?;
-            let sw = ScanWeights { packed: &scw };
+            let si = ScanInputs::new(dev, &mut rng, ScanLayout::packed(bsz, scan_len, di, ns))?;
+            let (bytes, flops) = si.cost();
             for (name, variant) in run {
-                let us = time("selective_scan", &mut |rec, _| {
-                    selective_scan_with(
-                        rec, variant, &sl, &su, &sdt, &sbc, &sz, &sw, None, &sy, &sh,
-                    )
-                })?;
-                // As the "selective scan" records: u, dt, z, y per channel and token; B, C.
-                push(
-                    name,
-                    params.clone(),
-                    us,
-                    (4 * bsz * scan_len * (4 * di + 2 * ns)) as f64,
-                    (7 * bsz * scan_len * di * ns) as f64,
-                );
+                let us = time("selective_scan", &mut |rec, _| si.run(rec, Some(variant)))?;
+                push(name, params.clone(), us, bytes, flops);
             }
         }
     }

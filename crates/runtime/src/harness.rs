@@ -73,6 +73,15 @@ pub struct Check {
 }
 
 impl Check {
+    /// This check with one more mismatch where an op took `got` dispatches instead of the
+    /// `want` its path should (a fused path that fell apart still computes the right values).
+    pub fn with_dispatches(self, got: usize, want: usize) -> Self {
+        Self {
+            mismatches: self.mismatches + usize::from(got != want),
+            ..self
+        }
+    }
+
     /// Ok when every check passes and the error is within `bound`.
     pub fn verdict(&self, bound: f64) -> std::result::Result<(), String> {
         let mut why = Vec::new();

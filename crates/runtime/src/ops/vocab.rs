@@ -6,8 +6,7 @@
 //! logits into its column range of one `[rows, vocab]` output (strided GEMM output).
 
 use super::embedding::embedding_blocks_into;
-use super::matmul::{gemm_into, gemm_norm_into, plan, Gemm, PreNorm};
-use super::rms_norm::rms_norm;
+use super::matmul::{gemm_into, gemm_norm_into, plan, split_norm, Gemm, PreNorm};
 use crate::error::{shape_err, Result};
 use crate::harness::{check_f32, output, Case};
 use crate::record::Recorder;
@@ -141,16 +140,9 @@ impl RowBlocks {
         }
         let wg = rec.device().wg() as usize;
         let (first0, t0) = &self.blocks[0];
-        let fused = norm
-            .filter(|_| x.dtype() == DType::F32 && plan(&block(t0, *first0), wg).skinny.is_some());
-        let normed;
-        let x = match (norm, fused) {
-            (Some(nm), None) => {
-                normed = rms_norm(rec, x, nm.weight, nm.eps)?;
-                &normed
-            }
-            _ => x,
-        };
+        let fuse = x.dtype() == DType::F32 && plan(&block(t0, *first0), wg).skinny.is_some();
+        let (normed, fused) = split_norm(rec, x, norm, fuse)?;
+        let x = normed.as_ref().unwrap_or(x);
         for (first, t) in &self.blocks {
             let bg = block(t, *first);
             match fused {
