@@ -3,14 +3,18 @@
 #   - the Vulkan loader: .gl/*.deb carried from here (see the device README) are unpacked;
 #   - the binary: target/release/spikescan carried from here (`cargo build --release -p
 #     spikescan-cli`; the GPU machine may have no Rust), else built in place;
-#   - SpikingJelly for the PyTorch side: .whl/*.whl carried from here, installed to /tmp/site;
+#   - SpikingJelly for the PyTorch side: .whl/*.whl carried from here, installed to /tmp/site
+#     (also gguf's wheel, for the llama.cpp step);
+#   - llama.cpp: .llamacpp/node-llama-cpp-vulkan.tar.xz carried from here (made by
+#     `python3 tools/bench_llamacpp.py --pack .llamacpp/node-llama-cpp-vulkan.tar.xz`), run by
+#     tools/bench_llamacpp.py where the machine has Node.js;
 #   - runs `spikescan info`, the kernel benchmarks, Mamba, `spikescan ops` (kernels against
 #     their references on this GPU), the vision and LMUFormer benchmarks, and tools/bench_torch.py
 #     on CUDA beside each where the machine has PyTorch with CUDA.
 # Everything lands in $OUT (the device tool's folder; bench/out elsewhere): gpu.log (all text),
-# gpu-spikescan.jsonl and gpu-torch.jsonl (records, appended step by step, so a step stopped by
+# gpu-spikescan.jsonl, gpu-torch.jsonl and gpu-llamacpp.jsonl (records, appended step by step, so a step stopped by
 # its time limit costs only itself). Then, here: `python3 tools/results_md.py` and
-# `python3 tools/compare.py` on the two files, and record the numbers with the device name in
+# `python3 tools/compare.py` on spikescan's file and each of the others, and record the numbers with the device name in
 # bench/RESULTS.md.
 # Budget: GPU_SH_BUDGET seconds in all (default 560): each step has its own cap, cut to what is
 # left, and steps run in order of what the open issues need first; a step that finds the
@@ -23,9 +27,11 @@ mkdir -p "$out"
 log=$out/gpu.log
 sj=$out/gpu-spikescan.jsonl
 tj=$out/gpu-torch.jsonl
+lj=$out/gpu-llamacpp.jsonl
 : >"$log"
 : >"$sj"
 : >"$tj"
+: >"$lj"
 budget=${GPU_SH_BUDGET:-560}
 t_start=$SECONDS
 if compgen -G ".gl/*.deb" >/dev/null; then
@@ -99,6 +105,24 @@ tbench() {
   [ -f "$f" ] && cat "$f" >>"$tj"
   return "$rc"
 }
+# lbench NAME CAP ARGS...: tools/bench_llamacpp.py ARGS (llama.cpp's Vulkan backend), its records
+# appended to gpu-llamacpp.jsonl; skipped without Node.js or the carried package.
+lbench() {
+  local name=$1 cap=$2
+  shift 2
+  local pack=.llamacpp/node-llama-cpp-vulkan.tar.xz
+  if ! command -v node >/dev/null || [ ! -f "$pack" ]; then
+    echo "## $name: skipped, no Node.js or no $pack here" | tee -a "$log"
+    return 0
+  fi
+  mkdir -p /tmp/llamacpp && tar -xJf "$pack" -C /tmp/llamacpp
+  local f=/tmp/gpu-llamacpp-step.jsonl
+  rm -f "$f"
+  step "$name" "$cap" python3 tools/bench_llamacpp.py --node-dir /tmp/llamacpp --work /tmp/llamacpp-work "$@" --json "$f"
+  local rc=$?
+  [ -f "$f" ] && cat "$f" >>"$lj"
+  return "$rc"
+}
 
 step "nvidia-smi" 15 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
 step "info" 30 "$bin" info --all
@@ -129,4 +153,5 @@ tbench "torch meta-spikeformer-8-512" 50 --vision meta-spikeformer-8-512 --t 1 -
 sbench "mamba-370m, 1.4b f32" 90 --mamba mamba-370m --mamba mamba-1.4b --batch 1 --batch 8 --batch 32 --prompt-len 128 --decode-steps 64 --reps 3
 tbench "torch mamba-370m, 1.4b" 90 --mamba mamba-370m --mamba mamba-1.4b --batch 1 --batch 8 --batch 32 --prompt-len 128 --decode-steps 64 --reps 3
 sbench "mamba-1.4b f16" 40 --mamba mamba-1.4b --batch 1 --batch 8 --batch 32 --prompt-len 128 --decode-steps 64 --reps 3 --dtype f16
+lbench "llama.cpp mamba-130m" 120 --shape mamba-130m --batch 1 --batch 8 --batch 32 --prompt-len 128 --decode-steps 64 --reps 3
 echo "## done at $((SECONDS - t_start)) s" | tee -a "$log"

@@ -1,15 +1,17 @@
 """Ratio table of two benchmark runs in `spikescan bench --json` format (one JSON record a
-line): spikescan's against PyTorch's (tools/bench_torch.py), per named shape or model.
+line): spikescan's against PyTorch's (tools/bench_torch.py) or llama.cpp's
+(tools/bench_llamacpp.py), per named shape or model.
 
     python3 tools/compare.py bench/out/spikescan.jsonl bench/out/torch.jsonl [--markdown]
+    python3 tools/compare.py bench/out/spikescan.jsonl bench/out/llamacpp.jsonl
 
 With --regress, two spikescan runs (an older commit's, then a newer one's; see
 bench/regress.sh): the change per record, and every record more than --threshold (20%)
 slower is flagged as a regression (exit status 1 when there is one). A file may hold
 several runs of the same records (repeated rounds): the best of each is compared.
 
-The ratio is always "how many times faster spikescan is": PyTorch's time / spikescan's time
-for times (µs, ms, s), spikescan's rate / PyTorch's rate for rates (tokens/s, clips/s,
+The ratio is always "how many times faster spikescan is": the other's time / spikescan's time
+for times (µs, ms, s), spikescan's rate / the other's rate for rates (tokens/s, clips/s,
 images/s). Records present in only one file are listed apart.
 """
 import argparse
@@ -66,7 +68,7 @@ def regress(old, new, threshold, markdown):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("spikescan", help="spikescan's records (with --regress: the older run)")
-    ap.add_argument("torch", help="PyTorch's records (with --regress: the newer spikescan run)")
+    ap.add_argument("torch", help="PyTorch's or llama.cpp's records (with --regress: the newer spikescan run)")
     ap.add_argument("--markdown", action="store_true", help="a Markdown table")
     ap.add_argument("--regress", action="store_true", help="compare two spikescan runs")
     ap.add_argument("--threshold", type=float, default=0.2, help="slowdown flagged by --regress")
@@ -83,8 +85,9 @@ def main(argv=None):
     ours = {k: r for k, r in ours.items() if r.get("suite") != "layer"}
     dev = lambda rs: next(iter(rs.values()))  # noqa: E731
     o, t = dev(ours), dev(theirs)
-    print(f"spikescan: {o['adapter']} ({o['backend']}, {o['driver']})")
-    print(f"PyTorch:   {t['adapter']} ({t['backend']}, {t['driver']})")
+    other = "llama.cpp" if str(t.get("backend", "")).startswith("llama.cpp") else "PyTorch"
+    print(f"{'spikescan:':<11}{o['adapter']} ({o['backend']}, {o['driver']})")
+    print(f"{other + ':':<11}{t['adapter']} ({t['backend']}, {t['driver']})")
     rows = []
     for key, r in ours.items():
         if key not in theirs or theirs[key]["unit"] != r["unit"]:
@@ -95,12 +98,12 @@ def main(argv=None):
         ratio = p["value"] / r["value"] if r["unit"] in LOWER_IS_BETTER else r["value"] / p["value"]
         rows.append((key[0], key[1], r["value"], p["value"], r["unit"], ratio))
     if a.markdown:
-        print("\n| benchmark | params | spikescan | PyTorch | unit | spikescan speed-up |")
+        print(f"\n| benchmark | params | spikescan | {other} | unit | spikescan speed-up |")
         print("|---|---|---|---|---|---|")
         for n, pa, v, pv, u, ratio in rows:
             print(f"| {n} | {pa} | {v:.4g} | {pv:.4g} | {u} | {ratio:.3g}x |")
     else:
-        print(f"\n{'benchmark':<40} {'params':<32} {'spikescan':>12} {'PyTorch':>12} {'unit':<9} speed-up")
+        print(f"\n{'benchmark':<40} {'params':<32} {'spikescan':>12} {other:>12} {'unit':<9} speed-up")
         for n, pa, v, pv, u, ratio in rows:
             print(f"{n:<40} {pa:<32} {v:>12.4g} {pv:>12.4g} {u:<9} {ratio:.3g}x")
     only = sorted(set(ours) - set(theirs)) + sorted(set(theirs) - set(ours))
