@@ -161,6 +161,46 @@ fn prompt_then_step_equals_the_full_forward() {
     rec.submit().unwrap();
     let err = rel_l2(&dev.read_f32(&two).unwrap(), &full[(l - 1) * v..]);
     assert!(err <= 1e-4, "chunked prompt: {err}");
+    // A prompt of one token runs the decoding step (its dispatch count), and a prompt whose
+    // last chunk is one token still agrees with the full forward.
+    let mut state = m.new_state(&dev, 1).unwrap();
+    let mut rec = dev.recorder("t");
+    m.prefill(
+        &mut rec,
+        &dev.tensor_u32(&row[..l - 1], &[1, l - 1]).unwrap(),
+        &mut state,
+        false,
+    )
+    .unwrap();
+    let before = rec.dispatch_count();
+    let last = m
+        .prefill(
+            &mut rec,
+            &dev.tensor_u32(&row[l - 1..], &[1, 1]).unwrap(),
+            &mut state,
+            true,
+        )
+        .unwrap();
+    let prefill_dispatches = rec.dispatch_count() - before;
+    let mut probe = m.new_state(&dev, 1).unwrap();
+    let step_dispatches = {
+        let mut r2 = dev.recorder("t2");
+        m.step(
+            &mut r2,
+            &dev.tensor_u32(&row[..1], &[1]).unwrap(),
+            &mut probe,
+        )
+        .unwrap();
+        r2.dispatch_count()
+    };
+    rec.submit().unwrap();
+    assert_eq!(last.shape(), &[1, 1, v]);
+    assert_eq!(
+        prefill_dispatches, step_dispatches,
+        "L = 1 on the step path"
+    );
+    let err = rel_l2(&dev.read_f32(&last).unwrap(), &full[(l - 1) * v..]);
+    assert!(err <= 1e-4, "one-token last chunk: {err}");
 }
 
 #[test]

@@ -565,6 +565,8 @@ impl Mamba {
 
     /// Records a prompt `ids [B, L]` through every layer, continuing from `state` and leaving
     /// the final states in it. Returns logits `[B, L, V]` (`all`) or `[B, V]` (last position).
+    /// A one-token prompt (L = 1) runs the decoding step ([`Mamba::step`]: 4 dispatches a layer
+    /// and the state update instead of the prompt scan, which would keep 1 of 16 lanes busy).
     pub fn prefill(
         &self,
         rec: &mut Recorder,
@@ -579,6 +581,14 @@ impl Mamba {
                 "{b} sequences for a state of {}",
                 state.batch
             )));
+        }
+        if l == 1 {
+            let logits = self.step(rec, ids, state)?;
+            return Ok(if all {
+                logits.reshape(&[b, 1, c.vocab_padded])?
+            } else {
+                logits
+            });
         }
         let (dm, d, n, r) = (c.d_model, c.d_inner, c.d_state, c.dt_rank);
         let mut hidden = self.embedding.gather(rec, ids)?.reshape(&[b * l, dm])?;
