@@ -1,13 +1,14 @@
 // Matrix products with weights in PyTorch's [out, in] layout (or any strides):
 //   out[b, m, n] = sum_k x[b, m, k] * w[b, n, k] + bias[n]
 // (output rows may be strided: a column block of a wider matrix).
-// `matmul`: the tiled GEMM of lib/gemm.wgsl (128 x 64 tiles with `RM8`, else 64 x 64; vec4
-// register micro-tiles, double-buffered k-tiles), with operand fetches chosen by layout:
+// `matmul`: the tiled GEMM of lib/gemm.wgsl (128 x 64 tiles with `RM8`, else 64 x 64; 128
+// columns with `CN8`; vec4 register micro-tiles, double-buffered k-tiles), with operand
+// fetches chosen by layout:
 //   A_ROWS / B_ROWS: the operand is read 4 rows at one k (its rows are contiguous, stride 1);
 //   else 4 k of one row (k contiguous). A_VEC / B_VEC: those 4 values are one aligned 128-bit
 //   load (the contiguous axis has stride 1 and every other stride and offset is a multiple of 4).
 //   OUT_VEC: rows are written as vec4s. UNCHECKED: the shape is a multiple of the tile (m of BM,
-//   n of 64, k of 16), so no bounds are checked.
+//   n of BN, k of 16), so no bounds are checked.
 //   Split-K (p.splits > 1): workgroup z = batch * splits + split sums k_chunk of K into its own
 //   slice of a scratch output; `splitk_reduce` adds the slices and the bias.
 // `gemv`: one output row per 64 invocations, for a single activation row (decode, heads),

@@ -420,35 +420,56 @@ pub fn kernels(
 
     // The ceiling GEMM's operand layouts: both k-contiguous (the ceiling: a Linear layer's
     // x and w, k-major tiles stored as scalars), w as [K, N] (row-major B tiles, stored as
-    // vec4s) and both row-major, at the ceiling's shape: which tile path a GPU prefers.
+    // vec4s) and both row-major, at the ceiling's shape: which tile path a GPU prefers. Then
+    // the wide tiles (128 x 128, 8 x 8 micro-tiles: matmul::plan_wide) in the Linear layout
+    // and with w as [K, N], f32 and f16 weights: whether they should become the plan's.
     let s = if quick { 512 } else { 4096 };
-    for (label, g) in [
-        (
-            "w [K, N] (row-major B tiles)",
-            Gemm {
-                w_strides: [0, 1, s],
-                ..Gemm::linear(s, s, s)
-            },
-        ),
+    let lin = Gemm::linear(s, s, s);
+    let w_kn = Gemm {
+        w_strides: [0, 1, s],
+        ..lin
+    };
+    let wg = dev.wg() as usize;
+    for (label, g, wide, f16) in [
+        ("w [K, N] (row-major B tiles)", w_kn, false, false),
         (
             "x [K, M] and w [K, N] (row-major tiles)",
             Gemm {
                 x_strides: [0, 1, s],
-                w_strides: [0, 1, s],
-                ..Gemm::linear(s, s, s)
+                ..w_kn
             },
+            false,
+            false,
         ),
+        ("wide tiles", lin, true, false),
+        ("wide tiles, w [K, N]", w_kn, true, false),
+        ("wide tiles, f16 weights", lin, true, true),
     ] {
+        if (wide && matmul::wide_cols(wg) == 64) || (f16 && !dev.caps().f16) {
+            continue;
+        }
         let name = format!("dense GEMM f32, {label}");
-        let pl = matmul::plan(&g, dev.wg() as usize);
+        let pl = if wide {
+            matmul::plan_wide(&g, wg, None, None)
+        } else {
+            matmul::plan(&g, wg)
+        };
         let params = format!("{s}^3 {}", pl.describe());
         if !want(&name, &params) {
             continue;
         }
-        let (a, b) = (f32s(&mut rng, &[s, s])?, f32s(&mut rng, &[s, s])?);
+        let a = f32s(&mut rng, &[s, s])?;
+        let b = if f16 {
+            dev.weight_f16(&rng.vec(s * s, -1.0, 1.0), &[s, s])?
+        } else {
+            f32s(&mut rng, &[s, s])?
+        };
         let c = dev.alloc(&[s, s], DType::F32)?;
-        let us = time("matmul", &mut |rec, _| gemm_into(rec, &g, &a, &b, None, &c))?;
-        push(&name, params, us, 12.0 * (s * s) as f64, g.flops() as f64);
+        let us = time("matmul", &mut |rec, _| {
+            matmul::gemm_planned(rec, &g, pl, &a, &b, None, &c)
+        })?;
+        let bytes = if f16 { 10.0 } else { 12.0 } * (s * s) as f64;
+        push(&name, params, us, bytes, g.flops() as f64);
     }
 
     // LIF fused with BN: Spikformer-8-384 block activations (C=384, 14x14 tokens) and

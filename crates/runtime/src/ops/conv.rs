@@ -153,7 +153,7 @@ pub fn plan_with(
     let (npos, taps) = (os[2] * os[3], ws[1] * ws[2] * ws[3]);
     // Columns: every image's output positions (the batch folded in: A is shared).
     let (rows, splits, k_chunk) =
-        super::matmul::tiling(cout_g, os[0] * npos, taps, groups, wg, rows, slices);
+        super::matmul::tiling(cout_g, os[0] * npos, taps, groups, wg, 64, rows, slices);
     ConvPlan::Gemm {
         rows,
         splits,

@@ -137,7 +137,8 @@ pub struct Plan {
     /// 4 for passes of 8 rows). Every weight is read from memory once for all rows.
     /// `a_vec` / `b_vec` (set together) select its 128-bit loads.
     pub skinny: Option<(usize, usize)>,
-    /// Output tile rows x columns (128 x 64 or 64 x 64 at 256 invocations).
+    /// Output tile rows x columns (128 x 64 or 64 x 64 at 256 invocations; the wide tiles
+    /// 128 x 128 and 64 x 128 of [`plan_wide`], at 256 only).
     pub tile: (usize, usize),
     /// x (A) is fetched 4 rows at one k (its m stride is 1), else 4 k of one row.
     pub a_rows: bool,
@@ -147,7 +148,8 @@ pub struct Plan {
     pub b_vec: bool,
     /// Output rows written as vec4s.
     pub out_vec: bool,
-    /// Every dimension a multiple of the tile (m of its rows, n of 64, k of 16): no bounds checks.
+    /// Every dimension a multiple of the tile (m of its rows, n of its columns, k of 16): no
+    /// bounds checks.
     pub unchecked: bool,
     /// Slices of K summed apart into a scratch output, then added by a second pass (1: none).
     pub splits: usize,
@@ -213,7 +215,33 @@ pub fn plan_with(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>
             return pl;
         }
     }
-    plan_inner(g, wg, rows, slices, false)
+    plan_inner(g, wg, rows, 64, slices, false)
+}
+
+/// Columns of [`plan_wide`]'s tiles: 128 at 256 invocations (each invocation an RM x 8
+/// micro-tile), 64 elsewhere (the tile loaders need 256 invocations for 128 columns).
+pub fn wide_cols(wg: usize) -> usize {
+    if wg == 256 {
+        128
+    } else {
+        64
+    }
+}
+
+/// The tiled plan on the wide tiles ([`wide_cols`] columns; `rows` forces the large or small
+/// rows as in [`plan_with`]): 128 x 128 tiles with 8 x 8 micro-tiles, half the workgroup-memory
+/// loads per FMA of the 128 x 64 tile. Not chosen by [`plan`] yet: the GPU runs of
+/// `spikescan bench --kernels` time it beside the default at the ceiling's shape. Where one
+/// activation row would take the GEMV, that stays.
+pub fn plan_wide(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>) -> Plan {
+    plan_inner(
+        g,
+        wg,
+        rows.or(Some((wg / 16) * 8)),
+        wide_cols(wg),
+        slices,
+        false,
+    )
 }
 
 /// Most activation rows the skinny kernel takes (in passes of 8 rows).
@@ -265,26 +293,28 @@ fn skinny_plan(g: &Gemm, wg: usize, slices: Option<usize>) -> Option<Plan> {
 /// [`plan_with`] for a product whose w operand is packed spikes ([`spike_gemm_planned`]):
 /// always the tiled kernel, the spikes fetched 4 positions (one nibble) at a k.
 pub fn plan_spikes(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>) -> Plan {
-    plan_inner(g, wg, rows, slices, true)
+    plan_inner(g, wg, rows, 64, slices, true)
 }
 
-/// Tile rows and K slices of an `m x n` product over `k`, `batch` times, on tiles of 64
-/// columns and `wg / 2` (large) or `wg / 4` (small) rows: the large tile where its grid still
+/// Tile rows and K slices of an `m x n` product over `k`, `batch` times, on tiles of `cols`
+/// columns (64; 128 for the wide tiles) and `wg / 2` (large) or `wg / 4` (small) rows: the large tile where its grid still
 /// reaches [`GRID_FILL`]; K split into slices of at least 256 (multiples of 16) where the
 /// grid is under two workgroups per compute unit (one 256-invocation workgroup per SM is 8 of
 /// its 64 warps: too few to hide memory latency). `rows` / `slices` force either (a forced
 /// tile that is neither size is ignored). Returns (rows, splits, k_chunk).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn tiling(
     m: usize,
     n: usize,
     k: usize,
     batch: usize,
     wg: usize,
+    cols: usize,
     rows: Option<usize>,
     slices: Option<usize>,
 ) -> (usize, usize, usize) {
     let big = (wg / 16) * 8;
-    let grid = |rows: usize| m.div_ceil(rows) * n.div_ceil(64) * batch;
+    let grid = |rows: usize| m.div_ceil(rows) * n.div_ceil(cols) * batch;
     let rows = rows.filter(|&r| r == big || r == big / 2).unwrap_or(
         if m >= big && grid(big) >= GRID_FILL {
             big
@@ -331,7 +361,14 @@ fn k_vec(g: &Gemm) -> (bool, bool) {
     )
 }
 
-fn plan_inner(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>, bits: bool) -> Plan {
+fn plan_inner(
+    g: &Gemm,
+    wg: usize,
+    rows: Option<usize>,
+    cols: usize,
+    slices: Option<usize>,
+    bits: bool,
+) -> Plan {
     let gemv = !bits && g.m * g.batch <= 65_535 && g.m <= 4;
     let m4 = |v: usize| v.is_multiple_of(4);
     // An operand's batch stride matters only with more than one batch entry.
@@ -356,19 +393,20 @@ fn plan_inner(g: &Gemm, wg: usize, rows: Option<usize>, slices: Option<usize>, b
     let (rows, splits, k_chunk) = if gemv {
         ((wg / 16) * 4, 1, g.k)
     } else {
-        tiling(g.m, g.n, g.k, g.batch, wg, rows, slices)
+        tiling(g.m, g.n, g.k, g.batch, wg, cols, rows, slices)
     };
+    let cols = if gemv { 64 } else { cols };
     let out_vec = m4(g.n) && m4(g.out_offset) && m4(g.out_row_stride);
     Plan {
         gemv,
         skinny: None,
-        tile: (rows, 64),
+        tile: (rows, cols),
         a_rows,
         a_vec,
         b_rows,
         b_vec,
         out_vec,
-        unchecked: g.m.is_multiple_of(rows) && g.n.is_multiple_of(64) && g.k.is_multiple_of(16),
+        unchecked: g.m.is_multiple_of(rows) && g.n.is_multiple_of(cols) && g.k.is_multiple_of(16),
         splits,
         k_chunk,
     }
@@ -577,7 +615,8 @@ fn record(
     let valid = if pl.skinny.is_some() {
         !bits && skinny_plan(g, wg, Some(pl.splits)) == Some(pl)
     } else {
-        pl == plan_inner(g, wg, Some(pl.tile.0), Some(pl.splits), bits)
+        (pl.tile.1 == 64 || (pl.tile.1 == wide_cols(wg) && !bits))
+            && pl == plan_inner(g, wg, Some(pl.tile.0), pl.tile.1, Some(pl.splits), bits)
     };
     if !valid {
         return Err(shape_err(
@@ -658,6 +697,7 @@ fn record(
         .define_if("B_BITS", bits)
         .define_if("OUT_VEC", tiled && pl.out_vec)
         .define_if("RM8", tiled && pl.tile.0 == (wg / 16) * 8)
+        .define_if("CN8", tiled && pl.tile.1 == 128)
         .define_if("UNCHECKED", tiled && pl.unchecked);
     if let Some((lanes, quads)) = pl.skinny {
         key = key
@@ -1112,8 +1152,8 @@ pub fn reference(g: &Gemm, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f6
     out
 }
 
-/// A harness case's forced variant: tile rows (0: the plan's, 1: the small tile, 2: the
-/// large one) and K slices (None: the plan's).
+/// A harness case's forced variant: the tile (0: the plan's, 1: the small tile, 2: the large
+/// one, 3 and 4: the large and small wide tiles of [`plan_wide`]) and K slices (None: the plan's).
 #[derive(Clone, Copy)]
 struct Force(u8, Option<usize>);
 
@@ -1226,7 +1266,13 @@ fn case(name: &str, g: Gemm, bias: bool, f16: u8, force: Force) -> Case {
             Force(0, None) => String::new(),
             Force(t, s) => format!(
                 " [{}{}]",
-                ["plan's tile", "small tile", "large tile"][t as usize],
+                [
+                    "plan's tile",
+                    "small tile",
+                    "large tile",
+                    "large wide tile",
+                    "small wide tile"
+                ][t as usize],
                 s.map_or(String::new(), |s| format!(", {s} k-slices"))
             ),
         }
@@ -1259,10 +1305,14 @@ fn case(name: &str, g: Gemm, bias: bool, f16: u8, force: Force) -> Case {
         let wg = dev.wg() as usize;
         let rows = match force.0 {
             0 => None,
-            1 => Some(wg / 4),
+            1 | 4 => Some(wg / 4),
             _ => Some(wg / 2),
         };
-        let pl = plan_with(&g, wg, rows, force.1);
+        let pl = if force.0 >= 3 {
+            plan_wide(&g, wg, rows, force.1)
+        } else {
+            plan_with(&g, wg, rows, force.1)
+        };
         let mut rec = dev.recorder("test");
         gemm_planned(&mut rec, &g, pl, &xt, &wt, bias.then_some(&bt), &out)?;
         rec.submit()?;
@@ -1404,6 +1454,8 @@ pub fn cases() -> Vec<Case> {
         Force(2, Some(1)),
         Force(1, Some(3)),
         Force(2, Some(2)),
+        Force(3, Some(1)),
+        Force(4, Some(2)),
     ];
     let lin = [
         (1, 1, 1),
@@ -1624,5 +1676,21 @@ mod tests {
     #[test]
     fn matmul_matches_reference_over_shape_sweep() {
         crate::harness::assert_cases(super::cases());
+    }
+
+    /// The wide plans the harness forces are the 128-column tiles at 256 invocations (the
+    /// harness's wide cases run them, not the 64-column kernel), and 64 at 128.
+    #[test]
+    fn wide_plans_take_128_columns_at_256_invocations() {
+        use super::{plan_wide, Gemm};
+        let g = Gemm::linear(4096, 4096, 4096);
+        let pl = plan_wide(&g, 256, None, None);
+        assert_eq!((pl.tile, pl.unchecked, pl.splits), ((128, 128), true, 1));
+        assert_eq!(pl.describe(), "128x128 a=k4 b=k4 out4 unchecked");
+        assert_eq!(plan_wide(&g, 256, Some(64), None).tile, (64, 128));
+        assert_eq!(plan_wide(&g, 128, None, None).tile, (64, 64));
+        // Off the tile: checked; one row stays the GEMV.
+        assert!(!plan_wide(&Gemm::linear(65, 130, 17), 256, None, Some(1)).unchecked);
+        assert!(plan_wide(&Gemm::linear(1, 64, 64), 256, None, None).gemv);
     }
 }
